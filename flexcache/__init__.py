@@ -1,0 +1,46 @@
+"""FlexCache: an approximate latent cache for text-to-video diffusion serving.
+
+Public API: `FlexCache`, `CacheConfig`, `GenerationSignature`, `Plan`,
+`enable_flexcache` / `disable_flexcache`, and the errors in `flexcache.errors`.
+Importing this package never initialises CUDA and never imports Triton,
+nvCOMP, FAISS or diffusers; those load when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flexcache.config import CacheConfig
+from flexcache.errors import *  # noqa: F401,F403
+from flexcache.errors import __all__ as _error_names
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "FlexCache": ("flexcache.engine.cache", "FlexCache"),
+    "GenerationSignature": ("flexcache.engine.entry", "GenerationSignature"),
+    "Plan": ("flexcache.engine.planner", "Plan"),
+    "enable_flexcache": ("flexcache.integrations.diffusers", "enable_flexcache"),
+    "disable_flexcache": ("flexcache.integrations.diffusers", "disable_flexcache"),
+    "last_call_report": ("flexcache.integrations.diffusers", "last_call_report"),
+}
+
+if TYPE_CHECKING:
+    from flexcache.engine.cache import FlexCache
+    from flexcache.engine.entry import GenerationSignature
+    from flexcache.engine.planner import Plan
+    from flexcache.integrations.diffusers import disable_flexcache, enable_flexcache, last_call_report
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'flexcache' has no attribute {name!r}")
+
+
+__all__ = ["CacheConfig", "__version__", *_LAZY, *_error_names]

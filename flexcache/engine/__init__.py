@@ -1,0 +1,1 @@
+"""The cache itself: embedding, index, planner, policy, store and the engine."""

@@ -1,0 +1,366 @@
+"""FlexCache: the approximate latent cache (plan / fetch / insert / stats).
+
+One request goes: `plan` embeds the prompt and searches the index partition
+of its (tenant, generation signature); the planner turns the best similarity
+into a skip depth K. A hit is served by `fetch`, which decodes the stored
+latent x_K. A miss runs all N steps from noise seeded by `plan.seed` and
+hands the latents captured at `plan.checkpoint_steps` to `insert`.
+
+Thread-safety: one lock guards the index, records, policy and store
+bookkeeping; embedding, encoding and decoding run outside it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from flexcache.config import CacheConfig
+from flexcache.engine.embedder import TextEmbedder, build_embedder, validate_prompts
+from flexcache.engine.entry import CacheEntry, GenerationSignature, PromptRecord, dtype_name
+from flexcache.engine.index import MISSING_ID, PartitionedIndex
+from flexcache.engine.planner import Plan, SimilarityPlanner
+from flexcache.engine.policy import ReplacementPolicy, build_policy
+from flexcache.engine.store.base import Tier
+from flexcache.engine.store.memory import MemoryTier
+from flexcache.errors import (
+    CapacityError,
+    CorruptBlobError,
+    InvalidLatentError,
+    InvalidPlanError,
+    InvalidPromptError,
+)
+from flexcache.kernels.codec import LatentCodec, build_codec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass
+class CacheCounters:
+    requests: int = 0
+    hits: int = 0
+    steps_total: int = 0
+    steps_saved: int = 0
+    inserts: int = 0
+    duplicate_inserts: int = 0
+    evictions: int = 0
+    fetch_misses: int = 0
+    corrupt_blobs: int = 0
+    by_tenant: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def tenant(self, name: str) -> dict[str, int]:
+        return self.by_tenant.setdefault(name, {"requests": 0, "hits": 0, "steps_saved": 0})
+
+
+class FlexCache:
+    """An approximate cache of intermediate diffusion latents.
+
+    Args:
+        config: a `CacheConfig`; defaults when omitted.
+        embedder: a `TextEmbedder`; the packaged MiniLM model by default.
+        codec: a `LatentCodec`; built from ``config.codec`` by default.
+        tier: the `Tier` holding blobs; host memory of
+            ``config.store.capacity_bytes`` by default.
+
+    Example:
+        >>> import torch
+        >>> from flexcache import FlexCache, GenerationSignature
+        >>> cache = FlexCache()
+        >>> sig = GenerationSignature("tiny", "Euler", num_steps=10, height=64, width=64,
+        ...                           num_frames=9, latent_shape=(4, 3, 8, 8))
+        >>> plan = cache.plan("a red fox running through snow", sig)
+        >>> plan.hit
+        False
+        >>> latents = {k: torch.randn(4, 3, 8, 8) for k in plan.checkpoint_steps}
+        >>> _ = cache.insert(plan, latents)
+        >>> again = cache.plan("a red fox running through snow", sig)
+        >>> again.hit, again.skip_steps
+        (True, 5)
+        >>> cache.fetch(again).shape
+        torch.Size([4, 3, 8, 8])
+    """
+
+    def __init__(self, config: CacheConfig | None = None, *, embedder: TextEmbedder | None = None,
+                 codec: LatentCodec | None = None, tier: Tier | None = None) -> None:
+        self.config = config or CacheConfig()
+        self.embedder = embedder or build_embedder(self.config.embedder)
+        self.codec = codec or build_codec(self.config.codec)
+        self.planner = SimilarityPlanner(self.config.planner)
+        self.policy: ReplacementPolicy = build_policy(self.config.policy)
+        self.tier = tier or MemoryTier(self.config.store.capacity_bytes)
+        self._index: PartitionedIndex | None = None
+        self._records: dict[int, PromptRecord] = {}
+        self._entries: dict[str, CacheEntry] = {}
+        self._record_by_prompt: dict[tuple[str, str, str], int] = {}
+        self._record_ids = itertools.count(1)
+        self._counters = CacheCounters()
+        self._lock = threading.RLock()
+
+    # -- look-up ---------------------------------------------------------------
+
+    @property
+    def index(self) -> PartitionedIndex:
+        # Built on first use: its dimension needs the embedder, which loads a model.
+        if self._index is None:
+            with self._lock:
+                if self._index is None:
+                    self._index = PartitionedIndex(self.embedder.dim, self.config.index)
+        return self._index
+
+    def plan(self, prompt: str, signature: GenerationSignature, *, tenant: str = DEFAULT_TENANT,
+             seed: int | None = None) -> Plan:
+        """Decide whether `prompt` can resume from a cached latent, and from which step.
+
+        Args:
+            prompt: the request's prompt text.
+            signature: the request's `GenerationSignature`; only entries with
+                an equal signature are considered.
+            tenant: the namespace to search; other tenants' entries are never seen.
+            seed: the seed a full run should use; random when omitted.
+
+        Returns:
+            A `Plan`; ``plan.hit`` says whether to call `fetch`.
+
+        Raises:
+            InvalidPromptError: empty or non-string prompt, or bad tenant name.
+        """
+        (prompt,) = validate_prompts([prompt])
+        _check_tenant(tenant)
+        if not isinstance(signature, GenerationSignature):
+            raise InvalidPlanError(f"signature must be a GenerationSignature; got {type(signature).__name__}")
+        embedding = self.embedder.embed([prompt])
+        partition = (tenant, signature.key())
+        num_steps = signature.num_steps
+        with self._lock:
+            sims, ids = self.index.search(partition, embedding, self.config.index.candidates)
+            best: tuple[int, float, PromptRecord] | None = None
+            for similarity, record_id in zip(sims[0].tolist(), ids[0].tolist()):
+                if record_id == MISSING_ID:
+                    continue
+                record = self._records[record_id]
+                step = record.deepest_step_at_most(self.planner.skip_steps(similarity, num_steps))
+                if step is not None and (best is None or (step, similarity) > best[:2]):
+                    best = (step, similarity, record)
+            counters = self._counters
+            counters.requests += 1
+            counters.steps_total += num_steps
+            counters.tenant(tenant)["requests"] += 1
+        top_similarity = float(sims[0, 0]) if int(ids[0, 0]) != MISSING_ID else None
+        run_seed = secrets.randbits(63) if seed is None else int(seed)
+        common = dict(prompt=prompt, tenant=tenant, signature=signature, seed=run_seed,
+                      checkpoint_steps=self.planner.checkpoint_steps(num_steps), embedding=embedding[0])
+        if best is None:
+            return Plan(hit=False, skip_steps=0, similarity=top_similarity, source_record=None,
+                        source_prompt=None, **common)
+        step, similarity, record = best
+        return Plan(hit=True, skip_steps=step, similarity=similarity, source_record=record.record_id,
+                    source_prompt=record.prompt, **common)
+
+    def fetch(self, plan: Plan, device: torch.device | str | None = None) -> torch.Tensor | None:
+        """The cached latent x_K a hit plan resumes from, or None if it is gone.
+
+        None means: the entry was evicted after `plan`, or its blob failed its
+        checksum (it is then removed); serve the request as ``plan.as_miss()``.
+
+        Raises:
+            InvalidPlanError: `plan` is a miss.
+        """
+        if not plan.hit:
+            raise InvalidPlanError("fetch() needs a hit plan; run a miss in full and insert() its latents")
+        with self._lock:
+            record = self._records.get(plan.source_record)  # type: ignore[arg-type]
+            entry = record.entries.get(plan.skip_steps) if record else None
+            blob = self.tier.get(entry.key) if entry else None
+            if blob is None:
+                self._counters.fetch_misses += 1
+                return None
+        try:
+            latent = self.codec.decode(blob, device=device)
+            if tuple(latent.shape) != plan.signature.latent_shape:
+                raise CorruptBlobError(
+                    f"blob decodes to shape {tuple(latent.shape)}, entry expects {plan.signature.latent_shape}"
+                )
+        except CorruptBlobError as exc:
+            logger.warning("flexcache: dropping corrupt entry %s (%s); serving as a miss", entry.key, exc)
+            with self._lock:
+                self._counters.corrupt_blobs += 1
+                self._counters.fetch_misses += 1
+                if self._entries.get(entry.key) is entry:
+                    self._remove_entry(entry.key)
+            return None
+        with self._lock:
+            entry.hits += 1
+            entry.last_access = time.monotonic()
+            self.policy.on_access(entry)
+            counters = self._counters
+            counters.hits += 1
+            counters.steps_saved += plan.skip_steps
+            tenant = counters.tenant(plan.tenant)
+            tenant["hits"] += 1
+            tenant["steps_saved"] += plan.skip_steps
+        return latent
+
+    # -- insertion ---------------------------------------------------------------
+
+    def insert(self, plan: Plan, latents: Mapping[int, torch.Tensor]) -> list[str]:
+        """Store the latents a full run captured, keyed by the step they follow.
+
+        Args:
+            plan: the miss plan the run was made from (its seed drew the noise).
+            latents: ``{step: x_step}``; steps in ``1 .. N-1``, each latent of
+                the signature's shape (a leading batch dimension of 1 is
+                accepted) and dtype, all values finite.
+
+        Returns:
+            Keys of the entries stored. Steps already stored for the same prompt
+            are kept, not replaced (first writer wins).
+
+        Raises:
+            InvalidPlanError: `plan` is a hit (its latents did not start from its seed).
+            InvalidLatentError: a step out of range, or a latent of the wrong
+                shape or dtype, or with NaN/inf values. Nothing is stored then.
+            CapacityError: an encoded latent is larger than the whole store.
+        """
+        if plan.hit:
+            raise InvalidPlanError(
+                "insert() takes the plan of a full run (a miss); a resumed run did not start from its seed"
+            )
+        signature = plan.signature
+        checked = {step: self._checked_latent(step, latent, signature) for step, latent in latents.items()}
+        blobs = {step: self.codec.encode(latent, seed=plan.seed) for step, latent in sorted(checked.items())}
+        for step, blob in blobs.items():
+            if len(blob) > self.tier.capacity_bytes:
+                raise CapacityError(
+                    f"an encoded latent of {len(blob)} bytes does not fit a store of "
+                    f"{self.tier.capacity_bytes} bytes; raise store.capacity_bytes"
+                )
+        partition = (plan.tenant, signature.key())
+        stored: list[str] = []
+        with self._lock:
+            record_id = self._record_by_prompt.get((*partition, plan.prompt))
+            record = self._records.get(record_id) if record_id is not None else None
+            if record is None:
+                record = PromptRecord(next(self._record_ids), plan.tenant, plan.prompt, signature,
+                                      plan.seed, plan.embedding.detach())
+                self._records[record.record_id] = record
+                self._record_by_prompt[(*partition, plan.prompt)] = record.record_id
+                self.index.add(partition, torch.tensor([record.record_id]), record.embedding.unsqueeze(0))
+            for step, blob in blobs.items():
+                if step in record.entries:
+                    self._counters.duplicate_inserts += 1
+                    continue
+                self._make_room(len(blob), protect=record.record_id)
+                entry = CacheEntry(record.record_id, step, signature.num_steps, len(blob), self.tier.name)
+                self.tier.put(entry.key, blob)
+                record.entries[step] = entry
+                self._entries[entry.key] = entry
+                self.policy.on_insert(entry)
+                self._counters.inserts += 1
+                stored.append(entry.key)
+            if not record.entries:
+                self._drop_record(record)
+        return stored
+
+    def _checked_latent(self, step: int, latent: torch.Tensor, signature: GenerationSignature) -> torch.Tensor:
+        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step < signature.num_steps:
+            raise InvalidLatentError(f"checkpoint step must be an int in 1..{signature.num_steps - 1}; got {step!r}")
+        if not isinstance(latent, torch.Tensor):
+            raise InvalidLatentError(f"latent for step {step} must be a torch.Tensor; got {type(latent).__name__}")
+        if latent.dim() == len(signature.latent_shape) + 1 and latent.shape[0] == 1:
+            latent = latent[0]
+        if tuple(latent.shape) != signature.latent_shape:
+            raise InvalidLatentError(
+                f"latent for step {step} has shape {tuple(latent.shape)}; the signature expects "
+                f"{signature.latent_shape} (optionally with a leading batch of 1)"
+            )
+        if latent.dtype != signature.torch_dtype:
+            raise InvalidLatentError(
+                f"latent for step {step} is {dtype_name(latent.dtype) if latent.is_floating_point() else latent.dtype}; "
+                f"the signature expects {signature.latent_dtype}"
+            )
+        if not bool(torch.isfinite(latent).all()):
+            raise InvalidLatentError(f"latent for step {step} holds NaN or infinite values; it was not stored")
+        return latent.detach()
+
+    def _make_room(self, nbytes: int, protect: int) -> None:
+        while not self.tier.fits(nbytes):
+            victim = self.policy.victim()
+            if victim is None:  # cannot happen while capacity >= nbytes; guard against a loop
+                raise CapacityError(f"store cannot free {nbytes} bytes")
+            self._remove_entry(victim, keep_record=protect)
+            self._counters.evictions += 1
+
+    def _remove_entry(self, key: str, keep_record: int | None = None) -> None:
+        entry = self._entries.pop(key)
+        self.tier.remove(key)
+        self.policy.on_remove(key)
+        record = self._records[entry.record_id]
+        del record.entries[entry.step]
+        if not record.entries and record.record_id != keep_record:
+            self._drop_record(record)
+
+    def _drop_record(self, record: PromptRecord) -> None:
+        partition = (record.tenant, record.signature.key())
+        self.index.remove(partition, torch.tensor([record.record_id]))
+        del self._records[record.record_id]
+        del self._record_by_prompt[(*partition, record.prompt)]
+
+    # -- management --------------------------------------------------------------
+
+    def clear(self, tenant: str | None = None) -> int:
+        """Remove every entry (of one tenant when given); returns entries removed."""
+        with self._lock:
+            keys = [e.key for e in self._entries.values()
+                    if tenant is None or self._records[e.record_id].tenant == tenant]
+            for key in keys:
+                self._remove_entry(key)
+            return len(keys)
+
+    def stats(self) -> dict:
+        """Counters and sizes as a plain dict (JSON-safe).
+
+        ``hit_rate`` is hits / requests, where a request is a `plan` call and a
+        hit is a successful `fetch`.
+        """
+        with self._lock:
+            c = self._counters
+            return {
+                "requests": c.requests,
+                "hits": c.hits,
+                "misses": c.requests - c.hits,
+                "hit_rate": c.hits / c.requests if c.requests else 0.0,
+                "steps_total": c.steps_total,
+                "steps_saved": c.steps_saved,
+                "entries": len(self._entries),
+                "records": len(self._records),
+                "bytes_stored": self.tier.bytes_used,
+                "capacity_bytes": self.tier.capacity_bytes,
+                "inserts": c.inserts,
+                "duplicate_inserts": c.duplicate_inserts,
+                "evictions": c.evictions,
+                "fetch_misses": c.fetch_misses,
+                "corrupt_blobs": c.corrupt_blobs,
+                "policy": self.policy.name,
+                "codec": self.codec.name,
+                "tenants": {name: dict(values) for name, values in c.by_tenant.items()},
+            }
+
+    def entries(self, tenant: str | None = None) -> list[CacheEntry]:
+        """A snapshot of the entries' metadata (copies)."""
+        with self._lock:
+            return [CacheEntry(**vars(e)) for e in self._entries.values()
+                    if tenant is None or self._records[e.record_id].tenant == tenant]
+
+
+def _check_tenant(tenant: str) -> None:
+    if not isinstance(tenant, str) or not tenant or tenant != tenant.strip():
+        raise InvalidPromptError(f"tenant must be a non-empty string without surrounding spaces; got {tenant!r}")

@@ -1,0 +1,154 @@
+"""Entry metadata: what the cache knows about each stored latent.
+
+A *record* is one earlier generation (one prompt, one seed, one signature)
+and owns the vector in the index; an *entry* is one latent of that record,
+captured after `step` of its `signature.num_steps` denoising steps. Entries are
+evicted one by one; a record leaves the index when its last entry goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from flexcache.errors import InvalidLatentError
+
+_DTYPE_NAMES = {
+    torch.float32: "float32",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.float64: "float64",
+}
+_DTYPES_BY_NAME = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """Stable name of a floating latent dtype (``torch.float32`` -> ``"float32"``)."""
+    try:
+        return _DTYPE_NAMES[dtype]
+    except KeyError:
+        raise InvalidLatentError(
+            f"latent dtype {dtype} is not supported; use one of {', '.join(_DTYPE_NAMES.values())}"
+        ) from None
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    try:
+        return _DTYPES_BY_NAME[name]
+    except KeyError:
+        raise InvalidLatentError(
+            f"latent dtype {name!r} is not supported; use one of {', '.join(_DTYPES_BY_NAME)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class GenerationSignature:
+    """Everything that must match for a cached latent to be reusable.
+
+    An entry only serves requests with an equal signature: same model, same
+    scheduler and its config, same step count, resolution, frame count and
+    latent shape/dtype, same guidance. A mismatch is a miss, never a wrongly
+    shaped latent (DESIGN.md, "Generation signature").
+
+    Args:
+        model_id: the model's name or path (any stable string).
+        scheduler: scheduler class name plus a digest of its config.
+        num_steps: N, the number of denoising steps.
+        height, width, num_frames: output size in pixels and frames.
+        latent_shape: the latent's shape without the batch dimension.
+        latent_dtype: the latent's dtype name, e.g. ``"float32"``.
+        extra: other settings that change the trajectory (guidance scale,
+            negative prompt), as sorted ``(name, value)`` string pairs.
+    """
+
+    model_id: str
+    scheduler: str
+    num_steps: int
+    height: int
+    width: int
+    num_frames: int
+    latent_shape: tuple[int, ...]
+    latent_dtype: str = "float32"
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 2:
+            raise InvalidLatentError(f"num_steps must be >= 2 to skip anything; got {self.num_steps}")
+        if not self.latent_shape or any(int(d) <= 0 for d in self.latent_shape):
+            raise InvalidLatentError(f"latent_shape must be positive sizes; got {self.latent_shape}")
+        object.__setattr__(self, "latent_shape", tuple(int(d) for d in self.latent_shape))
+        dtype_from_name(self.latent_dtype)
+
+    def key(self) -> str:
+        """A stable hex digest (never Python's salted ``hash()``)."""
+        payload = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return dtype_from_name(self.latent_dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "scheduler": self.scheduler,
+            "num_steps": self.num_steps,
+            "height": self.height,
+            "width": self.width,
+            "num_frames": self.num_frames,
+            "latent_shape": list(self.latent_shape),
+            "latent_dtype": self.latent_dtype,
+            "extra": [list(pair) for pair in self.extra],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GenerationSignature":
+        fields = dict(data)
+        fields["latent_shape"] = tuple(fields["latent_shape"])
+        fields["extra"] = tuple(tuple(pair) for pair in fields.get("extra", ()))
+        return cls(**fields)
+
+
+@dataclass
+class CacheEntry:
+    """One stored latent: record `record_id` after `step` denoising steps."""
+
+    record_id: int
+    step: int
+    num_steps: int
+    nbytes: int
+    tier: str
+    created_at: float = field(default_factory=time.monotonic)
+    last_access: float = field(default_factory=time.monotonic)
+    hits: int = 0
+
+    @property
+    def key(self) -> str:
+        return entry_key(self.record_id, self.step)
+
+
+def entry_key(record_id: int, step: int) -> str:
+    return f"{record_id:016x}-{step:05d}"
+
+
+@dataclass
+class PromptRecord:
+    """One earlier generation: its prompt, seed and the entries captured from it."""
+
+    record_id: int
+    tenant: str
+    prompt: str
+    signature: GenerationSignature
+    seed: int
+    embedding: torch.Tensor
+    entries: dict[int, CacheEntry] = field(default_factory=dict)
+
+    def deepest_step_at_most(self, step: int) -> int | None:
+        """The deepest stored step not beyond `step`, or None."""
+        candidates = [s for s in self.entries if s <= step]
+        return max(candidates) if candidates else None

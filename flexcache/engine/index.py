@@ -1,0 +1,255 @@
+"""Inner-product vector indexes, partitioned by (tenant, generation signature).
+
+Two interchangeable backends return the same neighbours on the same data:
+
+* `FaissFlatIndex`: FAISS ``IndexFlatIP`` behind an id map (CPU), or the
+  faiss-gpu flat index when faiss-gpu is installed and the index lives on CUDA.
+  GPU FAISS indexes cannot remove rows, so removals become tombstones there.
+* `TorchFlatIndex`: a device-resident matrix searched with one matmul + topk;
+  the GPU index where faiss-gpu is missing (it is, for CUDA 13). Removal is a
+  tombstone; the matrix is compacted once tombstones pass a threshold.
+
+Vectors must be unit-norm float32 so inner product is cosine similarity.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Hashable
+
+import numpy as np
+import torch
+
+from flexcache.config import IndexConfig
+from flexcache.engine.embedder import resolve_device
+from flexcache.errors import BackendUnavailableError, ConfigError
+
+MISSING_ID = -1
+
+
+class VectorIndex(abc.ABC):
+    """A flat inner-product index over int64 ids."""
+
+    dim: int
+
+    @abc.abstractmethod
+    def add(self, ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        """Add rows; ids are int64 and must not be present already."""
+
+    @abc.abstractmethod
+    def remove(self, ids: torch.Tensor) -> int:
+        """Remove ids (unknown ids are ignored); returns how many were removed."""
+
+    @abc.abstractmethod
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k by inner product: ``(similarities, ids)`` of shape ``(n, k)``.
+
+        Slots beyond the live row count hold similarity ``-inf`` and id ``-1``.
+        Ties are broken by the lower id, so backends agree.
+        """
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Live (not removed) rows."""
+
+
+def _pad(sims: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    missing = k - sims.shape[1]
+    if missing > 0:
+        n = sims.shape[0]
+        sims = torch.cat([sims, sims.new_full((n, missing), float("-inf"))], dim=1)
+        ids = torch.cat([ids, ids.new_full((n, missing), MISSING_ID)], dim=1)
+    return sims, ids
+
+
+def _sort_ties_by_id(sims: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Order by (similarity desc, id asc) so both backends agree on exact ties.
+    order = torch.argsort(ids, dim=1, stable=True)
+    sims, ids = sims.gather(1, order), ids.gather(1, order)
+    order = torch.argsort(sims, dim=1, descending=True, stable=True)
+    return sims.gather(1, order), ids.gather(1, order)
+
+
+class TorchFlatIndex(VectorIndex):
+    """Flat inner-product index as a torch matrix on `device` (GPU-resident on CUDA)."""
+
+    def __init__(self, dim: int, device: torch.device | str = "cpu", compact_fraction: float = 0.25) -> None:
+        self.dim = dim
+        self.device = torch.device(device)
+        self.compact_fraction = compact_fraction
+        self._vectors = torch.empty((0, dim), dtype=torch.float32, device=self.device)
+        self._ids = torch.empty((0,), dtype=torch.int64, device=self.device)
+        self._live = torch.empty((0,), dtype=torch.bool, device=self.device)
+        self._row_of: dict[int, int] = {}
+
+    def add(self, ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        ids_list = [int(i) for i in ids.reshape(-1).tolist()]
+        start = self._ids.shape[0]
+        self._vectors = torch.cat([self._vectors, vectors.to(self.device, torch.float32)])
+        self._ids = torch.cat([self._ids, ids.to(self.device, torch.int64).reshape(-1)])
+        self._live = torch.cat([self._live, torch.ones(len(ids_list), dtype=torch.bool, device=self.device)])
+        for offset, item in enumerate(ids_list):
+            self._row_of[item] = start + offset
+
+    def remove(self, ids: torch.Tensor) -> int:
+        rows = [self._row_of.pop(int(i)) for i in ids.reshape(-1).tolist() if int(i) in self._row_of]
+        if rows:
+            self._live[torch.tensor(rows, device=self.device)] = False
+            if self.tombstones > self.compact_fraction * self._ids.shape[0]:
+                self.compact()
+        return len(rows)
+
+    @property
+    def tombstones(self) -> int:
+        return self._ids.shape[0] - len(self._row_of)
+
+    def compact(self) -> None:
+        """Drop tombstoned rows (one gather; amortised by `compact_fraction`)."""
+        keep = self._live
+        self._vectors, self._ids = self._vectors[keep], self._ids[keep]
+        self._live = torch.ones(self._ids.shape[0], dtype=torch.bool, device=self.device)
+        self._row_of = {int(i): row for row, i in enumerate(self._ids.tolist())}
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        queries = queries.to(self.device, torch.float32)
+        n_rows = self._ids.shape[0]
+        if len(self) == 0:
+            empty = torch.empty((queries.shape[0], 0), device=self.device)
+            return _pad(empty, empty.to(torch.int64), k)
+        sims = queries @ self._vectors.T
+        sims = sims.masked_fill(~self._live, float("-inf"))
+        top = min(k, n_rows)
+        best, rows = torch.topk(sims, top, dim=1)
+        ids = self._ids[rows]
+        ids = ids.masked_fill(torch.isinf(best), MISSING_ID)
+        best, ids = _sort_ties_by_id(best, ids)
+        return _pad(best, ids, k)
+
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+
+class FaissFlatIndex(VectorIndex):
+    """FAISS flat inner-product index with ids; faiss-gpu when `device` is CUDA."""
+
+    def __init__(self, dim: int, device: torch.device | str = "cpu") -> None:
+        try:
+            import faiss
+        except ImportError:
+            raise BackendUnavailableError(
+                "index.backend 'faiss' needs faiss; pip install faiss-cpu (or faiss-gpu-cu12 on CUDA 12), "
+                "or set index.backend to 'torch'"
+            ) from None
+        self._faiss = faiss
+        self.dim = dim
+        self.device = torch.device(device)
+        self._on_gpu = self.device.type == "cuda"
+        if self._on_gpu:
+            if not hasattr(faiss, "StandardGpuResources"):
+                raise BackendUnavailableError(
+                    "index.backend 'faiss' on CUDA needs faiss-gpu; install it or use index.backend 'torch'"
+                )
+            self._resources = faiss.StandardGpuResources()
+            config = faiss.GpuIndexFlatConfig()
+            config.device = self.device.index or 0
+            self._index = faiss.IndexIDMap(faiss.GpuIndexFlatIP(self._resources, dim, config))
+        else:
+            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._live: set[int] = set()
+
+    def add(self, ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        array = np.ascontiguousarray(vectors.detach().to("cpu", torch.float32).numpy())
+        id_array = np.ascontiguousarray(ids.detach().to("cpu", torch.int64).reshape(-1).numpy())
+        self._index.add_with_ids(array, id_array)
+        self._live.update(int(i) for i in id_array)
+
+    def remove(self, ids: torch.Tensor) -> int:
+        present = [int(i) for i in ids.reshape(-1).tolist() if int(i) in self._live]
+        if not present:
+            return 0
+        self._live.difference_update(present)
+        if not self._on_gpu:
+            self._index.remove_ids(np.asarray(present, dtype=np.int64))
+        return len(present)
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        array = np.ascontiguousarray(queries.detach().to("cpu", torch.float32).numpy())
+        # On GPU removed rows stay as tombstones: over-fetch and filter them out.
+        fetch = min(self._index.ntotal, k + (self._index.ntotal - len(self._live)))
+        if fetch == 0:
+            empty = torch.empty((array.shape[0], 0))
+            return _pad(empty, empty.to(torch.int64), k)
+        sims_np, ids_np = self._index.search(array, fetch)
+        sims, ids = torch.from_numpy(sims_np), torch.from_numpy(ids_np)
+        dead = torch.tensor([[int(i) not in self._live for i in row] for row in ids_np.tolist()], dtype=torch.bool)
+        sims = sims.masked_fill(dead, float("-inf"))
+        ids = ids.masked_fill(dead | (ids < 0), MISSING_ID)
+        sims, ids = _sort_ties_by_id(sims, ids)
+        sims, ids = _pad(sims[:, :k], ids[:, :k], k)
+        return sims.to(self.device), ids.to(self.device)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
+def _faiss_importable(need_gpu: bool) -> bool:
+    try:
+        import faiss
+    except ImportError:
+        return False
+    return hasattr(faiss, "StandardGpuResources") if need_gpu else True
+
+
+def build_index(dim: int, config: IndexConfig) -> VectorIndex:
+    """The index the config asks for, on the device it names (see `IndexConfig`)."""
+    device = resolve_device(config.device)
+    backend = config.backend
+    if backend == "auto":
+        backend = "faiss" if _faiss_importable(need_gpu=device.type == "cuda") else "torch"
+    if backend == "faiss":
+        return FaissFlatIndex(dim, device)
+    if backend == "torch":
+        return TorchFlatIndex(dim, device, config.compact_fraction)
+    raise ConfigError(f"unknown index backend {backend!r}")
+
+
+class PartitionedIndex:
+    """One `VectorIndex` per partition key (tenant namespace, signature key).
+
+    A search only ever sees its own partition, which is how tenants stay
+    apart and how a different resolution or step count can never match.
+    """
+
+    def __init__(self, dim: int, config: IndexConfig) -> None:
+        self.dim = dim
+        self.config = config
+        self._partitions: dict[Hashable, VectorIndex] = {}
+
+    def add(self, partition: Hashable, ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        index = self._partitions.get(partition)
+        if index is None:
+            index = self._partitions[partition] = build_index(self.dim, self.config)
+        index.add(ids, vectors)
+
+    def remove(self, partition: Hashable, ids: torch.Tensor) -> int:
+        index = self._partitions.get(partition)
+        if index is None:
+            return 0
+        removed = index.remove(ids)
+        if len(index) == 0:
+            del self._partitions[partition]
+        return removed
+
+    def search(self, partition: Hashable, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self._partitions.get(partition)
+        if index is None:
+            empty = torch.empty((queries.shape[0], 0))
+            return _pad(empty, empty.to(torch.int64), k)
+        return index.search(queries, k)
+
+    def __len__(self) -> int:
+        return sum(len(index) for index in self._partitions.values())
+
+    @property
+    def partitions(self) -> int:
+        return len(self._partitions)

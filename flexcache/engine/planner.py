@@ -1,0 +1,93 @@
+"""Similarity -> skip depth K, and the `Plan` a request carries through the cache.
+
+NIRVANA (Agarwal et al., NSDI'24, Table 2) maps the cosine similarity of the
+best cached prompt to how many of N steps can be skipped; the default table
+is theirs, expressed as fractions of N so it carries over to any step count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from flexcache.config import PlannerConfig
+from flexcache.engine.entry import GenerationSignature
+
+
+def checkpoint_steps(num_steps: int, fractions: tuple[float, ...]) -> tuple[int, ...]:
+    """Steps after which a miss captures its latent, e.g. N=50 -> (5, 10, 15, 20, 25).
+
+    Steps are rounded, deduplicated and kept within ``1 .. N-1`` so a resumed
+    run always has at least one step left.
+    """
+    steps = {min(num_steps - 1, max(1, round(f * num_steps))) for f in fractions}
+    return tuple(sorted(steps))
+
+
+class SimilarityPlanner:
+    """Maps a similarity to the number of steps a hit may skip."""
+
+    def __init__(self, config: PlannerConfig | None = None) -> None:
+        self.config = config or PlannerConfig()
+
+    def skip_fraction(self, similarity: float) -> float:
+        """Fraction of N to skip; 0.0 means miss."""
+        fraction = 0.0
+        for threshold, row_fraction in self.config.similarity_table:
+            if similarity >= threshold:
+                fraction = row_fraction
+        return fraction
+
+    def skip_steps(self, similarity: float, num_steps: int) -> int:
+        """Steps the table allows at this similarity (0 = miss), never all N."""
+        fraction = self.skip_fraction(similarity)
+        if fraction == 0.0:
+            return 0
+        return min(num_steps - 1, max(1, round(fraction * num_steps)))
+
+    def checkpoint_steps(self, num_steps: int) -> tuple[int, ...]:
+        return checkpoint_steps(num_steps, self.config.checkpoint_fractions)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the cache decided for one request.
+
+    A hit names the entry to fetch and the step K to resume from; every plan
+    also carries the seed and checkpoint steps a full run should use, so a hit
+    whose fetch fails (evicted meanwhile, corrupt blob) becomes a miss with
+    `as_miss()` and still fills the cache.
+
+    Attributes:
+        prompt, tenant, signature: the request.
+        hit: whether `fetch` should be called.
+        skip_steps: K, the steps a hit skips (0 on a miss).
+        similarity: cosine similarity to the best candidate (None when the
+            partition was empty).
+        source_record: the record a hit resumes from.
+        source_prompt: that record's prompt (for reports; same tenant only).
+        seed: the seed of the initial noise for a full run.
+        checkpoint_steps: steps after which a full run captures latents.
+        embedding: the prompt's unit vector, reused by `insert`.
+    """
+
+    prompt: str
+    tenant: str
+    signature: GenerationSignature
+    hit: bool
+    skip_steps: int
+    similarity: float | None
+    source_record: int | None
+    source_prompt: str | None
+    seed: int
+    checkpoint_steps: tuple[int, ...]
+    embedding: torch.Tensor = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def num_steps(self) -> int:
+        return self.signature.num_steps
+
+    def as_miss(self) -> "Plan":
+        return dataclasses.replace(self, hit=False, skip_steps=0, source_record=None, source_prompt=None)

@@ -1,0 +1,1 @@
+"""Latent codecs and (later) their Triton kernels; torch-only on import."""
