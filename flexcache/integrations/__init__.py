@@ -1,0 +1,1 @@
+"""Integrations with serving frameworks (diffusers first); imported lazily."""

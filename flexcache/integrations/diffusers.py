@@ -1,0 +1,375 @@
+"""Plug a FlexCache into a Hugging Face diffusers video pipeline.
+
+`enable_flexcache(pipe, cache)` wraps the pipeline's ``__call__`` without
+copying pipeline code; it uses only the public surface (DESIGN.md, "Resuming"):
+
+* miss: FlexCache draws the initial noise from the plan's seed, passes it as
+  ``latents=``, and captures x_K after each checkpoint step through
+  ``callback_on_step_end``; the captured latents are inserted after the run.
+* hit: the cached x_K is passed as ``latents=`` and a copy of the scheduler
+  whose ``set_timesteps`` drops the first K entries of ``timesteps`` and
+  ``sigmas`` runs only steps K..N.
+
+Calls that cannot be keyed (a list of prompts, ``num_videos_per_prompt > 1``,
+caller-supplied ``latents``, only ``prompt_embeds`` without ``prompt``) run
+uncached; `last_call_report` says why. ``pipe(prompt=..., prompt_embeds=...)``
+keys the cache on the prompt text and hands the pipeline only the embeddings,
+which is how pipelines built without a text encoder are served.
+
+Two keyword arguments are added to the pipeline call: ``flexcache_tenant``
+(namespace for this call; default: the one given to `enable_flexcache`) and
+``flexcache_enabled=False`` (bypass the cache for this call).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from flexcache.engine.cache import DEFAULT_TENANT, FlexCache
+from flexcache.engine.entry import GenerationSignature
+from flexcache.engine.noise import seeded_noise
+from flexcache.engine.planner import Plan
+from flexcache.errors import FlexCacheError, UnsupportedPipelineError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CallReport:
+    """What FlexCache did for one pipeline call."""
+
+    prompt: str | None
+    tenant: str
+    hit: bool = False
+    skip_steps: int = 0
+    num_steps: int = 0
+    similarity: float | None = None
+    source_prompt: str | None = None
+    seed: int | None = None
+    inserted: list[str] = field(default_factory=list)
+    bypass_reason: str | None = None
+    insert_error: str | None = None
+    seconds: float = 0.0
+
+
+# -- per-pipeline adapters --------------------------------------------------------
+
+
+def _digest(data: Any) -> str:
+    payload = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class PipelineAdapter:
+    """Knows one pipeline family's latent layout and generation signature."""
+
+    pipeline_class_name: str
+
+    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+        raise NotImplementedError
+
+    def to_pipeline_latents(self, latent: torch.Tensor) -> torch.Tensor:
+        """Cache layout (no batch) -> what the pipeline's ``latents=`` expects."""
+        return latent.unsqueeze(0)
+
+
+class WanAdapter(PipelineAdapter):
+    """`WanPipeline` (Wan2.1 / Wan2.2 text-to-video): latents are (B, C, T, H, W) float32."""
+
+    pipeline_class_name = "WanPipeline"
+
+    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+        # Mirror the size adjustments WanPipeline.__call__ makes, so the
+        # signature names the latent the pipeline will really produce.
+        temporal = pipe.vae_scale_factor_temporal
+        spatial = pipe.vae_scale_factor_spatial
+        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+        patch = transformer.config.patch_size
+        num_frames = int(args["num_frames"])
+        if num_frames % temporal != 1:
+            num_frames = num_frames // temporal * temporal + 1
+        num_frames = max(num_frames, 1)
+        height = int(args["height"]) // (spatial * patch[1]) * (spatial * patch[1])
+        width = int(args["width"]) // (spatial * patch[2]) * (spatial * patch[2])
+        latent_shape = (
+            int(transformer.config.in_channels),
+            (num_frames - 1) // temporal + 1,
+            height // spatial,
+            width // spatial,
+        )
+        extra = {
+            "guidance_scale": args.get("guidance_scale"),
+            "guidance_scale_2": args.get("guidance_scale_2"),
+            "negative_prompt": args.get("negative_prompt"),
+            "max_sequence_length": args.get("max_sequence_length"),
+        }
+        return GenerationSignature(
+            model_id=model_id,
+            scheduler=f"{type(pipe.scheduler).__name__}:{_digest(dict(pipe.scheduler.config))}",
+            num_steps=int(args["num_inference_steps"]),
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            latent_shape=latent_shape,
+            latent_dtype="float32",
+            extra=tuple(sorted((k, str(v)) for k, v in extra.items())),
+        )
+
+
+ADAPTERS: dict[str, PipelineAdapter] = {adapter.pipeline_class_name: adapter for adapter in (WanAdapter(),)}
+
+
+def _adapter_for(pipe: Any) -> PipelineAdapter:
+    for cls in type(pipe).__mro__:
+        if cls.__name__ in ADAPTERS:
+            return ADAPTERS[cls.__name__]
+    raise UnsupportedPipelineError(
+        f"FlexCache has no adapter for {type(pipe).__name__}; supported pipelines: "
+        f"{', '.join(sorted(ADAPTERS))} (CogVideoX, LTX, HunyuanVideo and Mochi are planned)"
+    )
+
+
+def _default_model_id(pipe: Any) -> str:
+    name = getattr(pipe, "name_or_path", None)
+    if name:
+        return str(name)
+    # Built in code: fall back to the architecture. Two differently trained
+    # models with one architecture would share entries, so pass model_id.
+    transformer = getattr(pipe, "transformer", None)
+    config = dict(transformer.config) if transformer is not None else {}
+    return f"{type(pipe).__name__}:{_digest(config)}"
+
+
+# -- resuming: a scheduler that runs only steps K..N --------------------------------
+
+_SLICED_CLASSES: dict[type, type] = {}
+_SLICED_LOCK = threading.Lock()
+
+
+def _sliced_scheduler_class(base: type) -> type:
+    with _SLICED_LOCK:
+        if base not in _SLICED_CLASSES:
+            def set_timesteps(self, *args, **kwargs):
+                base.set_timesteps(self, *args, **kwargs)
+                skip = self.flexcache_skip_steps
+                self.timesteps = self.timesteps[skip:]
+                if getattr(self, "sigmas", None) is not None:
+                    self.sigmas = self.sigmas[skip:]
+
+            _SLICED_CLASSES[base] = type(f"FlexCacheSliced{base.__name__}", (base,), {"set_timesteps": set_timesteps})
+        return _SLICED_CLASSES[base]
+
+
+def sliced_scheduler(scheduler: Any, skip_steps: int) -> Any:
+    """A copy of `scheduler` whose schedule starts at step `skip_steps`.
+
+    Exact for one-step solvers (Euler flow matching: resuming from the x_K an
+    uninterrupted run produced reproduces that run). Multistep solvers
+    (UniPC, DPM++) restart their history at K, so the first resumed steps use
+    a lower order than the uninterrupted run did.
+    """
+    clone = copy.deepcopy(scheduler)
+    clone.__class__ = _sliced_scheduler_class(type(scheduler))
+    clone.flexcache_skip_steps = skip_steps
+    return clone
+
+
+# -- the per-call state -------------------------------------------------------------
+
+
+class _CallContext:
+    """State of one generation: its plan and the latents captured so far."""
+
+    def __init__(self, plan: Plan, user_callback: Callable | None) -> None:
+        self.plan = plan
+        self.user_callback = user_callback
+        self.checkpoints = set(plan.checkpoint_steps)
+        self.captured: dict[int, torch.Tensor] = {}
+
+    def on_step_end(self, pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
+        outputs = callback_kwargs
+        if self.user_callback is not None:
+            outputs = self.user_callback(pipe, step_index, timestep, callback_kwargs) or {}
+        steps_done = step_index + 1
+        if steps_done in self.checkpoints:
+            latents = outputs.get("latents", callback_kwargs["latents"])
+            self.captured[steps_done] = latents.detach().clone()
+        return outputs
+
+
+class _Binding:
+    """What `enable_flexcache` attaches to a pipeline."""
+
+    def __init__(self, cache: FlexCache, adapter: PipelineAdapter, tenant: str, model_id: str,
+                 original_class: type) -> None:
+        self.cache = cache
+        self.adapter = adapter
+        self.tenant = tenant
+        self.model_id = model_id
+        self.original_class = original_class
+        self.call_signature = inspect.signature(original_class.__call__)
+        # A diffusers pipeline (its scheduler state) serves one call at a time.
+        self.run_lock = threading.RLock()
+        self.reports = threading.local()
+
+    def __call__(self, pipe: Any, args: tuple, kwargs: dict) -> Any:
+        original_call = self.original_class.__call__
+        tenant = kwargs.pop("flexcache_tenant", None) or self.tenant
+        enabled = kwargs.pop("flexcache_enabled", True)
+        bound = self.call_signature.bind(pipe, *args, **kwargs)
+        bound.apply_defaults()
+        call_args = dict(bound.arguments)
+        call_args.pop("self", None)
+        prompt = call_args.get("prompt")
+        report = CallReport(prompt=prompt if isinstance(prompt, str) else None, tenant=tenant)
+        self.reports.last = report
+        started = time.perf_counter()
+
+        reason = None if enabled else "disabled for this call"
+        if reason is None:
+            reason = self._uncacheable_reason(call_args)
+        if reason is not None:
+            report.bypass_reason = reason
+            with self.run_lock:
+                result = original_call(pipe, *args, **kwargs)
+            report.seconds = time.perf_counter() - started
+            return result
+
+        signature = self.adapter.signature(pipe, call_args, self.model_id)
+        generator = call_args.get("generator")
+        seed = generator.initial_seed() if isinstance(generator, torch.Generator) else None
+        plan = self.cache.plan(prompt, signature, tenant=tenant, seed=seed)
+        device = pipe._execution_device
+        latent = self.cache.fetch(plan, device=device) if plan.hit else None
+        if plan.hit and latent is None:
+            plan = plan.as_miss()
+        report.num_steps = signature.num_steps
+        report.similarity = plan.similarity
+
+        if call_args.get("prompt_embeds") is not None:
+            call_args["prompt"] = None  # the pipeline refuses both; it gets the embeddings only
+        if call_args.get("negative_prompt_embeds") is not None:
+            call_args["negative_prompt"] = None
+
+        if plan.hit:
+            report.hit, report.skip_steps, report.source_prompt = True, plan.skip_steps, plan.source_prompt
+            call_args["latents"] = self.adapter.to_pipeline_latents(latent)
+            with self.run_lock:
+                original_scheduler = pipe.scheduler
+                # Bypass DiffusionPipeline.__setattr__, which would rewrite the saved config.
+                pipe.__dict__["scheduler"] = sliced_scheduler(original_scheduler, plan.skip_steps)
+                try:
+                    result = original_call(pipe, **call_args)
+                finally:
+                    pipe.__dict__["scheduler"] = original_scheduler
+            report.seconds = time.perf_counter() - started
+            return result
+
+        report.seed = plan.seed
+        context = _CallContext(plan, call_args.get("callback_on_step_end"))
+        tensor_inputs = list(call_args.get("callback_on_step_end_tensor_inputs") or [])
+        tensor_inputs = list(getattr(context.user_callback, "tensor_inputs", tensor_inputs))
+        if "latents" not in tensor_inputs:
+            tensor_inputs.append("latents")
+        call_args["callback_on_step_end"] = context.on_step_end
+        call_args["callback_on_step_end_tensor_inputs"] = tensor_inputs
+        noise = seeded_noise(signature.latent_shape, plan.seed, device=device, dtype=signature.torch_dtype)
+        call_args["latents"] = self.adapter.to_pipeline_latents(noise)
+        with self.run_lock:
+            result = original_call(pipe, **call_args)
+        if context.captured:
+            try:
+                report.inserted = self.cache.insert(plan, context.captured)
+            except FlexCacheError as exc:
+                # The video was generated; only caching it failed. Serve it anyway.
+                report.insert_error = f"{type(exc).__name__}: {exc}"
+                logger.warning("flexcache: latents of %r were not cached: %s", prompt, exc)
+        report.seconds = time.perf_counter() - started
+        return result
+
+    @staticmethod
+    def _uncacheable_reason(args: dict[str, Any]) -> str | None:
+        prompt = args.get("prompt")
+        if prompt is None:
+            return "no prompt text to key the cache on (pass prompt= alongside prompt_embeds=)"
+        if not isinstance(prompt, str):
+            return "batched prompts are served uncached; call once per prompt"
+        if args.get("num_videos_per_prompt") not in (None, 1):
+            return "num_videos_per_prompt > 1 is served uncached"
+        if args.get("latents") is not None:
+            return "caller-supplied latents are served uncached"
+        embeds = args.get("prompt_embeds")
+        if embeds is not None and embeds.shape[0] != 1:
+            return "batched prompt_embeds are served uncached"
+        return None
+
+
+# -- public API ---------------------------------------------------------------------
+
+
+def enable_flexcache(pipe: Any, cache: FlexCache, *, tenant: str = DEFAULT_TENANT,
+                     model_id: str | None = None) -> Any:
+    """Serve `pipe`'s calls through `cache`; returns the same pipeline object.
+
+    Args:
+        pipe: a diffusers pipeline of a supported class (`ADAPTERS`).
+        cache: the `FlexCache` to use.
+        tenant: default namespace for calls (override per call with
+            ``flexcache_tenant=``).
+        model_id: identifies the weights in the generation signature; defaults
+            to the pipeline's ``name_or_path``. Pass it for pipelines built in
+            code, which otherwise are identified by architecture only.
+
+    Returns:
+        `pipe`, now caching. `disable_flexcache(pipe)` undoes it.
+
+    Raises:
+        UnsupportedPipelineError: no adapter for this pipeline class.
+
+    Example:
+        >>> from flexcache import FlexCache, enable_flexcache          # doctest: +SKIP
+        >>> pipe = enable_flexcache(WanPipeline.from_pretrained(...), FlexCache())  # doctest: +SKIP
+        >>> video = pipe(prompt="a red fox running through snow").frames[0]  # doctest: +SKIP
+    """
+    if not isinstance(cache, FlexCache):
+        raise UnsupportedPipelineError(f"cache must be a FlexCache; got {type(cache).__name__}")
+    adapter = _adapter_for(pipe)
+    existing: _Binding | None = pipe.__dict__.get("_flexcache_binding")
+    original_class = existing.original_class if existing else type(pipe)
+    binding = _Binding(cache, adapter, tenant, model_id or _default_model_id(pipe), original_class)
+
+    def __call__(self, *args, **kwargs):
+        return self.__dict__["_flexcache_binding"](self, args, kwargs)
+
+    __call__.__doc__ = original_class.__call__.__doc__
+    __call__.__signature__ = inspect.signature(original_class.__call__)  # type: ignore[attr-defined]
+    pipe.__dict__["_flexcache_binding"] = binding
+    # Python looks __call__ up on the type, so the instance gets a one-off subclass.
+    pipe.__class__ = type(original_class.__name__, (original_class,), {"__call__": __call__,
+                                                                        "__module__": original_class.__module__})
+    return pipe
+
+
+def disable_flexcache(pipe: Any) -> Any:
+    """Undo `enable_flexcache`; the cache and its entries are left as they are."""
+    binding: _Binding | None = pipe.__dict__.pop("_flexcache_binding", None)
+    if binding is not None:
+        pipe.__class__ = binding.original_class
+    return pipe
+
+
+def last_call_report(pipe: Any) -> CallReport | None:
+    """The `CallReport` of the last call this thread made through `pipe`."""
+    binding: _Binding | None = pipe.__dict__.get("_flexcache_binding")
+    return getattr(binding.reports, "last", None) if binding else None
