@@ -231,6 +231,9 @@ class _Binding:
         bound.apply_defaults()
         call_args = dict(bound.arguments)
         call_args.pop("self", None)
+        for name, parameter in self.call_signature.parameters.items():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                call_args.update(call_args.pop(name, {}))
         prompt = call_args.get("prompt")
         report = CallReport(prompt=prompt if isinstance(prompt, str) else None, tenant=tenant)
         self.reports.last = report
@@ -239,10 +242,15 @@ class _Binding:
         reason = None if enabled else "disabled for this call"
         if reason is None:
             reason = self._uncacheable_reason(call_args)
+        pipeline_args = dict(call_args)
+        if pipeline_args.get("prompt_embeds") is not None:
+            pipeline_args["prompt"] = None  # the pipeline refuses both; it gets the embeddings only
+        if pipeline_args.get("negative_prompt_embeds") is not None:
+            pipeline_args["negative_prompt"] = None
         if reason is not None:
             report.bypass_reason = reason
             with self.run_lock:
-                result = original_call(pipe, *args, **kwargs)
+                result = original_call(pipe, **pipeline_args)
             report.seconds = time.perf_counter() - started
             return result
 
@@ -257,37 +265,32 @@ class _Binding:
         report.num_steps = signature.num_steps
         report.similarity = plan.similarity
 
-        if call_args.get("prompt_embeds") is not None:
-            call_args["prompt"] = None  # the pipeline refuses both; it gets the embeddings only
-        if call_args.get("negative_prompt_embeds") is not None:
-            call_args["negative_prompt"] = None
-
         if plan.hit:
             report.hit, report.skip_steps, report.source_prompt = True, plan.skip_steps, plan.source_prompt
-            call_args["latents"] = self.adapter.to_pipeline_latents(latent)
+            pipeline_args["latents"] = self.adapter.to_pipeline_latents(latent)
             with self.run_lock:
                 original_scheduler = pipe.scheduler
                 # Bypass DiffusionPipeline.__setattr__, which would rewrite the saved config.
                 pipe.__dict__["scheduler"] = sliced_scheduler(original_scheduler, plan.skip_steps)
                 try:
-                    result = original_call(pipe, **call_args)
+                    result = original_call(pipe, **pipeline_args)
                 finally:
                     pipe.__dict__["scheduler"] = original_scheduler
             report.seconds = time.perf_counter() - started
             return result
 
         report.seed = plan.seed
-        context = _CallContext(plan, call_args.get("callback_on_step_end"))
-        tensor_inputs = list(call_args.get("callback_on_step_end_tensor_inputs") or [])
+        context = _CallContext(plan, pipeline_args.get("callback_on_step_end"))
+        tensor_inputs = list(pipeline_args.get("callback_on_step_end_tensor_inputs") or [])
         tensor_inputs = list(getattr(context.user_callback, "tensor_inputs", tensor_inputs))
         if "latents" not in tensor_inputs:
             tensor_inputs.append("latents")
-        call_args["callback_on_step_end"] = context.on_step_end
-        call_args["callback_on_step_end_tensor_inputs"] = tensor_inputs
+        pipeline_args["callback_on_step_end"] = context.on_step_end
+        pipeline_args["callback_on_step_end_tensor_inputs"] = tensor_inputs
         noise = seeded_noise(signature.latent_shape, plan.seed, device=device, dtype=signature.torch_dtype)
-        call_args["latents"] = self.adapter.to_pipeline_latents(noise)
+        pipeline_args["latents"] = self.adapter.to_pipeline_latents(noise)
         with self.run_lock:
-            result = original_call(pipe, **call_args)
+            result = original_call(pipe, **pipeline_args)
         if context.captured:
             try:
                 report.inserted = self.cache.insert(plan, context.captured)

@@ -1,0 +1,192 @@
+"""diffusers integration on a tiny random-weight WanPipeline (CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flexcache import (
+    UnsupportedPipelineError,
+    disable_flexcache,
+    enable_flexcache,
+    last_call_report,
+)
+from flexcache.engine.noise import seeded_noise
+from flexcache.integrations.tiny_wan import tiny_prompt_embeds, tiny_wan_pipeline
+
+PROMPT = "a red fox running through fresh snow in a pine forest"
+STEPS = 10
+CALL = dict(height=32, width=32, num_frames=5, num_inference_steps=STEPS, guidance_scale=1.0, output_type="latent")
+
+
+@pytest.fixture
+def pipe():
+    pipeline = tiny_wan_pipeline(seed=0)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def run(pipe, prompt=PROMPT, **overrides):
+    kwargs = {**CALL, **overrides}
+    return pipe(prompt=prompt, prompt_embeds=tiny_prompt_embeds(prompt), **kwargs).frames
+
+
+def uninterrupted(pipe, seed, capture_step=None, **overrides):
+    """A plain diffusers run (no cache) from seeded noise, optionally capturing x_K."""
+    captured = {}
+
+    def callback(p, i, t, kwargs):
+        if capture_step is not None and i + 1 == capture_step:
+            captured["x"] = kwargs["latents"].clone()
+        return kwargs
+
+    kwargs = {**CALL, **overrides}
+    shape = (16, (kwargs["num_frames"] - 1) // 4 + 1, kwargs["height"] // 8, kwargs["width"] // 8)
+    out = pipe(prompt_embeds=tiny_prompt_embeds(PROMPT), latents=seeded_noise(shape, seed).unsqueeze(0),
+               callback_on_step_end=callback, **kwargs).frames
+    return out, captured.get("x")
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.3, 0.4, 0.5])
+def test_resume_from_cached_latent_reproduces_uninterrupted_run(pipe, make_cache, fraction):
+    # A table that maps an identical prompt to exactly this checkpoint.
+    cache = make_cache(planner={"similarity_table": [[0.99, fraction]]})
+    reference, x_k = uninterrupted(pipe, seed=1234, capture_step=round(fraction * STEPS))
+    enable_flexcache(pipe, cache)
+
+    first = run(pipe, generator=torch.Generator().manual_seed(1234))
+    report = last_call_report(pipe)
+    assert not report.hit and report.seed == 1234 and len(report.inserted) == 5
+    torch.testing.assert_close(first, reference, rtol=0, atol=0)  # the miss path changes nothing
+
+    second = run(pipe)
+    report = last_call_report(pipe)
+    assert report.hit and report.skip_steps == round(fraction * STEPS)
+    stored = cache.fetch(cache.plan(PROMPT, next(iter(cache._records.values())).signature))
+    torch.testing.assert_close(stored, x_k[0], rtol=0, atol=0)
+    relative = (second - reference).norm() / reference.norm()
+    assert relative < 1e-5, float(relative)
+
+
+def test_hit_with_classifier_free_guidance(pipe, make_cache):
+    cache = make_cache()
+    enable_flexcache(pipe, cache)
+    negative = tiny_prompt_embeds("blurry, low quality")
+    kwargs = dict(guidance_scale=5.0, negative_prompt_embeds=negative, generator=torch.Generator().manual_seed(7))
+    first = run(pipe, **kwargs)
+    second = run(pipe, **kwargs)
+    assert last_call_report(pipe).hit
+    assert torch.allclose(first, second, atol=1e-5)
+    # A different guidance scale is another signature: a miss.
+    run(pipe, **{**kwargs, "guidance_scale": 4.0})
+    assert not last_call_report(pipe).hit
+
+
+def test_unrelated_prompt_and_other_sizes_miss(pipe, make_cache):
+    cache = make_cache()
+    enable_flexcache(pipe, cache)
+    run(pipe)
+    run(pipe, prompt="an astronaut repairing a satellite above the earth")
+    assert not last_call_report(pipe).hit
+    out = run(pipe, height=48)
+    assert not last_call_report(pipe).hit and out.shape == (1, 16, 2, 6, 4)
+    out = run(pipe, num_inference_steps=12)
+    assert not last_call_report(pipe).hit and out.shape == (1, 16, 2, 4, 4)
+    out = run(pipe, num_frames=9)
+    assert not last_call_report(pipe).hit and out.shape == (1, 16, 3, 4, 4)
+    run(pipe)
+    assert last_call_report(pipe).hit
+    assert cache.stats()["hits"] == 1
+
+
+def test_near_duplicate_prompt_hits(pipe, make_cache):
+    cache = make_cache()
+    enable_flexcache(pipe, cache)
+    run(pipe)
+    run(pipe, prompt="a red fox runs through fresh snow in a pine forest")
+    report = last_call_report(pipe)
+    assert report.hit and report.source_prompt == PROMPT and 0.65 <= report.similarity < 1.0
+
+
+def test_uncacheable_calls_are_served_uncached(pipe, make_cache):
+    cache = make_cache()
+    enable_flexcache(pipe, cache)
+    out = pipe(prompt_embeds=tiny_prompt_embeds(PROMPT), **CALL).frames
+    assert out.shape == (1, 16, 2, 4, 4)
+    assert "no prompt text" in last_call_report(pipe).bypass_reason
+    run(pipe, latents=torch.randn(1, 16, 2, 4, 4))
+    assert "latents" in last_call_report(pipe).bypass_reason
+    run(pipe, flexcache_enabled=False)
+    assert last_call_report(pipe).bypass_reason == "disabled for this call"
+    assert cache.stats()["requests"] == 0
+
+
+def test_tenant_per_call(pipe, make_cache):
+    cache = make_cache()
+    enable_flexcache(pipe, cache, tenant="alice")
+    run(pipe)
+    run(pipe, flexcache_tenant="bob")
+    assert not last_call_report(pipe).hit
+    run(pipe)
+    assert last_call_report(pipe).hit and last_call_report(pipe).tenant == "alice"
+
+
+def test_user_callback_still_runs_and_its_latents_are_captured(pipe, make_cache):
+    cache = make_cache()
+    enable_flexcache(pipe, cache)
+    seen = []
+
+    def callback(p, i, t, kwargs):
+        seen.append(i)
+        return {"latents": kwargs["latents"] * 0.5} if i == 0 else kwargs
+
+    run(pipe, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"])
+    assert seen == list(range(STEPS))
+    assert len(last_call_report(pipe).inserted) == 5
+
+
+def test_non_finite_latents_are_not_cached_but_video_is_served(pipe, make_cache):
+    cache = make_cache()
+    enable_flexcache(pipe, cache)
+
+    def poison(p, i, t, kwargs):
+        return {"latents": torch.full_like(kwargs["latents"], float("nan"))} if i == 0 else kwargs
+
+    out = run(pipe, callback_on_step_end=poison)
+    report = last_call_report(pipe)
+    assert out.shape == (1, 16, 2, 4, 4)
+    assert report.insert_error and "InvalidLatentError" in report.insert_error
+    assert cache.stats()["entries"] == 0
+    run(pipe)
+    assert not last_call_report(pipe).hit  # nothing poisoned got stored
+
+
+def test_scheduler_is_restored_after_a_hit(pipe, make_cache):
+    cache = make_cache()
+    original = pipe.scheduler
+    enable_flexcache(pipe, cache)
+    run(pipe)
+    run(pipe)
+    assert last_call_report(pipe).hit
+    assert pipe.scheduler is original
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+
+
+def test_disable_restores_the_pipeline(pipe, make_cache):
+    cls = type(pipe)
+    enable_flexcache(pipe, make_cache())
+    enable_flexcache(pipe, make_cache())  # re-enabling rebinds, never double-wraps
+    assert type(pipe).__mro__[1] is cls
+    disable_flexcache(pipe)
+    assert type(pipe) is cls
+    assert last_call_report(pipe) is None
+    out = pipe(prompt_embeds=tiny_prompt_embeds(PROMPT), **CALL).frames  # plain diffusers again
+    assert out.shape == (1, 16, 2, 4, 4)
+
+
+def test_unsupported_pipeline_names_the_supported_ones(make_cache):
+    class ImagePipeline:
+        pass
+
+    with pytest.raises(UnsupportedPipelineError, match="WanPipeline"):
+        enable_flexcache(ImagePipeline(), make_cache())
