@@ -1,0 +1,5 @@
+import sys
+
+from flexcache.cli import main
+
+sys.exit(main())

@@ -1,0 +1,97 @@
+"""The `flexcache` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from flexcache import __version__
+from flexcache.config import CacheConfig
+from flexcache.errors import FlexCacheError
+
+
+def _config(args: argparse.Namespace) -> CacheConfig:
+    config = CacheConfig.load(args.config)
+    overrides = config.to_dict()
+    if getattr(args, "policy", None):
+        overrides["policy"] = args.policy
+    if getattr(args, "capacity", None):
+        overrides["store"]["capacity_bytes"] = args.capacity
+    return CacheConfig.from_dict(overrides)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from flexcache.demo import run_demo
+
+    if args.requests < 1 or args.steps < 2:
+        raise FlexCacheError("--requests must be >= 1 and --steps >= 2")
+    header = f"{'#':>3}  {'prompt':<58} {'result':<6} {'sim':>5} {'K/N':>7} {'ms':>7}"
+    lines = [header, "-" * len(header)]
+
+    def on_row(row) -> None:
+        sim = "-" if row.similarity is None else f"{row.similarity:.2f}"
+        prompt = row.prompt if len(row.prompt) <= 58 else row.prompt[:55] + "..."
+        result = "hit" if row.hit else "miss"
+        lines.append(f"{row.index:>3}  {prompt:<58} {result:<6} {sim:>5} "
+                     f"{f'{row.skip_steps}/{row.num_steps}':>7} {row.seconds * 1000:>7.1f}")
+
+    summary = run_demo(requests=args.requests, steps=args.steps, height=args.height, width=args.width,
+                       frames=args.frames, seed=args.seed, config=_config(args),
+                       progress=not args.no_progress, on_row=on_row)
+    print("\n".join(lines))
+    print(
+        f"\n{summary['requests']} requests, {summary['hits']} hits (hit rate {summary['hit_rate']:.0%}), "
+        f"{summary['steps_saved']} of {summary['steps_total']} denoising steps skipped "
+        f"({summary['steps_saved'] / max(1, summary['steps_total']):.0%}); "
+        f"{summary['entries']} entries, {summary['bytes_stored'] / 2**20:.2f} MiB stored"
+    )
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"summary written to {path}")
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    sys.stdout.write(_config(args).to_yaml())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flexcache", description="Approximate latent cache for video diffusion.")
+    parser.add_argument("--version", action="version", version=f"flexcache {__version__}")
+    parser.add_argument("--config", help="YAML config file (default: $FLEXCACHE_CONFIG, then built-in defaults)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="serve a prompt stream through a cached tiny Wan pipeline")
+    demo.add_argument("--json", metavar="PATH", help="write the summary as JSON here")
+    demo.add_argument("--requests", type=int, default=36, help="prompts to serve (default 36)")
+    demo.add_argument("--steps", type=int, default=20, help="denoising steps per request (default 20)")
+    demo.add_argument("--height", type=int, default=64)
+    demo.add_argument("--width", type=int, default=64)
+    demo.add_argument("--frames", type=int, default=9)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the prompt order and the noise")
+    demo.add_argument("--policy", choices=["lru", "lcbfu"], help="replacement policy (overrides config)")
+    demo.add_argument("--capacity", help="store capacity, e.g. 64MiB (overrides config)")
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo.set_defaults(run=_demo)
+
+    config = commands.add_parser("config", help="print the effective configuration as YAML")
+    config.set_defaults(run=_config_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except FlexCacheError as exc:
+        print(f"flexcache: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
