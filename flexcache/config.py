@@ -60,14 +60,17 @@ def parse_bytes(value: int | str) -> int:
     """
     if isinstance(value, bool):
         raise ConfigError(f"expected a byte size, got {value!r}")
+    size: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        size = value
+    elif isinstance(value, float) and value.is_integer():
+        size = int(value)
+    elif isinstance(value, str):
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
         if match and match.group(2).lower() in _BYTE_UNITS:
-            return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+            size = int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+    if size is not None and size >= 0:
+        return size
     raise ConfigError(
         f"expected a byte size such as 1073741824, '512MiB' or '4GB', got {value!r}"
     )
@@ -149,6 +152,9 @@ class PlannerConfig:
     checkpoint_fractions: tuple[float, ...] = DEFAULT_CHECKPOINT_FRACTIONS
 
     def __post_init__(self) -> None:
+        # Lists given directly become tuples, so the config stays immutable.
+        object.__setattr__(self, "similarity_table", tuple(tuple(row) for row in self.similarity_table))
+        object.__setattr__(self, "checkpoint_fractions", tuple(self.checkpoint_fractions))
         table = self.similarity_table
         _require(len(table) >= 1, "planner.similarity_table needs at least one row")
         for row in table:
@@ -186,7 +192,10 @@ class StoreConfig:
 
     def __post_init__(self) -> None:
         _choice("store.tier", self.tier, TIERS)
-        object.__setattr__(self, "capacity_bytes", parse_bytes(self.capacity_bytes))
+        try:
+            object.__setattr__(self, "capacity_bytes", parse_bytes(self.capacity_bytes))
+        except ConfigError as exc:
+            raise ConfigError(f"store.capacity_bytes: {exc}") from None
         _require(self.capacity_bytes > 0, f"store.capacity_bytes must be > 0; got {self.capacity_bytes}")
 
 
@@ -331,7 +340,10 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         return float(value)
     if hint is int:
         if name.endswith("_bytes"):
-            return parse_bytes(value)
+            try:
+                return parse_bytes(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{name} must be an integer; got {value!r}")
         return value

@@ -97,13 +97,6 @@ def test_from_dict_coerces_lists_to_tuples_and_ints_to_floats():
 # -- validation --------------------------------------------------------------
 
 
-_BYTES_FIELD_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an unparsable byte size raises ConfigError from parse_bytes without naming the field "
-    "(flexcache/config.py _coerce: `if name.endswith('_bytes'): return parse_bytes(value)` drops `name`)",
-)
-
-
 def _config_error(data) -> ConfigError:
     with pytest.raises(ConfigError) as info:
         CacheConfig.from_dict(data)
@@ -128,7 +121,7 @@ def _config_error(data) -> ConfigError:
         ({"index": {"compact_fraction": "0.5"}}, "index.compact_fraction"),
         ({"index": {"compact_fraction": False}}, "index.compact_fraction"),
         ({"store": 5}, "store"),
-        pytest.param({"store": {"capacity_bytes": "lots"}}, "store.capacity_bytes", marks=_BYTES_FIELD_BUG),
+        ({"store": {"capacity_bytes": "lots"}}, "store.capacity_bytes"),
         ({"planner": {"similarity_table": 0.7}}, "planner.similarity_table"),
         ({"planner": {"similarity_table": [0.7, 0.1]}}, "planner.similarity_table"),
         ({"planner": {"similarity_table": [[0.7, 0.1, 0.2]]}}, "planner.similarity_table"),
@@ -230,11 +223,6 @@ def test_parse_bytes_rejects_bad_values(value):
     assert "byte size" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_bytes(-1) returns -1 although its docstring promises ConfigError for "
-    "anything that is not a non-negative size (flexcache/config.py, parse_bytes int branch)",
-)
 def test_parse_bytes_rejects_negative_int():
     with pytest.raises(ConfigError):
         parse_bytes(-1)
@@ -307,7 +295,7 @@ def test_env_unknown_names_raise(environ, fragment):
     ("environ", "field"),
     [
         ({"FLEXCACHE_POLICY": "fifo"}, "policy"),
-        pytest.param({"FLEXCACHE_STORE__CAPACITY_BYTES": "-3GiB"}, "store.capacity_bytes", marks=_BYTES_FIELD_BUG),
+        ({"FLEXCACHE_STORE__CAPACITY_BYTES": "-3GiB"}, "store.capacity_bytes"),
         ({"FLEXCACHE_STORE__CAPACITY_BYTES": "0"}, "store.capacity_bytes"),
         ({"FLEXCACHE_PLANNER__SIMILARITY_TABLE": "[[0.9, 0.1], [0.7, 0.3]]"}, "planner.similarity_table"),
         ({"FLEXCACHE_PLANNER__SIMILARITY_TABLE": "[[0.7, 0.1"}, "planner.similarity_table"),

@@ -125,16 +125,19 @@ class FlexCache:
             signature: the request's `GenerationSignature`; only entries with
                 an equal signature are considered.
             tenant: the namespace to search; other tenants' entries are never seen.
-            seed: the seed a full run should use; random when omitted.
+            seed: the seed a full run should use (0 .. 2**64-1); random when omitted.
 
         Returns:
             A `Plan`; ``plan.hit`` says whether to call `fetch`.
 
         Raises:
             InvalidPromptError: empty or non-string prompt, or bad tenant name.
+            InvalidPlanError: a seed out of range, or `signature` is not a GenerationSignature.
         """
         (prompt,) = validate_prompts([prompt])
         _check_tenant(tenant)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+            raise InvalidPlanError(f"seed must be an int in 0 .. 2**64-1 or None; got {seed!r}")
         if not isinstance(signature, GenerationSignature):
             raise InvalidPlanError(f"signature must be a GenerationSignature; got {type(signature).__name__}")
         embedding = self.embedder.embed([prompt])

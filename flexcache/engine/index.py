@@ -62,6 +62,12 @@ def _pad(sims: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, t
     return sims, ids
 
 
+def _tied_count(sims: torch.Tensor, kth: torch.Tensor) -> int:
+    """Per query, how many rows score at least the k-th best; the largest over queries."""
+    kth = torch.where(torch.isinf(kth), torch.full_like(kth, float("inf")), kth)
+    return int((sims >= kth.unsqueeze(1)).sum(dim=1).max())
+
+
 def _sort_ties_by_id(sims: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # Order by (similarity desc, id asc) so both backends agree on exact ties.
     order = torch.argsort(ids, dim=1, stable=True)
@@ -120,10 +126,13 @@ class TorchFlatIndex(VectorIndex):
         sims = sims.masked_fill(~self._live, float("-inf"))
         top = min(k, n_rows)
         best, rows = torch.topk(sims, top, dim=1)
+        widened = _tied_count(sims, best[:, -1])
+        if widened > top:  # rows tied with the k-th lie beyond the cut; let the id tie-break see them
+            best, rows = torch.topk(sims, widened, dim=1)
         ids = self._ids[rows]
         ids = ids.masked_fill(torch.isinf(best), MISSING_ID)
         best, ids = _sort_ties_by_id(best, ids)
-        return _pad(best, ids, k)
+        return _pad(best[:, :k], ids[:, :k], k)
 
     def __len__(self) -> int:
         return len(self._row_of)
@@ -174,16 +183,25 @@ class FaissFlatIndex(VectorIndex):
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         array = np.ascontiguousarray(queries.detach().to("cpu", torch.float32).numpy())
+        total = self._index.ntotal
         # On GPU removed rows stay as tombstones: over-fetch and filter them out.
-        fetch = min(self._index.ntotal, k + (self._index.ntotal - len(self._live)))
+        fetch = min(total, k + (total - len(self._live)))
         if fetch == 0:
             empty = torch.empty((array.shape[0], 0))
             return _pad(empty, empty.to(torch.int64), k)
-        sims_np, ids_np = self._index.search(array, fetch)
-        sims, ids = torch.from_numpy(sims_np), torch.from_numpy(ids_np)
-        dead = torch.tensor([[int(i) not in self._live for i in row] for row in ids_np.tolist()], dtype=torch.bool)
-        sims = sims.masked_fill(dead, float("-inf"))
-        ids = ids.masked_fill(dead | (ids < 0), MISSING_ID)
+        while True:
+            sims_np, ids_np = self._index.search(array, fetch)
+            sims, ids = torch.from_numpy(sims_np), torch.from_numpy(ids_np)
+            dead = torch.tensor([[int(i) not in self._live for i in row] for row in ids_np.tolist()],
+                                dtype=torch.bool).reshape(ids.shape)
+            sims = sims.masked_fill(dead | (ids < 0), float("-inf"))
+            live_sorted = sims.sort(dim=1, descending=True).values
+            kth = live_sorted[:, min(k, fetch) - 1]
+            # Rows tied with the k-th may lie beyond what was fetched: fetch more.
+            if fetch >= total or _tied_count(torch.from_numpy(sims_np)[:, -1:], kth) == 0:
+                break
+            fetch = min(total, 2 * fetch)
+        ids = ids.masked_fill(torch.isinf(sims), MISSING_ID)
         sims, ids = _sort_ties_by_id(sims, ids)
         sims, ids = _pad(sims[:, :k], ids[:, :k], k)
         return sims.to(self.device), ids.to(self.device)

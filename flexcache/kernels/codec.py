@@ -22,14 +22,15 @@ from flexcache.errors import ConfigError, CorruptBlobError, InvalidLatentError
 
 MAGIC = b"FXLC"
 FORMAT_VERSION = 1
-NO_SEED = -1
+SEED_LIMIT = 2**64  # seeds are unsigned 64-bit, as torch.Generator.initial_seed() returns them
+_FLAG_HAS_SEED = 1
 
 CODEC_IDS = {"lossless": 1}
 _DTYPE_CODES = {torch.float32: 1, torch.float16: 2, torch.bfloat16: 3, torch.float64: 4}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in _DTYPE_CODES.items()}
 
-# magic, version, codec id, dtype code, ndim, seed, payload bytes, payload crc32
-_FIXED = struct.Struct("<4sHBBBxxxqQI")
+# magic, version, codec id, dtype code, ndim, flags, (2 reserved), seed, payload bytes, payload crc32
+_FIXED = struct.Struct("<4sHBBBBxxQQI")
 _CRC = struct.Struct("<I")
 MAX_NDIM = 8
 
@@ -47,10 +48,10 @@ class BlobHeader:
 
 
 def _pack(codec: str, latent: torch.Tensor, seed: int | None, payload: bytes) -> bytes:
-    seed_field = NO_SEED if seed is None else int(seed)
+    flags = 0 if seed is None else _FLAG_HAS_SEED
     fixed = _FIXED.pack(
         MAGIC, FORMAT_VERSION, CODEC_IDS[codec], _DTYPE_CODES[latent.dtype], latent.dim(),
-        seed_field, len(payload), zlib.crc32(payload),
+        flags, 0 if seed is None else seed, len(payload), zlib.crc32(payload),
     )
     shape = struct.pack(f"<{latent.dim()}I", *latent.shape)
     head = fixed + shape
@@ -67,7 +68,7 @@ def read_header(blob: bytes | bytearray | memoryview) -> BlobHeader:
     view = memoryview(blob)
     if len(view) < _FIXED.size:
         raise CorruptBlobError(f"blob is {len(view)} bytes, shorter than the {_FIXED.size}-byte header")
-    magic, version, codec_id, dtype_code, ndim, seed, payload_nbytes, payload_crc = _FIXED.unpack_from(view)
+    magic, version, codec_id, dtype_code, ndim, flags, seed, payload_nbytes, payload_crc = _FIXED.unpack_from(view)
     if magic != MAGIC:
         raise CorruptBlobError("blob does not start with the FlexCache magic bytes")
     if version != FORMAT_VERSION:
@@ -86,7 +87,7 @@ def read_header(blob: bytes | bytearray | memoryview) -> BlobHeader:
     shape = struct.unpack_from(f"<{ndim}I", view, _FIXED.size)
     return BlobHeader(
         version=version, codec=codecs[codec_id], dtype=_DTYPES_BY_CODE[dtype_code], shape=tuple(shape),
-        seed=None if seed == NO_SEED else seed, payload_nbytes=payload_nbytes,
+        seed=seed if flags & _FLAG_HAS_SEED else None, payload_nbytes=payload_nbytes,
         payload_crc32=payload_crc, header_nbytes=head_end + _CRC.size,
     )
 
@@ -139,6 +140,8 @@ class LosslessCodec(LatentCodec):
             )
         if latent.dim() > MAX_NDIM:
             raise InvalidLatentError(f"latent has {latent.dim()} dimensions; at most {MAX_NDIM} are supported")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT):
+            raise InvalidLatentError(f"seed must be an int in 0 .. 2**64-1 or None; got {seed!r}")
         host = latent.detach().to("cpu").contiguous()
         payload = host.reshape(-1).view(torch.uint8).numpy().tobytes()
         return _pack(self.name, host, seed, payload)
@@ -153,6 +156,8 @@ class LosslessCodec(LatentCodec):
             expected *= size
         if len(payload) != expected:
             raise CorruptBlobError(f"payload holds {len(payload)} bytes; shape {header.shape} needs {expected}")
+        if expected == 0:  # torch.frombuffer refuses an empty buffer
+            return torch.empty(header.shape, dtype=header.dtype, device=device)
         raw = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
         latent = raw.view(header.dtype).reshape(header.shape)
         return latent if device is None else latent.to(device)

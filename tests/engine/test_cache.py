@@ -109,6 +109,12 @@ def test_bad_prompt_is_refused(make_cache, signature, prompt):
     assert not cache.plan(PROMPT, signature).hit  # still usable
 
 
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, "3"])
+def test_bad_seed_is_refused(make_cache, signature, seed):
+    with pytest.raises(InvalidPlanError, match="seed"):
+        make_cache().plan(PROMPT, signature, seed=seed)
+
+
 @pytest.mark.parametrize("tenant", ["", " x", 3])
 def test_bad_tenant_is_refused(make_cache, signature, tenant):
     with pytest.raises(InvalidPromptError):

@@ -284,13 +284,6 @@ def test_torch_index_agrees_with_faiss_through_compactions():
 # -- tie breaking ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: VectorIndex.search promises 'Ties are broken by the lower id, so backends agree', but "
-    "both backends select the top-k among exactly tied rows arbitrarily before _sort_ties_by_id "
-    "reorders them (flexcache/engine/index.py TorchFlatIndex.search torch.topk / FaissFlatIndex.search "
-    "fetch=k); torch returns [1, 8, 40] and faiss [4, 17, 30] instead of [1, 2, 4]",
-)
 @pytest.mark.parametrize("backend", ["torch", "faiss"])
 def test_exact_ties_at_the_k_boundary_prefer_lower_ids(backend):
     vector = unit_vectors(1, dim=16, seed=0)
