@@ -84,7 +84,7 @@ def run_demo(*, requests: int = 36, steps: int = 20, height: int = 64, width: in
 
     from flexcache.engine.cache import FlexCache
     from flexcache.integrations.diffusers import enable_flexcache, last_call_report
-    from flexcache.integrations.tiny_wan import tiny_prompt_embeds, tiny_wan_pipeline
+    from flexcache.integrations.tiny import tiny_prompt_embeds, tiny_wan_pipeline
 
     config = config or CacheConfig.load()
     cache = FlexCache(config)

@@ -24,6 +24,7 @@ Two keyword arguments are added to the pipeline call: ``flexcache_tenant``
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import json
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 
 from flexcache.engine.cache import DEFAULT_TENANT, FlexCache
-from flexcache.engine.entry import GenerationSignature
+from flexcache.engine.entry import GenerationSignature, dtype_name
 from flexcache.engine.noise import seeded_noise
 from flexcache.engine.planner import Plan
 from flexcache.errors import FlexCacheError, UnsupportedPipelineError
@@ -79,9 +80,20 @@ class PipelineAdapter:
     def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         raise NotImplementedError
 
-    def to_pipeline_latents(self, latent: torch.Tensor) -> torch.Tensor:
-        """Cache layout (no batch) -> what the pipeline's ``latents=`` expects."""
+    def to_pipeline_latents(self, pipe: Any, latent: torch.Tensor, *, resume: bool) -> torch.Tensor:
+        """Cache layout (no batch) -> what the pipeline's ``latents=`` expects.
+
+        `resume` is True for a cached x_K, False for fresh initial noise.
+        """
         return latent.unsqueeze(0)
+
+    @staticmethod
+    def _extra(args: dict[str, Any], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((name, str(args.get(name))) for name in names))
+
+    @staticmethod
+    def _scheduler_id(pipe: Any) -> str:
+        return f"{type(pipe.scheduler).__name__}:{_digest(dict(pipe.scheduler.config))}"
 
 
 class WanAdapter(PipelineAdapter):
@@ -108,26 +120,71 @@ class WanAdapter(PipelineAdapter):
             height // spatial,
             width // spatial,
         )
-        extra = {
-            "guidance_scale": args.get("guidance_scale"),
-            "guidance_scale_2": args.get("guidance_scale_2"),
-            "negative_prompt": args.get("negative_prompt"),
-            "max_sequence_length": args.get("max_sequence_length"),
-        }
         return GenerationSignature(
             model_id=model_id,
-            scheduler=f"{type(pipe.scheduler).__name__}:{_digest(dict(pipe.scheduler.config))}",
+            scheduler=self._scheduler_id(pipe),
             num_steps=int(args["num_inference_steps"]),
             height=height,
             width=width,
             num_frames=num_frames,
             latent_shape=latent_shape,
-            latent_dtype="float32",
-            extra=tuple(sorted((k, str(v)) for k, v in extra.items())),
+            latent_dtype="float32",  # WanPipeline denoises in float32 whatever the transformer's dtype
+            extra=self._extra(args, ("guidance_scale", "guidance_scale_2", "negative_prompt",
+                                     "max_sequence_length")),
         )
 
 
-ADAPTERS: dict[str, PipelineAdapter] = {adapter.pipeline_class_name: adapter for adapter in (WanAdapter(),)}
+class CogVideoXAdapter(PipelineAdapter):
+    """`CogVideoXPipeline` (CogVideoX / CogVideoX1.5 text-to-video): latents are (B, T, C, H, W).
+
+    The pipeline multiplies any ``latents=`` by ``scheduler.init_noise_sigma``
+    (1.0 for its DDIM and DPM schedulers); a resumed x_K is divided by it first
+    so the pipeline starts from x_K itself.
+    """
+
+    pipeline_class_name = "CogVideoXPipeline"
+
+    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+        config = pipe.transformer.config
+        spatial, temporal = pipe.vae_scale_factor_spatial, pipe.vae_scale_factor_temporal
+        height = int(args.get("height") or config.sample_height * spatial)
+        width = int(args.get("width") or config.sample_width * spatial)
+        num_frames = int(args.get("num_frames") or config.sample_frames)
+        latent_frames = (num_frames - 1) // temporal + 1
+        if config.patch_size_t is not None and latent_frames % config.patch_size_t:
+            latent_frames += config.patch_size_t - latent_frames % config.patch_size_t  # CogVideoX1.5 padding
+        # Latents take the dtype of the prompt embeddings (the text encoder's when the pipeline encodes).
+        embeds = args.get("prompt_embeds")
+        if embeds is not None:
+            dtype = embeds.dtype
+        elif pipe.text_encoder is not None:
+            dtype = pipe.text_encoder.dtype
+        else:
+            dtype = pipe.transformer.dtype
+        timesteps = args.get("timesteps")
+        num_steps = len(timesteps) if timesteps is not None else int(args["num_inference_steps"])
+        return GenerationSignature(
+            model_id=model_id,
+            scheduler=self._scheduler_id(pipe),
+            num_steps=num_steps,
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            latent_shape=(latent_frames, int(config.in_channels), height // spatial, width // spatial),
+            latent_dtype=dtype_name(dtype),
+            extra=self._extra(args, ("guidance_scale", "use_dynamic_cfg", "eta", "negative_prompt",
+                                     "max_sequence_length", "timesteps")),
+        )
+
+    def to_pipeline_latents(self, pipe: Any, latent: torch.Tensor, *, resume: bool) -> torch.Tensor:
+        latent = latent.unsqueeze(0)
+        sigma = float(pipe.scheduler.init_noise_sigma)
+        return latent / sigma if resume and sigma != 1.0 else latent
+
+
+ADAPTERS: dict[str, PipelineAdapter] = {
+    adapter.pipeline_class_name: adapter for adapter in (WanAdapter(), CogVideoXAdapter())
+}
 
 
 def _adapter_for(pipe: Any) -> PipelineAdapter:
@@ -136,7 +193,7 @@ def _adapter_for(pipe: Any) -> PipelineAdapter:
             return ADAPTERS[cls.__name__]
     raise UnsupportedPipelineError(
         f"FlexCache has no adapter for {type(pipe).__name__}; supported pipelines: "
-        f"{', '.join(sorted(ADAPTERS))} (CogVideoX, LTX, HunyuanVideo and Mochi are planned)"
+        f"{', '.join(sorted(ADAPTERS))} (LTX, HunyuanVideo and Mochi are planned)"
     )
 
 
@@ -160,6 +217,7 @@ _SLICED_LOCK = threading.Lock()
 def _sliced_scheduler_class(base: type) -> type:
     with _SLICED_LOCK:
         if base not in _SLICED_CLASSES:
+            @functools.wraps(base.set_timesteps)  # keeps the signature diffusers inspects for `timesteps=`
             def set_timesteps(self, *args, **kwargs):
                 base.set_timesteps(self, *args, **kwargs)
                 skip = self.flexcache_skip_steps
@@ -267,7 +325,7 @@ class _Binding:
 
         if plan.hit:
             report.hit, report.skip_steps, report.source_prompt = True, plan.skip_steps, plan.source_prompt
-            pipeline_args["latents"] = self.adapter.to_pipeline_latents(latent)
+            pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, latent, resume=True)
             with self.run_lock:
                 original_scheduler = pipe.scheduler
                 # Bypass DiffusionPipeline.__setattr__, which would rewrite the saved config.
@@ -288,7 +346,7 @@ class _Binding:
         pipeline_args["callback_on_step_end"] = context.on_step_end
         pipeline_args["callback_on_step_end_tensor_inputs"] = tensor_inputs
         noise = seeded_noise(signature.latent_shape, plan.seed, device=device, dtype=signature.torch_dtype)
-        pipeline_args["latents"] = self.adapter.to_pipeline_latents(noise)
+        pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, noise, resume=False)
         with self.run_lock:
             result = original_call(pipe, **pipeline_args)
         if context.captured:

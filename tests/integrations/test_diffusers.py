@@ -12,7 +12,7 @@ from flexcache import (
     last_call_report,
 )
 from flexcache.engine.noise import seeded_noise
-from flexcache.integrations.tiny_wan import tiny_prompt_embeds, tiny_wan_pipeline
+from flexcache.integrations.tiny import tiny_prompt_embeds, tiny_wan_pipeline
 
 PROMPT = "a red fox running through fresh snow in a pine forest"
 STEPS = 10

@@ -1,0 +1,57 @@
+"""Tiny random-weight diffusers video pipelines built in code (no downloads).
+
+Used by the tests and by `flexcache demo` until the toy-world model replaces
+them. They have no text encoder and no VAE: callers pass ``prompt_embeds``
+(see `tiny_prompt_embeds`) and ``output_type="latent"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+TEXT_DIM = 32
+TEXT_TOKENS = 8
+
+
+def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2):
+    """A `WanPipeline` with a ~100k-parameter transformer and a flow-matching Euler scheduler.
+
+    Latents are (16, T, H/8, W/8) for T = (frames - 1) / 4 + 1.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
+        out_channels=16, text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=num_layers,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
+    ).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
+    return WanPipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=None, scheduler=scheduler)
+
+
+def tiny_cogvideox_pipeline(seed: int = 0, num_frames: int = 9, height: int = 16, width: int = 16):
+    """A `CogVideoXPipeline` with a one-layer transformer and the CogVideoX DDIM scheduler.
+
+    CogVideoX's learned positional embedding fixes the size: call it with the
+    same `num_frames`, `height` and `width`. Latents are (T, 4, H/8, W/8).
+    """
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+
+    torch.manual_seed(seed)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2,
+        text_embed_dim=TEXT_DIM, num_layers=1, sample_width=width // 8, sample_height=height // 8,
+        sample_frames=num_frames, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=TEXT_TOKENS,
+    ).eval()
+    return CogVideoXPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer,
+                             scheduler=CogVideoXDDIMScheduler())
+
+
+def tiny_prompt_embeds(prompt: str) -> torch.Tensor:
+    """Deterministic stand-in text embeddings for `prompt`, shape (1, TEXT_TOKENS, TEXT_DIM)."""
+    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "little") & (2**63 - 1)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(1, TEXT_TOKENS, TEXT_DIM, generator=generator)
