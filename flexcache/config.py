@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flexcache.errors import ConfigError
 
 ENV_PREFIX = "FLEXCACHE_"
@@ -248,10 +246,14 @@ class CacheConfig:
         return _build(cls, data, "")
 
     def to_yaml(self) -> str:
+        import yaml  # imported here so the engine itself does not need PyYAML
+
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
     def from_yaml(cls, text: str) -> "CacheConfig":
+        import yaml
+
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
@@ -277,6 +279,8 @@ class CacheConfig:
 
     def with_env_overrides(self, environ: Mapping[str, str] | None = None) -> "CacheConfig":
         """A copy with ``FLEXCACHE_*`` variables applied (``FLEXCACHE_CONFIG`` excluded)."""
+        import yaml
+
         environ = os.environ if environ is None else environ
         data = self.to_dict()
         for key, raw in environ.items():
