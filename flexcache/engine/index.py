@@ -139,9 +139,16 @@ class TorchFlatIndex(VectorIndex):
 
 
 class FaissFlatIndex(VectorIndex):
-    """FAISS flat inner-product index with ids; faiss-gpu when `device` is CUDA."""
+    """FAISS flat inner-product index with ids; faiss-gpu when `device` is CUDA.
 
-    def __init__(self, dim: int, device: torch.device | str = "cpu") -> None:
+    GPU FAISS indexes cannot remove rows, so there (or with ``tombstones=True``)
+    a removal only marks the id dead; once dead rows pass `compact_fraction`
+    of the index, or a dead id is added again, the index is rebuilt from a host
+    copy of the live vectors.
+    """
+
+    def __init__(self, dim: int, device: torch.device | str = "cpu", compact_fraction: float = 0.25,
+                 tombstones: bool | None = None) -> None:
         try:
             import faiss
         except ImportError:
@@ -152,23 +159,37 @@ class FaissFlatIndex(VectorIndex):
         self._faiss = faiss
         self.dim = dim
         self.device = torch.device(device)
+        self.compact_fraction = compact_fraction
         self._on_gpu = self.device.type == "cuda"
+        if self._on_gpu and not hasattr(faiss, "StandardGpuResources"):
+            raise BackendUnavailableError(
+                "index.backend 'faiss' on CUDA needs faiss-gpu; install it or use index.backend 'torch'"
+            )
+        self._resources = faiss.StandardGpuResources() if self._on_gpu else None
+        self._tombstoning = self._on_gpu if tombstones is None else tombstones
+        self._index = self._new_index()
+        self._live: set[int] = set()
+        self._host_vectors: dict[int, np.ndarray] = {}  # kept only when tombstoning, for rebuilds
+
+    def _new_index(self):
+        faiss = self._faiss
         if self._on_gpu:
-            if not hasattr(faiss, "StandardGpuResources"):
-                raise BackendUnavailableError(
-                    "index.backend 'faiss' on CUDA needs faiss-gpu; install it or use index.backend 'torch'"
-                )
-            self._resources = faiss.StandardGpuResources()
             config = faiss.GpuIndexFlatConfig()
             config.device = self.device.index or 0
-            self._index = faiss.IndexIDMap(faiss.GpuIndexFlatIP(self._resources, dim, config))
-        else:
-            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self._live: set[int] = set()
+            return faiss.IndexIDMap(faiss.GpuIndexFlatIP(self._resources, self.dim, config))
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+    @property
+    def tombstones(self) -> int:
+        return self._index.ntotal - len(self._live)
 
     def add(self, ids: torch.Tensor, vectors: torch.Tensor) -> None:
         array = np.ascontiguousarray(vectors.detach().to("cpu", torch.float32).numpy())
         id_array = np.ascontiguousarray(ids.detach().to("cpu", torch.int64).reshape(-1).numpy())
+        if self._tombstoning:
+            if self.tombstones and any(int(i) in self._host_vectors for i in id_array):
+                self.compact()  # a dead row with this id would come back to life
+            self._host_vectors.update((int(i), row) for i, row in zip(id_array, array))
         self._index.add_with_ids(array, id_array)
         self._live.update(int(i) for i in id_array)
 
@@ -177,9 +198,21 @@ class FaissFlatIndex(VectorIndex):
         if not present:
             return 0
         self._live.difference_update(present)
-        if not self._on_gpu:
+        if not self._tombstoning:
             self._index.remove_ids(np.asarray(present, dtype=np.int64))
+        elif self.tombstones > self.compact_fraction * self._index.ntotal:
+            self.compact()
         return len(present)
+
+    def compact(self) -> None:
+        """Rebuild from the live rows (tombstoning mode only)."""
+        if not self._tombstoning:
+            return
+        live = sorted(self._live)
+        self._host_vectors = {i: self._host_vectors[i] for i in live}
+        self._index = self._new_index()
+        if live:
+            self._index.add_with_ids(np.stack([self._host_vectors[i] for i in live]), np.asarray(live, dtype=np.int64))
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         array = np.ascontiguousarray(queries.detach().to("cpu", torch.float32).numpy())
@@ -225,7 +258,7 @@ def build_index(dim: int, config: IndexConfig) -> VectorIndex:
     if backend == "auto":
         backend = "faiss" if _faiss_importable(need_gpu=device.type == "cuda") else "torch"
     if backend == "faiss":
-        return FaissFlatIndex(dim, device)
+        return FaissFlatIndex(dim, device, config.compact_fraction)
     if backend == "torch":
         return TorchFlatIndex(dim, device, config.compact_fraction)
     raise ConfigError(f"unknown index backend {backend!r}")

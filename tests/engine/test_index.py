@@ -404,3 +404,38 @@ def test_search_results_are_finite_unit_cosines():
         assert not any(math.isnan(x) for x in sims.reshape(-1).tolist())
         # each row sorted descending
         assert torch.all(sims[:, :-1] >= sims[:, 1:])
+
+
+# -- FAISS tombstone mode (what faiss-gpu uses; exercised here on CPU) --------------------
+
+
+def test_faiss_tombstone_mode_matches_removal_and_compacts():
+    n, dim = 200, 16
+    vectors = unit_vectors(n, dim=dim, seed=11)
+    queries = unit_vectors(5, dim=dim, seed=12)
+    ids = torch.arange(1000, 1000 + n)
+    tomb = FaissFlatIndex(dim, tombstones=True, compact_fraction=0.25)
+    plain = FaissFlatIndex(dim)
+    for index in (tomb, plain):
+        index.add(ids, vectors)
+    for chunk in range(0, 120, 10):  # remove 120 of 200 in steps, crossing the threshold several times
+        doomed = ids[chunk:chunk + 10]
+        assert tomb.remove(doomed) == plain.remove(doomed) == 10
+        assert tomb.tombstones <= 0.25 * tomb._index.ntotal
+        s_t, i_t = tomb.search(queries, 6)
+        s_p, i_p = plain.search(queries, 6)
+        assert torch.equal(i_t, i_p)
+        torch.testing.assert_close(s_t, s_p)
+    assert len(tomb) == 80 and tomb._index.ntotal < 200
+
+
+def test_faiss_tombstone_mode_re_adding_a_dead_id_does_not_duplicate_it():
+    dim = 16
+    vectors = unit_vectors(4, dim=dim, seed=13)
+    index = FaissFlatIndex(dim, tombstones=True, compact_fraction=1.0)
+    index.add(torch.tensor([1, 2, 3, 4]), vectors)
+    index.remove(torch.tensor([2]))
+    assert index.tombstones == 1
+    index.add(torch.tensor([2]), vectors[2:3])
+    _, found = index.search(vectors[2:3], 4)
+    assert sorted(found[0].tolist()) == [1, 2, 3, 4]
