@@ -26,6 +26,7 @@ from flexcache.config import CacheConfig
 from flexcache.engine.embedder import TextEmbedder, build_embedder, validate_prompts
 from flexcache.engine.entry import CacheEntry, GenerationSignature, PromptRecord, dtype_name
 from flexcache.engine.index import MISSING_ID, PartitionedIndex
+from flexcache.engine.noise import is_valid_seed
 from flexcache.engine.planner import Plan, SimilarityPlanner
 from flexcache.engine.policy import ReplacementPolicy, build_policy
 from flexcache.engine.store.base import Tier
@@ -136,7 +137,7 @@ class FlexCache:
         """
         (prompt,) = validate_prompts([prompt])
         _check_tenant(tenant)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+        if seed is not None and not is_valid_seed(seed):
             raise InvalidPlanError(f"seed must be an int in 0 .. 2**64-1 or None; got {seed!r}")
         if not isinstance(signature, GenerationSignature):
             raise InvalidPlanError(f"signature must be a GenerationSignature; got {type(signature).__name__}")

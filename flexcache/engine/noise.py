@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import torch
 
+SEED_LIMIT = 2**64  # seeds are unsigned 64-bit, as torch.Generator.initial_seed() returns them
+
+
+def is_valid_seed(seed: object) -> bool:
+    """Whether `seed` is an int a run's noise can be drawn from (0 .. 2**64-1)."""
+    return isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < SEED_LIMIT
+
 
 def seeded_noise(shape: tuple[int, ...], seed: int, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:

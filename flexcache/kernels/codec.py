@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
+from flexcache.engine.noise import is_valid_seed
 from flexcache.errors import ConfigError, CorruptBlobError, InvalidLatentError
 
 MAGIC = b"FXLC"
 FORMAT_VERSION = 1
-SEED_LIMIT = 2**64  # seeds are unsigned 64-bit, as torch.Generator.initial_seed() returns them
 _FLAG_HAS_SEED = 1
 
 CODEC_IDS = {"lossless": 1}
@@ -140,7 +140,7 @@ class LosslessCodec(LatentCodec):
             )
         if latent.dim() > MAX_NDIM:
             raise InvalidLatentError(f"latent has {latent.dim()} dimensions; at most {MAX_NDIM} are supported")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT):
+        if seed is not None and not is_valid_seed(seed):
             raise InvalidLatentError(f"seed must be an int in 0 .. 2**64-1 or None; got {seed!r}")
         host = latent.detach().to("cpu").contiguous()
         payload = host.reshape(-1).view(torch.uint8).numpy().tobytes()
