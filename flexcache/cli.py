@@ -55,6 +55,27 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_codec(args: argparse.Namespace) -> int:
+    from flexcache.benchmarks.codec_bench import format_table, run_codec_bench
+
+    try:
+        shape = tuple(int(v) for v in args.shape.split(","))
+    except ValueError:
+        raise FlexCacheError(f"--shape takes C,T,H,W integers such as 16,21,60,104; got {args.shape!r}") from None
+    if len(shape) != 4 or min(shape) < 1 or args.steps < 2:
+        raise FlexCacheError("--shape needs four positive sizes (C,T,H,W) and --steps must be >= 2")
+    result = run_codec_bench(shape=shape, num_steps=args.steps, seed=args.seed, config=_config(args).codec,
+                             include_wan=not args.no_wan,
+                             progress=lambda message: print(message, file=sys.stderr, flush=True))
+    print(format_table(result))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results written to {path}")
+    return 0
+
+
 def _config_show(args: argparse.Namespace) -> int:
     sys.stdout.write(_config(args).to_yaml())
     return 0
@@ -78,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--capacity", help="store capacity, e.g. 64MiB (overrides config)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo.set_defaults(run=_demo)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    codec = bench.add_parser("codec", help="compression ratio, error and speed of the latent codec")
+    codec.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
+    codec.add_argument("--shape", default="16,21,60,104", help="latent C,T,H,W (default: Wan2.1 480p, 81 frames)")
+    codec.add_argument("--steps", type=int, default=10, help="denoising steps of the trajectories (default 10)")
+    codec.add_argument("--seed", type=int, default=1234)
+    codec.add_argument("--no-wan", action="store_true",
+                       help="skip the tiny-Wan trajectory set (minutes of CPU at the default shape)")
+    codec.set_defaults(run=_bench_codec)
 
     config = commands.add_parser("config", help="print the effective configuration as YAML")
     config.set_defaults(run=_config_show)

@@ -38,7 +38,10 @@ NIRVANA_SIMILARITY_TABLE: tuple[tuple[float, float], ...] = (
 DEFAULT_CHECKPOINT_FRACTIONS: tuple[float, ...] = (0.10, 0.20, 0.30, 0.40, 0.50)
 
 POLICIES = ("lru", "lcbfu")
-CODECS = ("lossless",)
+CODECS = ("flexcache", "lossless")
+BUDGET_MODES = ("auto", "sigma", "relative_l2")
+LOSSLESS_ALGORITHMS = ("none", "zstd", "deflate", "lz4", "ans", "bitcomp")
+KERNEL_BACKENDS = ("auto", "triton", "torch")
 INDEX_BACKENDS = ("auto", "faiss", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 TIERS = ("memory",)
@@ -176,6 +179,62 @@ class PlannerConfig:
 
 
 @dataclass(frozen=True)
+class CodecConfig:
+    """How cached latents are compressed.
+
+    Args:
+        name: ``"flexcache"`` (seed-noise residual, optional temporal delta,
+            per-block quantization at the smallest bit width that meets the
+            error budget, then a lossless stage) or ``"lossless"`` (raw bytes).
+        budget_mode: ``"sigma"``: rms error <= `sigma_budget` x sigma_K, the
+            noise level of the stored step (error hidden under the noise);
+            ``"relative_l2"``: ||x' - x|| / ||x|| <= `relative_l2_budget`;
+            ``"auto"``: sigma when the caller knows sigma_K, else relative L2.
+        sigma_budget: the fraction of sigma_K (default 2 %).
+        relative_l2_budget: the relative-L2 bound (default 1 %).
+        bit_widths: candidate widths, tried from the smallest.
+        block_size: values per quantization scale (power of two, 16..4096).
+        seed_residual: code x - c * eps with eps regenerated from the seed.
+        temporal_delta: code each frame against the reconstructed previous one.
+        lossless: entropy stage over the quantized bytes: ``"zstd"``,
+            ``"deflate"``, ``"lz4"`` (standard streams, CPU or GPU), ``"ans"``,
+            ``"bitcomp"`` (nvCOMP, GPU only) or ``"none"``.
+        lossless_level: compression level for zstd/deflate on the CPU.
+        backend: kernel backend, ``"auto"`` (Triton on CUDA), ``"triton"`` or ``"torch"``.
+    """
+
+    name: str = "flexcache"
+    budget_mode: str = "auto"
+    sigma_budget: float = 0.02
+    relative_l2_budget: float = 0.01
+    bit_widths: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    block_size: int = 256
+    seed_residual: bool = True
+    temporal_delta: bool = False
+    lossless: str = "zstd"
+    lossless_level: int = 1
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bit_widths", tuple(self.bit_widths))
+        _choice("codec.name", self.name, CODECS)
+        _choice("codec.budget_mode", self.budget_mode, BUDGET_MODES)
+        _choice("codec.lossless", self.lossless, LOSSLESS_ALGORITHMS)
+        _choice("codec.backend", self.backend, KERNEL_BACKENDS)
+        _require(0.0 < self.sigma_budget < 1.0, f"codec.sigma_budget must be in (0, 1); got {self.sigma_budget}")
+        _require(0.0 < self.relative_l2_budget < 1.0,
+                 f"codec.relative_l2_budget must be in (0, 1); got {self.relative_l2_budget}")
+        _require(
+            len(self.bit_widths) >= 1 and all(b in range(2, 9) for b in self.bit_widths)
+            and list(self.bit_widths) == sorted(set(self.bit_widths)),
+            f"codec.bit_widths must be increasing values from 2 to 8; got {list(self.bit_widths)}",
+        )
+        _require(self.block_size in tuple(2**k for k in range(4, 13)),
+                 f"codec.block_size must be a power of two from 16 to 4096; got {self.block_size}")
+        _require(1 <= self.lossless_level <= 22, f"codec.lossless_level must be in 1..22; got {self.lossless_level}")
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     """Where cached latents live.
 
@@ -205,7 +264,7 @@ class CacheConfig:
         name: cache name, used in logs and (later) as a storage key prefix.
         policy: replacement policy, ``"lru"`` or ``"lcbfu"`` (NIRVANA: evict
             the lowest K x access frequency first).
-        codec: latent codec; ``"lossless"`` (raw bytes + checksum) for now.
+        codec: a `CodecConfig` (how latents are compressed).
 
     Example:
         >>> from flexcache import CacheConfig
@@ -216,7 +275,7 @@ class CacheConfig:
 
     name: str = "flexcache"
     policy: str = "lcbfu"
-    codec: str = "lossless"
+    codec: CodecConfig = field(default_factory=CodecConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
@@ -228,7 +287,6 @@ class CacheConfig:
             f"name must be letters, digits, '.', '_' or '-'; got {self.name!r}",
         )
         _choice("policy", self.policy, POLICIES)
-        _choice("codec", self.codec, CODECS)
 
     # -- conversions ---------------------------------------------------------
 
@@ -364,6 +422,7 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
 
 __all__ = [
     "CacheConfig",
+    "CodecConfig",
     "EmbedderConfig",
     "IndexConfig",
     "PlannerConfig",

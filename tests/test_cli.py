@@ -46,3 +46,26 @@ def test_demo_rejects_bad_arguments(capsys):
     assert main(["demo", "--requests", "0", "--no-progress"]) == 2
     with pytest.raises(SystemExit):
         main(["demo", "--policy", "fifo"])
+
+
+def test_bench_codec_reports_every_set_separately(tmp_path, capsys):
+    out = tmp_path / "codec.json"
+    assert main(["bench", "codec", "--shape", "16,3,8,16", "--steps", "10", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    sets = {entry["set"]: entry for entry in result["sets"]}
+    assert set(sets) == {"correlated-proxy", "wan-random", "toy-world"}
+    assert "not available" in sets["toy-world"]["status"]
+    for name in ("correlated-proxy", "wan-random"):
+        entry = sets[name]
+        assert [row["step"] for row in entry["checkpoints"]] == [1, 2, 3, 4, 5]
+        for row in entry["checkpoints"]:
+            assert row["ratio_vs_fp32"] == pytest.approx(16 * 3 * 8 * 16 * 4 / row["stored_bytes"])
+            assert row["rms_error_over_sigma"] <= 0.02 + 1e-6  # the default budget holds
+        stages = [row["stages"] for row in entry["ablation"]]
+        assert stages[0] == "quantization only" and stages[-1] == "default config" and len(stages) == 5
+    assert "correlated-proxy" in capsys.readouterr().out
+
+
+def test_bench_codec_rejects_a_bad_shape(capsys):
+    assert main(["bench", "codec", "--shape", "16,3,8", "--no-wan"]) == 2
+    assert "--shape" in capsys.readouterr().err

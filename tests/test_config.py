@@ -41,7 +41,7 @@ def test_defaults_are_valid_and_documented_values():
     cfg = CacheConfig()
     assert cfg.name == "flexcache"
     assert cfg.policy == "lcbfu"
-    assert cfg.codec == "lossless"
+    assert cfg.codec.name == "flexcache" and cfg.codec.sigma_budget == 0.02
     assert cfg.embedder == EmbedderConfig()
     assert cfg.index.backend == "auto"
     assert cfg.index.candidates == 4
@@ -130,6 +130,11 @@ def _config_error(data) -> ConfigError:
         # out of range / unknown choices
         ({"policy": "fifo"}, "policy"),
         ({"codec": "zstd"}, "codec"),
+        ({"codec": {"name": "zstd"}}, "codec.name"),
+        ({"codec": {"bit_widths": [8, 4]}}, "codec.bit_widths"),
+        ({"codec": {"block_size": 100}}, "codec.block_size"),
+        ({"codec": {"lossless": "brotli"}}, "codec.lossless"),
+        ({"codec": {"sigma_budget": 0}}, "codec.sigma_budget"),
         ({"name": "has space"}, "name"),
         ({"name": ""}, "name"),
         ({"store": {"capacity_bytes": -1}}, "store.capacity_bytes"),

@@ -215,7 +215,8 @@ class FlexCache:
 
     # -- insertion ---------------------------------------------------------------
 
-    def insert(self, plan: Plan, latents: Mapping[int, torch.Tensor]) -> list[str]:
+    def insert(self, plan: Plan, latents: Mapping[int, torch.Tensor],
+               sigmas: Mapping[int, float] | None = None) -> list[str]:
         """Store the latents a full run captured, keyed by the step they follow.
 
         Args:
@@ -223,6 +224,8 @@ class FlexCache:
             latents: ``{step: x_step}``; steps in ``1 .. N-1``, each latent of
                 the signature's shape (a leading batch dimension of 1 is
                 accepted) and dtype, all values finite.
+            sigmas: ``{step: noise level of x_step}`` where known; the codec's
+                error budget is then relative to it (else relative L2).
 
         Returns:
             Keys of the entries stored. Steps already stored for the same prompt
@@ -240,7 +243,9 @@ class FlexCache:
             )
         signature = plan.signature
         checked = {step: self._checked_latent(step, latent, signature) for step, latent in latents.items()}
-        blobs = {step: self.codec.encode(latent, seed=plan.seed) for step, latent in sorted(checked.items())}
+        sigmas = sigmas or {}
+        blobs = {step: self.codec.encode(latent, seed=plan.seed, sigma=sigmas.get(step))
+                 for step, latent in sorted(checked.items())}
         for step, blob in blobs.items():
             if len(blob) > self.tier.capacity_bytes:
                 raise CapacityError(

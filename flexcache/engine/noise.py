@@ -14,12 +14,13 @@ def is_valid_seed(seed: object) -> bool:
 
 def seeded_noise(shape: tuple[int, ...], seed: int, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Standard normal noise determined by `seed` alone, identical on every device.
+    """Standard normal noise determined by `seed` alone: ``tl.randn(seed, arange(numel))``.
 
-    Drawn on the CPU with torch's generator and then moved, so the same seed
-    gives the same noise on CPU and GPU. (The compressing codec issue replaces
-    this with a counter-based Philox generator that Triton can regenerate
-    in-kernel.)
+    Counter-based Philox (as Triton implements it), so the codec can
+    regenerate exactly this noise in-kernel and store only x_K - c * eps.
+    On CUDA it runs as a Triton kernel; elsewhere as its torch reference (the
+    two agree to about 1e-6: log and cos differ in the last bit).
     """
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+    from flexcache.kernels import ops  # the kernels package imports this module
+
+    return ops.randn(int(seed), tuple(shape), device).to(dtype)

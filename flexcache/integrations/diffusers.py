@@ -246,14 +246,33 @@ def sliced_scheduler(scheduler: Any, skip_steps: int) -> Any:
 # -- the per-call state -------------------------------------------------------------
 
 
+def noise_level(scheduler: Any, steps_done: int) -> float | None:
+    """The noise std of the latent after `steps_done` steps, where the scheduler says.
+
+    Flow matching (x = (1 - sigma) x0 + sigma eps): ``sigmas[steps_done]``.
+    DDPM-family (x = sqrt(a) x0 + sqrt(1 - a) eps): ``sqrt(1 - alphas_cumprod[t])``
+    at the next timestep. None when neither applies; the codec then uses a
+    relative-L2 budget.
+    """
+    sigmas = getattr(scheduler, "sigmas", None)
+    if isinstance(sigmas, torch.Tensor) and steps_done < sigmas.numel():
+        return float(sigmas[steps_done])
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    timesteps = getattr(scheduler, "timesteps", None)
+    if isinstance(alphas, torch.Tensor) and isinstance(timesteps, torch.Tensor) and steps_done < timesteps.numel():
+        return float(torch.sqrt(1.0 - alphas[int(timesteps[steps_done])]))
+    return None
+
+
 class _CallContext:
-    """State of one generation: its plan and the latents captured so far."""
+    """State of one generation: its plan and the latents (and noise levels) captured so far."""
 
     def __init__(self, plan: Plan, user_callback: Callable | None) -> None:
         self.plan = plan
         self.user_callback = user_callback
         self.checkpoints = set(plan.checkpoint_steps)
         self.captured: dict[int, torch.Tensor] = {}
+        self.sigmas: dict[int, float] = {}
 
     def on_step_end(self, pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
         outputs = callback_kwargs
@@ -263,6 +282,9 @@ class _CallContext:
         if steps_done in self.checkpoints:
             latents = outputs.get("latents", callback_kwargs["latents"])
             self.captured[steps_done] = latents.detach().clone()
+            sigma = noise_level(pipe.scheduler, steps_done)
+            if sigma is not None:
+                self.sigmas[steps_done] = sigma
         return outputs
 
 
@@ -351,7 +373,7 @@ class _Binding:
             result = original_call(pipe, **pipeline_args)
         if context.captured:
             try:
-                report.inserted = self.cache.insert(plan, context.captured)
+                report.inserted = self.cache.insert(plan, context.captured, context.sigmas)
             except FlexCacheError as exc:
                 # The video was generated; only caching it failed. Serve it anyway.
                 report.insert_error = f"{type(exc).__name__}: {exc}"

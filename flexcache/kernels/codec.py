@@ -1,105 +1,42 @@
-"""LatentCodec interface and the version-1 blob container (docs/format.md).
+"""Latent codecs: `LatentCodec` and its two implementations.
 
-A blob is a fixed little-endian header, the latent's shape, and a payload,
-each part covered by CRC-32 so that a truncated or altered blob is detected
-and treated as a miss instead of becoming garbage latents.
+* `LosslessCodec` (codec id 1): the latent's raw bytes; bit-exact.
+* `QuantizedCodec` (codec id 2, config name ``"flexcache"``): seed-noise
+  residual, optional closed-loop temporal delta and per-block quantization
+  (the kernels in `flexcache.kernels.ops`), at the smallest bit width whose
+  measured error meets the budget, then a lossless stage
+  (`flexcache.kernels.lossless`). The achieved error is recorded in the blob.
 
-Only the lossless codec exists today: the payload is the latent's raw bytes.
-The compressing codec (quantization, seed-noise residual, nvCOMP) replaces it
-as the default in its own issue and adds codec ids to the same container.
+Both write the checksummed container of `flexcache.kernels.container`;
+docs/format.md describes every byte.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 import struct
-import zlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from flexcache.engine.noise import is_valid_seed
-from flexcache.errors import ConfigError, CorruptBlobError, InvalidLatentError
-
-MAGIC = b"FXLC"
-FORMAT_VERSION = 1
-_FLAG_HAS_SEED = 1
-
-CODEC_IDS = {"lossless": 1}
-_DTYPE_CODES = {torch.float32: 1, torch.float16: 2, torch.bfloat16: 3, torch.float64: 4}
-_DTYPES_BY_CODE = {code: dtype for dtype, code in _DTYPE_CODES.items()}
-
-# magic, version, codec id, dtype code, ndim, flags, (2 reserved), seed, payload bytes, payload crc32
-_FIXED = struct.Struct("<4sHBBBBxxQQI")
-_CRC = struct.Struct("<I")
-MAX_NDIM = 8
-
-
-@dataclass(frozen=True)
-class BlobHeader:
-    version: int
-    codec: str
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    seed: int | None
-    payload_nbytes: int
-    payload_crc32: int
-    header_nbytes: int
-
-
-def _pack(codec: str, latent: torch.Tensor, seed: int | None, payload: bytes) -> bytes:
-    flags = 0 if seed is None else _FLAG_HAS_SEED
-    fixed = _FIXED.pack(
-        MAGIC, FORMAT_VERSION, CODEC_IDS[codec], _DTYPE_CODES[latent.dtype], latent.dim(),
-        flags, 0 if seed is None else seed, len(payload), zlib.crc32(payload),
-    )
-    shape = struct.pack(f"<{latent.dim()}I", *latent.shape)
-    head = fixed + shape
-    return head + _CRC.pack(zlib.crc32(head)) + payload
-
-
-def read_header(blob: bytes | bytearray | memoryview) -> BlobHeader:
-    """Parse and verify a blob's header (not its payload).
-
-    Raises:
-        CorruptBlobError: bad magic, unknown version or codec, failed header
-            checksum, or a blob shorter than its header says.
-    """
-    view = memoryview(blob)
-    if len(view) < _FIXED.size:
-        raise CorruptBlobError(f"blob is {len(view)} bytes, shorter than the {_FIXED.size}-byte header")
-    magic, version, codec_id, dtype_code, ndim, flags, seed, payload_nbytes, payload_crc = _FIXED.unpack_from(view)
-    if magic != MAGIC:
-        raise CorruptBlobError("blob does not start with the FlexCache magic bytes")
-    if version != FORMAT_VERSION:
-        raise CorruptBlobError(f"blob format version {version} is not readable by this FlexCache (reads {FORMAT_VERSION})")
-    if ndim > MAX_NDIM:
-        raise CorruptBlobError(f"blob header claims {ndim} dimensions (at most {MAX_NDIM})")
-    head_end = _FIXED.size + 4 * ndim
-    if len(view) < head_end + _CRC.size:
-        raise CorruptBlobError("blob is truncated inside its header")
-    (header_crc,) = _CRC.unpack_from(view, head_end)
-    if zlib.crc32(view[:head_end]) != header_crc:
-        raise CorruptBlobError("blob header checksum mismatch")
-    codecs = {v: k for k, v in CODEC_IDS.items()}
-    if codec_id not in codecs or dtype_code not in _DTYPES_BY_CODE:
-        raise CorruptBlobError(f"blob names unknown codec {codec_id} or dtype {dtype_code}")
-    shape = struct.unpack_from(f"<{ndim}I", view, _FIXED.size)
-    return BlobHeader(
-        version=version, codec=codecs[codec_id], dtype=_DTYPES_BY_CODE[dtype_code], shape=tuple(shape),
-        seed=seed if flags & _FLAG_HAS_SEED else None, payload_nbytes=payload_nbytes,
-        payload_crc32=payload_crc, header_nbytes=head_end + _CRC.size,
-    )
-
-
-def _payload(blob: bytes | bytearray | memoryview, header: BlobHeader) -> memoryview:
-    view = memoryview(blob)[header.header_nbytes:]
-    if len(view) != header.payload_nbytes:
-        raise CorruptBlobError(f"blob payload is {len(view)} bytes, header says {header.payload_nbytes}")
-    if zlib.crc32(view) != header.payload_crc32:
-        raise CorruptBlobError("blob payload checksum mismatch")
-    return view
-
+from flexcache.config import CodecConfig
+from flexcache.errors import ConfigError, CorruptBlobError, FlexCacheError, InvalidLatentError
+from flexcache.kernels import lossless, ops, reference
+from flexcache.kernels.container import (  # noqa: F401  (re-exported: the container is part of the codec API)
+    _DTYPE_CODES,
+    _FIXED,
+    CODEC_IDS,
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_NDIM,
+    BlobHeader,
+    blob_payload,
+    pack_blob,
+    read_header,
+)
 
 class LatentCodec(abc.ABC):
     """Turns a latent tensor into a self-describing blob and back.
@@ -144,13 +81,13 @@ class LosslessCodec(LatentCodec):
             raise InvalidLatentError(f"seed must be an int in 0 .. 2**64-1 or None; got {seed!r}")
         host = latent.detach().to("cpu").contiguous()
         payload = host.reshape(-1).view(torch.uint8).numpy().tobytes()
-        return _pack(self.name, host, seed, payload)
+        return pack_blob(self.name, host.dtype, tuple(host.shape), seed, payload)
 
     def decode(self, blob: bytes | bytearray | memoryview, device: torch.device | str | None = None) -> torch.Tensor:
         header = read_header(blob)
         if header.codec != self.name:
             raise CorruptBlobError(f"blob was written by codec {header.codec!r}, not {self.name!r}")
-        payload = _payload(blob, header)
+        payload = blob_payload(blob, header)
         expected = header.dtype.itemsize
         for size in header.shape:
             expected *= size
@@ -163,11 +100,200 @@ class LosslessCodec(LatentCodec):
         return latent if device is None else latent.to(device)
 
 
-CODEC_REGISTRY: dict[str, type[LatentCodec]] = {LosslessCodec.name: LosslessCodec}
+# bits, flags, frame axis, budget kind, (4 reserved), block, noise scale c, sigma, budget,
+# achieved rms, achieved relative L2, scale bytes, packed bytes
+_QUANT_PARAMS = struct.Struct("<BBBBxxxxIfffffQQ")
+_FLAG_RESIDUAL = 1
+_FLAG_TEMPORAL_DELTA = 2
+_BUDGET_KINDS = ("sigma", "relative_l2")
 
 
-def build_codec(name: str) -> LatentCodec:
-    try:
-        return CODEC_REGISTRY[name]()
-    except KeyError:
-        raise ConfigError(f"unknown codec {name!r}; choose one of {', '.join(CODEC_REGISTRY)}") from None
+@dataclass(frozen=True)
+class QuantizedParams:
+    """What a `QuantizedCodec` blob records about how it was made."""
+
+    bits: int
+    block: int
+    residual: bool
+    temporal_delta: bool
+    frame_axis: int
+    noise_scale: float
+    sigma: float | None
+    budget_kind: str
+    budget: float
+    achieved_rms: float
+    achieved_relative_l2: float
+    scales_nbytes: int
+    packed_nbytes: int
+
+
+def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.sqrt(torch.mean((a.double() - b.double()) ** 2)))
+
+
+class QuantizedCodec(LatentCodec):
+    """The compressing codec (config name ``"flexcache"``).
+
+    Args:
+        config: a `CodecConfig`; defaults when omitted.
+
+    `encode(latent, seed=..., sigma=...)`: with a seed (and
+    ``seed_residual``) it codes x - c * eps; with sigma (the noise level of the
+    captured step) the budget is ``sigma_budget * sigma`` rms, otherwise
+    ``relative_l2_budget``. It tries bit widths from the smallest whose
+    predicted error fits, decodes to measure the real error, and keeps the
+    first that meets the budget; if none does it stores the latent losslessly.
+
+    Example:
+        >>> codec = QuantizedCodec()
+        >>> x = torch.randn(16, 5, 8, 8)
+        >>> y = codec.decode(codec.encode(x, seed=1, sigma=1.0))
+        >>> float(torch.sqrt(torch.mean((y - x) ** 2))) <= 0.02
+        True
+    """
+
+    name = "flexcache"
+
+    def __init__(self, config: CodecConfig | None = None) -> None:
+        self.config = config or CodecConfig()
+        self._lossless = LosslessCodec()
+
+    def _rms_limit(self, x: torch.Tensor, sigma: float | None) -> tuple[str, float, float]:
+        mode = self.config.budget_mode
+        if mode == "sigma" and sigma is None:
+            raise InvalidLatentError("codec.budget_mode is 'sigma' but no sigma was given for this latent")
+        if sigma is not None and (not math.isfinite(sigma) or sigma < 0):
+            raise InvalidLatentError(f"sigma must be a finite non-negative noise level; got {sigma!r}")
+        if mode == "sigma" or (mode == "auto" and sigma is not None):
+            return "sigma", self.config.sigma_budget, self.config.sigma_budget * float(sigma)
+        norm_rms = float(torch.sqrt(torch.mean(x.double() ** 2)))
+        return "relative_l2", self.config.relative_l2_budget, self.config.relative_l2_budget * norm_rms
+
+    def _predicted_rms(self, r: torch.Tensor, bits: int, frame_axis: int) -> float:
+        # Uniform quantization error ~ scale^2 / 12 per value; the delta is taken open-loop here.
+        groups, frames, span = reference.frame_view_shape(tuple(r.shape), frame_axis)
+        view = r.reshape(groups, frames, span)
+        if self.config.temporal_delta and frames > 1:
+            view = torch.cat([view[:, :1], view[:, 1:] - view[:, :-1]], dim=1)
+        block = self.config.block_size
+        padded = torch.nn.functional.pad(view, (0, -(-span // block) * block - span))
+        amax = padded.reshape(groups, frames, -1, block).abs().amax(dim=-1)
+        scale = amax / (2 ** (bits - 1) - 1)
+        return float(torch.sqrt(torch.mean(scale.double() ** 2) / 12.0))
+
+    def encode(self, latent: torch.Tensor, *, seed: int | None = None, sigma: float | None = None,
+               frame_axis: int = 1) -> bytes:
+        if isinstance(latent, torch.Tensor) and latent.dtype not in _DTYPE_CODES:
+            raise InvalidLatentError(f"latent dtype {latent.dtype} is not supported; use float32, float16, "
+                                     "bfloat16 or float64")
+        ops.check_latent(latent)
+        if latent.dim() > MAX_NDIM:
+            raise InvalidLatentError(f"latent has {latent.dim()} dimensions; at most {MAX_NDIM} are supported")
+        if seed is not None and not is_valid_seed(seed):
+            raise InvalidLatentError(f"seed must be an int in 0 .. 2**64-1 or None; got {seed!r}")
+        frame_axis = frame_axis if latent.dim() > 1 else 0
+        cfg = self.config
+        x = latent.detach().contiguous()
+        x32 = x.to(torch.float32)
+        budget_kind, budget, limit = self._rms_limit(x32, sigma)
+        residual = cfg.seed_residual and seed is not None
+        noise_scale = 0.0
+        r = x32
+        if residual:
+            eps = ops.randn(seed, tuple(x.shape), x.device, cfg.backend)
+            # Stored as float32: round now so encoder and decoder use the same c.
+            noise_scale = float(np.float32(reference.fit_noise_scale(x32, eps)))
+            r = x32 - torch.tensor(noise_scale, dtype=torch.float32, device=x.device) * eps
+            residual = noise_scale != 0.0
+        start = 0
+        while start < len(cfg.bit_widths) - 1 and self._predicted_rms(r, cfg.bit_widths[start], frame_axis) > limit:
+            start += 1
+        for bits in cfg.bit_widths[start:]:
+            kwargs = dict(seed=seed if residual else None, noise_scale=noise_scale, bits=bits,
+                          block=cfg.block_size, temporal_delta=cfg.temporal_delta, frame_axis=frame_axis,
+                          backend=cfg.backend)
+            packed, scales = ops.encode(x32, **kwargs)
+            decoded = ops.decode(packed, scales, tuple(x.shape), **kwargs).to(x.dtype)
+            rms = _rms(decoded, x)
+            if rms <= limit:
+                break
+        else:  # even the widest quantization misses the budget: keep the latent exactly
+            return self._lossless.encode(latent, seed=seed, sigma=sigma)
+        norm = float(torch.linalg.vector_norm(x.double()))
+        relative = rms * math.sqrt(x.numel()) / norm if norm > 0 else 0.0
+        scale_bytes = scales.reshape(-1).contiguous().view(torch.uint8)
+        stream = lossless.compress(torch.cat([scale_bytes, packed]), cfg.lossless, level=cfg.lossless_level)
+        flags = (_FLAG_RESIDUAL if residual else 0) | (_FLAG_TEMPORAL_DELTA if cfg.temporal_delta else 0)
+        params = _QUANT_PARAMS.pack(
+            bits, flags, frame_axis, _BUDGET_KINDS.index(budget_kind), cfg.block_size, noise_scale,
+            float("nan") if sigma is None else float(sigma), budget, rms, relative,
+            scale_bytes.numel(), packed.numel(),
+        )
+        return pack_blob(self.name, x.dtype, tuple(x.shape), seed, params + bytes(stream))
+
+    def decode(self, blob: bytes | bytearray | memoryview, device: torch.device | str | None = None) -> torch.Tensor:
+        header = read_header(blob)
+        if header.codec == LosslessCodec.name:
+            return self._lossless.decode(blob, device)
+        if header.codec != self.name:
+            raise CorruptBlobError(f"blob was written by codec {header.codec!r}, not {self.name!r}")
+        payload = blob_payload(blob, header)
+        params = read_quantized_params(payload)
+        target = torch.device(device) if device is not None else torch.device("cpu")
+        try:
+            data = lossless.decompress(payload[_QUANT_PARAMS.size:], device=target)
+            if data.numel() != params.scales_nbytes + params.packed_nbytes:
+                raise CorruptBlobError(f"lossless stage gave {data.numel()} bytes; the blob records "
+                                       f"{params.scales_nbytes + params.packed_nbytes}")
+            scales = data[:params.scales_nbytes].contiguous().view(torch.float16)
+            packed = data[params.scales_nbytes:]
+            latent = ops.decode(
+                packed, scales, header.shape, seed=header.seed if params.residual else None,
+                noise_scale=params.noise_scale, bits=params.bits, block=params.block,
+                temporal_delta=params.temporal_delta, frame_axis=params.frame_axis, backend=self.config.backend,
+            )
+        except CorruptBlobError:
+            raise
+        except FlexCacheError as exc:  # parameters that passed the checksum but make no sense
+            raise CorruptBlobError(f"blob parameters are inconsistent: {exc}") from None
+        return latent.to(header.dtype)
+
+
+def read_quantized_params(payload: bytes | bytearray | memoryview) -> QuantizedParams:
+    """The parameter section of a `QuantizedCodec` payload."""
+    if len(payload) < _QUANT_PARAMS.size:
+        raise CorruptBlobError("quantized payload is shorter than its parameter section")
+    (bits, flags, frame_axis, kind, block, noise_scale, sigma, budget, rms, relative,
+     scales_nbytes, packed_nbytes) = _QUANT_PARAMS.unpack_from(payload)
+    if bits not in reference.BIT_WIDTHS or kind >= len(_BUDGET_KINDS) or block not in ops.BLOCK_SIZES:
+        raise CorruptBlobError(f"quantized payload names bits={bits}, block={block}, budget kind={kind}")
+    return QuantizedParams(
+        bits=bits, block=block, residual=bool(flags & _FLAG_RESIDUAL),
+        temporal_delta=bool(flags & _FLAG_TEMPORAL_DELTA), frame_axis=frame_axis, noise_scale=noise_scale,
+        sigma=None if math.isnan(sigma) else sigma, budget_kind=_BUDGET_KINDS[kind], budget=budget,
+        achieved_rms=rms, achieved_relative_l2=relative, scales_nbytes=scales_nbytes, packed_nbytes=packed_nbytes,
+    )
+
+
+def describe_blob(blob: bytes | bytearray | memoryview) -> dict:
+    """Header and codec parameters of a blob as a plain dict (for reports)."""
+    header = read_header(blob)
+    info = {"codec": header.codec, "dtype": str(header.dtype).replace("torch.", ""), "shape": list(header.shape),
+            "seed": header.seed, "nbytes": len(blob)}
+    if header.codec == QuantizedCodec.name:
+        info.update(vars(read_quantized_params(blob_payload(blob, header))))
+    return info
+
+
+CODEC_REGISTRY: dict[str, type[LatentCodec]] = {LosslessCodec.name: LosslessCodec, QuantizedCodec.name: QuantizedCodec}
+
+
+def build_codec(config: CodecConfig | str) -> LatentCodec:
+    """The codec a `CodecConfig` (or a bare codec name) asks for."""
+    if isinstance(config, str):
+        if config not in CODEC_REGISTRY:
+            raise ConfigError(f"unknown codec {config!r}; choose one of {', '.join(CODEC_REGISTRY)}")
+        config = CodecConfig(name=config)
+    if config.name == QuantizedCodec.name:
+        return QuantizedCodec(config)
+    return LosslessCodec()

@@ -36,7 +36,7 @@ _UINT_TO_UNIFORM = 4.6566127342e-10
 _TWO_PI = 6.283185307179586
 _MIN_SCALE = 2.0**-24  # the smallest float16 subnormal: a block of zeros still has a usable scale
 
-BIT_WIDTHS = (2, 3, 4, 6, 8)
+BIT_WIDTHS = (2, 3, 4, 5, 6, 7, 8)
 
 
 def _mul_hi_lo(a: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,7 @@ def fill(cache, prompt, signature, tenant="default"):
 
 
 def test_identical_prompt_hits_deepest_checkpoint_and_returns_stored_latent(make_cache, signature):
-    cache = make_cache()
+    cache = make_cache(codec={"name": "lossless"})
     _, stored = fill(cache, PROMPT, signature)
     plan = cache.plan(PROMPT, signature)
     assert plan.hit
@@ -161,7 +161,7 @@ def test_insert_from_hit_plan_and_fetch_from_miss_plan_are_refused(make_cache, s
 
 
 def test_entry_larger_than_capacity_is_refused_and_cache_stays_usable(make_cache, signature):
-    cache = make_cache(store={"capacity_bytes": 1000})  # one latent is 1536 bytes + header
+    cache = make_cache(codec={"name": "lossless"}, store={"capacity_bytes": 1000})  # a latent: 1536 bytes + header
     plan = cache.plan(PROMPT, signature)
     with pytest.raises(CapacityError):
         cache.insert(plan, latents_for(plan))
@@ -180,7 +180,7 @@ def test_unknown_policy_is_a_config_error(make_cache):
 @pytest.mark.parametrize("policy", ["lru", "lcbfu"])
 def test_capacity_is_respected_and_evictions_keep_index_consistent(make_cache, signature, policy):
     one = 4 * 3 * 8 * 8 * 4 + 64  # a blob: payload + header
-    cache = make_cache(policy=policy, store={"capacity_bytes": 12 * one})
+    cache = make_cache(codec={"name": "lossless"}, policy=policy, store={"capacity_bytes": 12 * one})
     prompts = [f"a {color} balloon floating over a {place}" for color, place in
                 [("red", "desert"), ("blue", "harbour"), ("green", "forest"), ("yellow", "city"),
                  ("purple", "glacier")]]
@@ -198,7 +198,7 @@ def test_capacity_is_respected_and_evictions_keep_index_consistent(make_cache, s
 
 def test_lcbfu_keeps_deep_popular_entries(make_cache, signature):
     one = 4 * 3 * 8 * 8 * 4 + 64  # payload + header (52 bytes): room for exactly 6
-    cache = make_cache(policy="lcbfu", store={"capacity_bytes": 6 * one})
+    cache = make_cache(codec={"name": "lossless"}, policy="lcbfu", store={"capacity_bytes": 6 * one})
     fill(cache, PROMPT, signature)
     for _ in range(3):
         assert cache.fetch(cache.plan(PROMPT, signature)) is not None
@@ -237,7 +237,7 @@ def test_fetch_after_eviction_returns_none(make_cache, signature):
 
 
 def test_duplicate_insert_keeps_one_record(make_cache, signature):
-    cache = make_cache()
+    cache = make_cache(codec={"name": "lossless"})
     first, data = fill(cache, PROMPT, signature)
     second = cache.plan(PROMPT, dataclasses.replace(signature))
     cache.insert(second.as_miss(), latents_for(second))
@@ -303,3 +303,39 @@ def test_signature_key_is_stable_and_sensitive(signature):
         dataclasses.replace(signature, latent_shape=(4, 0, 8, 8))
     with pytest.raises(InvalidLatentError):
         dataclasses.replace(signature, latent_dtype="int8")
+
+
+def test_default_codec_compresses_within_its_budget(make_cache, signature):
+    from flexcache.engine.noise import seeded_noise
+    from flexcache.kernels.codec import describe_blob
+
+    cache = make_cache()
+    plan = cache.plan(PROMPT, signature, seed=4242)
+    noise = seeded_noise(signature.latent_shape, plan.seed)
+    smooth = torch.randn(signature.latent_shape).cumsum(-1) / 4
+    sigmas = {step: 1.0 - step / 20 for step in plan.checkpoint_steps}
+    latents = {step: sigma * noise + (1 - sigma) * smooth for step, sigma in sigmas.items()}
+    cache.insert(plan, latents, sigmas)
+    raw = 5 * 4 * 3 * 8 * 8 * 4
+    assert cache.stats()["bytes_stored"] < raw / 3
+    for entry in cache.entries():
+        blob = cache.tier.get(entry.key)
+        info = describe_blob(blob)
+        assert info["codec"] == "flexcache" and info["residual"] and info["sigma"] == pytest.approx(sigmas[entry.step])
+        decoded = cache.codec.decode(blob)
+        rms = float(torch.sqrt(torch.mean((decoded - latents[entry.step]) ** 2)))
+        assert rms <= 0.02 * sigmas[entry.step] + 1e-7
+        assert rms == pytest.approx(info["achieved_rms"], rel=1e-4, abs=1e-9)
+    hit = cache.plan(PROMPT, signature)
+    fetched = cache.fetch(hit)
+    assert fetched.dtype == torch.float32 and fetched.shape == signature.latent_shape
+    assert float(torch.sqrt(torch.mean((fetched - latents[10]) ** 2))) <= 0.02 * sigmas[10] + 1e-7
+
+
+def test_default_codec_without_sigma_meets_relative_l2(make_cache, signature):
+    cache = make_cache()
+    plan = cache.plan(PROMPT, signature)
+    latent = torch.randn(signature.latent_shape)
+    cache.insert(plan, {6: latent})
+    fetched = cache.fetch(cache.plan(PROMPT, signature))
+    assert float((fetched - latent).norm() / latent.norm()) <= 0.01 + 1e-7

@@ -50,7 +50,8 @@ def uninterrupted(pipe, seed, capture_step=None, **overrides):
 @pytest.mark.parametrize("fraction", [0.1, 0.2, 0.3, 0.4, 0.5])
 def test_resume_from_cached_latent_reproduces_uninterrupted_run(pipe, make_cache, fraction):
     # A table that maps an identical prompt to exactly this checkpoint.
-    cache = make_cache(planner={"similarity_table": [[0.99, fraction]]})
+    # Lossless entries: the invariant is about resuming, not about compression.
+    cache = make_cache(codec={"name": "lossless"}, planner={"similarity_table": [[0.99, fraction]]})
     reference, x_k = uninterrupted(pipe, seed=1234, capture_step=round(fraction * STEPS))
     enable_flexcache(pipe, cache)
 
@@ -69,7 +70,7 @@ def test_resume_from_cached_latent_reproduces_uninterrupted_run(pipe, make_cache
 
 
 def test_hit_with_classifier_free_guidance(pipe, make_cache):
-    cache = make_cache()
+    cache = make_cache(codec={"name": "lossless"})
     enable_flexcache(pipe, cache)
     negative = tiny_prompt_embeds("blurry, low quality")
     kwargs = dict(guidance_scale=5.0, negative_prompt_embeds=negative, generator=torch.Generator().manual_seed(7))
@@ -80,6 +81,23 @@ def test_hit_with_classifier_free_guidance(pipe, make_cache):
     # A different guidance scale is another signature: a miss.
     run(pipe, **{**kwargs, "guidance_scale": 4.0})
     assert not last_call_report(pipe).hit
+
+
+def test_hit_from_compressed_entry_stays_close_to_the_full_run(pipe, make_cache):
+    from flexcache.kernels.codec import describe_blob
+
+    cache = make_cache()  # the default, lossy codec
+    enable_flexcache(pipe, cache)
+    reference = run(pipe, generator=torch.Generator().manual_seed(5))
+    captured_sigmas = {e.step: describe_blob(cache.tier.get(e.key))["sigma"] for e in cache.entries()}
+    expected = {step: float(pipe.scheduler.sigmas[step]) for step in captured_sigmas}
+    assert captured_sigmas == pytest.approx(expected)  # the integration hands sigma_K to the codec
+    resumed = run(pipe)
+    assert last_call_report(pipe).hit
+    relative = float((resumed - reference).norm() / reference.norm())
+    assert 0 < relative < 0.02, relative
+    raw = len(cache.entries()) * 16 * 2 * 4 * 4 * 4
+    assert cache.stats()["bytes_stored"] < raw
 
 
 def test_unrelated_prompt_and_other_sizes_miss(pipe, make_cache):
