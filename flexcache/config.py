@@ -210,7 +210,7 @@ class CodecConfig:
     bit_widths: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
     block_size: int = 256
     seed_residual: bool = True
-    temporal_delta: bool = False
+    temporal_delta: bool = True
     lossless: str = "zstd"
     lossless_level: int = 1
     backend: str = "auto"

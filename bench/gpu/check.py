@@ -2,8 +2,11 @@
 
 Needs only torch and numpy (the GPU image has both); flexcache is imported
 from the working tree. It checks the torch GPU index against an exact float64
-search, times it against the same index on the CPU in the same run, and checks
-the seeded noise and the codec on CUDA. Usage (repository root):
+search (timed against the same index on the CPU in the same run), the Triton
+codec kernels against the torch reference (timed against a device copy),
+tl.randn on the device against the CPU reference, nvCOMP per algorithm (when
+its wheels were carried) including CPU decoding of GPU-written streams, and
+the seeded noise and lossless codec on CUDA. Usage (repository root):
 
     PYTHONPATH=. python3 bench/gpu/check.py [--out results.md]
 """
@@ -49,6 +52,69 @@ def median_ms(fn, repeats: int, cuda: bool) -> float:
     return statistics.median(times)
 
 
+def kernel_rows(dev: str, cuda: bool) -> list[str]:
+    """Triton codec kernels vs the torch reference, timed against a device copy."""
+    from flexcache.kernels import ops, reference
+
+    rows = []
+    shape = (16, 21, 60, 104)
+    nbytes = 16 * 21 * 60 * 104 * 4
+    backend = "triton" if cuda else "torch"
+    noise_gpu = ops.randn(7, shape, dev, backend=backend)
+    noise_cpu = reference.philox_randn(7, noise_gpu.numel()).reshape(shape)
+    noise_diff = float((noise_gpu.cpu() - noise_cpu).abs().max())
+    rows.append(f"| tl.randn on device vs CPU reference, 16x21x60x104 | | | | max abs diff {noise_diff:.1e} "
+                f"(<= 1e-6: {noise_diff <= 1e-6}) |")
+    latent = 0.8 * noise_gpu + 0.2 * torch.randn(shape, device=dev).cumsum(-1) / 20
+    copy_ms = median_ms(lambda: latent.clone(), 20, cuda)
+    rows.append(f"| device copy of the fp32 latent (8.4 MB) | {copy_ms:.3f} ms | | | "
+                f"{2 * nbytes / copy_ms / 1e6:.0f} GB/s read+write |")
+    for bits in (2, 4, 8):
+        for delta in (False, True):
+            kwargs = dict(seed=7, noise_scale=0.8, bits=bits, block=256, temporal_delta=delta)
+            packed, scales = ops.encode(latent, backend=backend, **kwargs)
+            packed_ref, scales_ref = ops.encode(latent.cpu(), backend="torch", **kwargs)
+            q_gpu = reference.unpack_bits(packed.cpu(), bits, packed.numel() * 8 // bits)
+            q_ref = reference.unpack_bits(packed_ref, bits, packed_ref.numel() * 8 // bits)
+            mismatch = int((q_gpu != q_ref).sum())
+            decoded = ops.decode(packed, scales, shape, backend=backend, **kwargs)
+            decoded_ref = ops.decode(packed.cpu(), scales.cpu(), shape, backend="torch", **kwargs)
+            diff = float((decoded.cpu() - decoded_ref).abs().max())
+            enc_ms = median_ms(lambda: ops.encode(latent, backend=backend, **kwargs), 20, cuda)
+            dec_ms = median_ms(lambda: ops.decode(packed, scales, shape, backend=backend, **kwargs), 20, cuda)
+            rows.append(
+                f"| {backend} encode / decode, {bits} bits, residual, delta={delta} | {enc_ms:.3f} / {dec_ms:.3f} ms "
+                f"| | copy/encode {copy_ms / enc_ms:.0%}, copy/decode {copy_ms / dec_ms:.0%} "
+                f"| ints differing from reference: {mismatch} of {q_ref.numel()}; decode max diff {diff:.1e} |"
+            )
+    return rows
+
+
+def nvcomp_rows(dev: str, cuda: bool) -> list[str]:
+    """nvCOMP compress/decompress per algorithm on 4-bit packed latent bytes; CPU decodes GPU output."""
+    from flexcache.kernels import lossless, ops
+
+    rows = []
+    shape = (16, 21, 60, 104)
+    latent = 0.8 * ops.randn(7, shape, dev) + 0.2 * torch.randn(shape, device=dev)
+    packed, _ = ops.encode(latent, seed=7, noise_scale=0.8, bits=4, block=256)
+    for algorithm in lossless.ALGORITHMS:
+        if not lossless.available(algorithm, dev):
+            rows.append(f"| lossless {algorithm} on {dev} | | | | not available here |")
+            continue
+        blob = lossless.compress(packed, algorithm, chunk_bytes=1 << 16, device=dev)
+        enc_ms = median_ms(lambda: lossless.compress(packed, algorithm, chunk_bytes=1 << 16, device=dev), 10, cuda)
+        dec_ms = median_ms(lambda: lossless.decompress(blob, device=dev), 10, cuda)
+        same = bool(torch.equal(lossless.decompress(blob, device=dev).cpu(), packed.cpu()))
+        cross = "-"
+        if algorithm in ("zstd", "deflate", "lz4", "none"):
+            cross = str(bool(torch.equal(lossless.decompress(blob, device="cpu"), packed.cpu())))
+        rows.append(f"| lossless {algorithm} on {dev}, {packed.numel() / 1e6:.1f} MB of 4-bit ints "
+                    f"| {enc_ms:.2f} / {dec_ms:.2f} ms | | ratio {packed.numel() / len(blob):.2f} "
+                    f"| round trip {same}; CPU decodes it: {cross} |")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", help="also write the table here")
@@ -82,6 +148,8 @@ def main() -> int:
     noise_same = torch.equal(seeded_noise((16, 21, 60, 104), 7, dev).cpu(), seeded_noise((16, 21, 60, 104), 7))
     ok &= noise_same
     rows.append(f"| seeded noise, 16x21x60x104, CUDA == CPU | | | | {noise_same} |")
+    rows += kernel_rows(dev, cuda)
+    rows += nvcomp_rows(dev, cuda)
     latent = torch.randn(16, 21, 60, 104, device=dev)
     codec = LosslessCodec()
     blob = codec.encode(latent, seed=7)

@@ -244,7 +244,8 @@ class FlexCache:
         signature = plan.signature
         checked = {step: self._checked_latent(step, latent, signature) for step, latent in latents.items()}
         sigmas = sigmas or {}
-        blobs = {step: self.codec.encode(latent, seed=plan.seed, sigma=sigmas.get(step))
+        blobs = {step: self.codec.encode(latent, seed=plan.seed, sigma=sigmas.get(step),
+                                         frame_axis=signature.frame_axis)
                  for step, latent in sorted(checked.items())}
         for step, blob in blobs.items():
             if len(blob) > self.tier.capacity_bytes:

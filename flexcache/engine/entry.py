@@ -64,6 +64,9 @@ class GenerationSignature:
         latent_dtype: the latent's dtype name, e.g. ``"float32"``.
         extra: other settings that change the trajectory (guidance scale,
             negative prompt), as sorted ``(name, value)`` string pairs.
+        frame_axis: which latent dimension indexes frames (1 for Wan's
+            (C, T, H, W), 0 for CogVideoX's (T, C, H, W)); the codec's
+            temporal delta runs along it.
     """
 
     model_id: str
@@ -75,6 +78,7 @@ class GenerationSignature:
     latent_shape: tuple[int, ...]
     latent_dtype: str = "float32"
     extra: tuple[tuple[str, str], ...] = ()
+    frame_axis: int = 1
 
     def __post_init__(self) -> None:
         if self.num_steps < 2:
@@ -83,6 +87,8 @@ class GenerationSignature:
             raise InvalidLatentError(f"latent_shape must be positive sizes; got {self.latent_shape}")
         object.__setattr__(self, "latent_shape", tuple(int(d) for d in self.latent_shape))
         dtype_from_name(self.latent_dtype)
+        if not 0 <= self.frame_axis < len(self.latent_shape):
+            raise InvalidLatentError(f"frame_axis {self.frame_axis} is not a dimension of {self.latent_shape}")
 
     def key(self) -> str:
         """A stable hex digest (never Python's salted ``hash()``)."""
@@ -104,6 +110,7 @@ class GenerationSignature:
             "latent_shape": list(self.latent_shape),
             "latent_dtype": self.latent_dtype,
             "extra": [list(pair) for pair in self.extra],
+            "frame_axis": self.frame_axis,
         }
 
     @classmethod

@@ -174,6 +174,7 @@ class CogVideoXAdapter(PipelineAdapter):
             latent_dtype=dtype_name(dtype),
             extra=self._extra(args, ("guidance_scale", "use_dynamic_cfg", "eta", "negative_prompt",
                                      "max_sequence_length", "timesteps")),
+            frame_axis=0,
         )
 
     def to_pipeline_latents(self, pipe: Any, latent: torch.Tensor, *, resume: bool) -> torch.Tensor:

@@ -49,7 +49,9 @@ class LatentCodec(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def encode(self, latent: torch.Tensor, *, seed: int | None = None, sigma: float | None = None) -> bytes: ...
+    def encode(self, latent: torch.Tensor, *, seed: int | None = None, sigma: float | None = None,
+               frame_axis: int = 1) -> bytes:
+        """`frame_axis`: the dimension that indexes video frames (Wan: 1 of (C, T, H, W))."""
 
     @abc.abstractmethod
     def decode(self, blob: bytes | bytearray | memoryview, device: torch.device | str | None = None) -> torch.Tensor:
@@ -68,7 +70,8 @@ class LosslessCodec(LatentCodec):
 
     name = "lossless"
 
-    def encode(self, latent: torch.Tensor, *, seed: int | None = None, sigma: float | None = None) -> bytes:
+    def encode(self, latent: torch.Tensor, *, seed: int | None = None, sigma: float | None = None,
+               frame_axis: int = 1) -> bytes:
         if not isinstance(latent, torch.Tensor):
             raise InvalidLatentError(f"a latent must be a torch.Tensor; got {type(latent).__name__}")
         if latent.dtype not in _DTYPE_CODES:
@@ -218,7 +221,7 @@ class QuantizedCodec(LatentCodec):
             if rms <= limit:
                 break
         else:  # even the widest quantization misses the budget: keep the latent exactly
-            return self._lossless.encode(latent, seed=seed, sigma=sigma)
+            return self._lossless.encode(latent, seed=seed, sigma=sigma, frame_axis=frame_axis)
         norm = float(torch.linalg.vector_norm(x.double()))
         relative = rms * math.sqrt(x.numel()) / norm if norm > 0 else 0.0
         scale_bytes = scales.reshape(-1).contiguous().view(torch.uint8)

@@ -50,6 +50,10 @@ def test_signature_follows_cogvideox_layout_and_dtype(pipe, make_cache):
     (record,) = cache._records.values()
     assert record.signature.latent_shape == LATENT
     assert record.signature.latent_dtype == "float32"
+    assert record.signature.frame_axis == 0  # (T, C, H, W): the codec's delta runs over frames
+    from flexcache.kernels.codec import describe_blob
+
+    assert {describe_blob(cache.tier.get(e.key)).get("frame_axis", 0) for e in cache.entries()} == {0}
     # The pipeline denoises in the prompt embeddings' dtype, so the signature follows them.
     adapter = ADAPTERS["CogVideoXPipeline"]
     args = {**CALL, "prompt_embeds": tiny_prompt_embeds(PROMPT).to(torch.bfloat16)}

@@ -53,7 +53,7 @@ def test_relative_l2_budget_without_sigma(budget):
 def test_tighter_budget_costs_more_bits():
     x = noisy_latent((16, 3, 8, 16), 0.6)
     loose = describe_blob(QuantizedCodec(CodecConfig(sigma_budget=0.1)).encode(x, seed=SEED, sigma=0.6))
-    tight = describe_blob(QuantizedCodec(CodecConfig(sigma_budget=0.005)).encode(x, seed=SEED, sigma=0.6))
+    tight = describe_blob(QuantizedCodec(CodecConfig(sigma_budget=0.01)).encode(x, seed=SEED, sigma=0.6))
     assert loose["bits"] < tight["bits"] and loose["nbytes"] < tight["nbytes"]
 
 
