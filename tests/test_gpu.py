@@ -33,8 +33,10 @@ def test_torch_index_on_cuda_matches_cpu_faiss():
     torch.testing.assert_close(gpu_sims.cpu(), cpu_sims, atol=1e-4, rtol=0)
 
 
-def test_seeded_noise_is_the_same_on_cuda():
-    assert torch.equal(seeded_noise((4, 3, 8, 8), 77, "cuda").cpu(), seeded_noise((4, 3, 8, 8), 77))
+def test_seeded_noise_on_cuda_matches_the_cpu_reference():
+    # Philox is bit-identical; log/cos in Box-Muller may differ in the last float32 bit.
+    gpu = seeded_noise((4, 3, 8, 8), 77, "cuda").cpu()
+    assert (gpu - seeded_noise((4, 3, 8, 8), 77)).abs().max() <= 1e-6
 
 
 def test_codec_round_trip_from_and_to_cuda():

@@ -34,7 +34,7 @@ def unit(n: int, seed: int, device: str) -> torch.Tensor:
 
 
 def median_ms(fn, repeats: int, cuda: bool) -> float:
-    for _ in range(3):
+    for _ in range(3 if cuda else 1):
         fn()
     times = []
     for _ in range(repeats):
@@ -66,7 +66,8 @@ def kernel_rows(dev: str, cuda: bool) -> list[str]:
     rows.append(f"| tl.randn on device vs CPU reference, 16x21x60x104 | | | | max abs diff {noise_diff:.1e} "
                 f"(<= 1e-6: {noise_diff <= 1e-6}) |")
     latent = 0.8 * noise_gpu + 0.2 * torch.randn(shape, device=dev).cumsum(-1) / 20
-    copy_ms = median_ms(lambda: latent.clone(), 20, cuda)
+    reps = 20 if cuda else 1  # the CPU smoke run only proves the script works
+    copy_ms = median_ms(lambda: latent.clone(), reps, cuda)
     rows.append(f"| device copy of the fp32 latent (8.4 MB) | {copy_ms:.3f} ms | | | "
                 f"{2 * nbytes / copy_ms / 1e6:.0f} GB/s read+write |")
     for bits in (2, 4, 8):
@@ -80,8 +81,8 @@ def kernel_rows(dev: str, cuda: bool) -> list[str]:
             decoded = ops.decode(packed, scales, shape, backend=backend, **kwargs)
             decoded_ref = ops.decode(packed.cpu(), scales.cpu(), shape, backend="torch", **kwargs)
             diff = float((decoded.cpu() - decoded_ref).abs().max())
-            enc_ms = median_ms(lambda: ops.encode(latent, backend=backend, **kwargs), 20, cuda)
-            dec_ms = median_ms(lambda: ops.decode(packed, scales, shape, backend=backend, **kwargs), 20, cuda)
+            enc_ms = median_ms(lambda: ops.encode(latent, backend=backend, **kwargs), reps, cuda)
+            dec_ms = median_ms(lambda: ops.decode(packed, scales, shape, backend=backend, **kwargs), reps, cuda)
             rows.append(
                 f"| {backend} encode / decode, {bits} bits, residual, delta={delta} | {enc_ms:.3f} / {dec_ms:.3f} ms "
                 f"| | copy/encode {copy_ms / enc_ms:.0%}, copy/decode {copy_ms / dec_ms:.0%} "
@@ -103,8 +104,9 @@ def nvcomp_rows(dev: str, cuda: bool) -> list[str]:
             rows.append(f"| lossless {algorithm} on {dev} | | | | not available here |")
             continue
         blob = lossless.compress(packed, algorithm, chunk_bytes=1 << 16, device=dev)
-        enc_ms = median_ms(lambda: lossless.compress(packed, algorithm, chunk_bytes=1 << 16, device=dev), 10, cuda)
-        dec_ms = median_ms(lambda: lossless.decompress(blob, device=dev), 10, cuda)
+        reps = 10 if cuda else 1
+        enc_ms = median_ms(lambda: lossless.compress(packed, algorithm, chunk_bytes=1 << 16, device=dev), reps, cuda)
+        dec_ms = median_ms(lambda: lossless.decompress(blob, device=dev), reps, cuda)
         same = bool(torch.equal(lossless.decompress(blob, device=dev).cpu(), packed.cpu()))
         cross = "-"
         if algorithm in ("zstd", "deflate", "lz4", "none"):
@@ -145,9 +147,9 @@ def main() -> int:
         cpu_ms = median_ms(lambda: cpu.search(q1_cpu, 4), 10, cuda=False)
         rows.append(f"| torch index search, {n:,} rows, 1 query, k=4 | {gpu_ms:.3f} ms | {cpu_ms:.3f} ms "
                     f"| {cpu_ms / gpu_ms:.1f}x | top-4 equals exact fp64: {agree} |")
-    noise_same = torch.equal(seeded_noise((16, 21, 60, 104), 7, dev).cpu(), seeded_noise((16, 21, 60, 104), 7))
-    ok &= noise_same
-    rows.append(f"| seeded noise, 16x21x60x104, CUDA == CPU | | | | {noise_same} |")
+    noise_diff = float((seeded_noise((16, 21, 60, 104), 7, dev).cpu() - seeded_noise((16, 21, 60, 104), 7)).abs().max())
+    ok &= noise_diff <= 1e-6
+    rows.append(f"| seeded noise, 16x21x60x104, device vs CPU | | | | max abs diff {noise_diff:.1e} |")
     rows += kernel_rows(dev, cuda)
     rows += nvcomp_rows(dev, cuda)
     latent = torch.randn(16, 21, 60, 104, device=dev)
