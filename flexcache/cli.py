@@ -22,6 +22,14 @@ def _config(args: argparse.Namespace) -> CacheConfig:
     return CacheConfig.from_dict(overrides)
 
 
+def _write_json(path: str | None, data: dict, label: str) -> None:
+    if path:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"{label} written to {target}")
+
+
 def _demo(args: argparse.Namespace) -> int:
     from flexcache.demo import run_demo
 
@@ -47,11 +55,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"({summary['steps_saved'] / max(1, summary['steps_total']):.0%}); "
         f"{summary['entries']} entries, {summary['bytes_stored'] / 2**20:.2f} MiB stored"
     )
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"summary written to {path}")
+    _write_json(args.json, summary, "summary")
     return 0
 
 
@@ -68,11 +72,7 @@ def _bench_codec(args: argparse.Namespace) -> int:
                              include_wan=not args.no_wan,
                              progress=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_table(result))
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results written to {path}")
+    _write_json(args.json, result, "results")
     return 0
 
 

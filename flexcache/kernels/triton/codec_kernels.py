@@ -16,18 +16,29 @@ def _linear_offsets(g, t, T, S, s):
 
 
 @triton.jit
-def encode_kernel(x_ptr, packed_ptr, scales_ptr, seed, noise_scale, T, S, n_blocks,
-                  BITS: tl.constexpr, BLOCK: tl.constexpr, RESIDUAL: tl.constexpr, DELTA: tl.constexpr):
+def _program_block(n_blocks, S, BLOCK: tl.constexpr):
+    """This program's group g, block b, positions s along S and which of them exist."""
     pid = tl.program_id(0)
     g = pid // n_blocks
     b = pid % n_blocks
     s = b * BLOCK + tl.arange(0, BLOCK)
-    in_row = s < S
+    return g, b, s, s < S
+
+
+@triton.jit
+def _pack_lanes(BITS: tl.constexpr):
+    """The 8 values of a packed group: lane index, bit offset of each field, bit offset of each byte."""
+    lane = tl.arange(0, 8)
+    return lane, lane.to(tl.int64) * BITS, lane.to(tl.int64) * 8
+
+
+@triton.jit
+def encode_kernel(x_ptr, packed_ptr, scales_ptr, seed, noise_scale, T, S, n_blocks,
+                  BITS: tl.constexpr, BLOCK: tl.constexpr, RESIDUAL: tl.constexpr, DELTA: tl.constexpr):
+    g, b, s, in_row = _program_block(n_blocks, S, BLOCK)
     QMAX: tl.constexpr = (1 << (BITS - 1)) - 1
     GROUPS: tl.constexpr = BLOCK // 8
-    lane = tl.arange(0, 8)
-    field_shifts = lane.to(tl.int64) * BITS
-    byte_shifts = lane.to(tl.int64) * 8
+    lane, field_shifts, byte_shifts = _pack_lanes(BITS)
     recon = tl.zeros([BLOCK], dtype=tl.float32)
     for t in range(T):
         linear = _linear_offsets(g, t, T, S, s)
@@ -56,16 +67,10 @@ def encode_kernel(x_ptr, packed_ptr, scales_ptr, seed, noise_scale, T, S, n_bloc
 @triton.jit
 def decode_kernel(packed_ptr, scales_ptr, out_ptr, seed, noise_scale, T, S, n_blocks,
                   BITS: tl.constexpr, BLOCK: tl.constexpr, RESIDUAL: tl.constexpr, DELTA: tl.constexpr):
-    pid = tl.program_id(0)
-    g = pid // n_blocks
-    b = pid % n_blocks
-    s = b * BLOCK + tl.arange(0, BLOCK)
-    in_row = s < S
+    g, b, s, in_row = _program_block(n_blocks, S, BLOCK)
     QMAX: tl.constexpr = (1 << (BITS - 1)) - 1
     GROUPS: tl.constexpr = BLOCK // 8
-    lane = tl.arange(0, 8)
-    field_shifts = lane.to(tl.int64) * BITS
-    byte_shifts = lane.to(tl.int64) * 8
+    lane, field_shifts, byte_shifts = _pack_lanes(BITS)
     recon = tl.zeros([BLOCK], dtype=tl.float32)
     for t in range(T):
         row = (g * T + t) * n_blocks + b
