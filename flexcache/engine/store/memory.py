@@ -16,16 +16,18 @@ class MemoryTier(Tier):
     def __init__(self, capacity_bytes: int) -> None:
         super().__init__(capacity_bytes)
         self._blobs: dict[str, bytes] = {}
+        self._meta: dict[str, bytes] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         self._stats = TierStats(self.name, 0, 0, capacity_bytes)
 
-    def put(self, key: str, blob: bytes) -> None:
+    def put(self, key: str, blob: bytes, meta: bytes = b"") -> None:
         blob = bytes(blob)
         with self._lock:
             old = self._blobs.get(key)
             self._bytes += len(blob) - (len(old) if old is not None else 0)
             self._blobs[key] = blob
+            self._meta[key] = bytes(meta)
             self._stats.puts += 1
 
     def get(self, key: str) -> bytes | None:
@@ -36,6 +38,10 @@ class MemoryTier(Tier):
                 self._stats.get_misses += 1
             return blob
 
+    def get_meta(self, key: str) -> bytes | None:
+        with self._lock:
+            return self._meta.get(key)
+
     def contains(self, key: str) -> bool:
         with self._lock:
             return key in self._blobs
@@ -45,6 +51,7 @@ class MemoryTier(Tier):
             blob = self._blobs.pop(key, None)
             if blob is None:
                 return False
+            self._meta.pop(key, None)
             self._bytes -= len(blob)
             self._stats.removes += 1
             return True
