@@ -44,7 +44,7 @@ LOSSLESS_ALGORITHMS = ("none", "zstd", "deflate", "lz4", "ans", "bitcomp")
 KERNEL_BACKENDS = ("auto", "triton", "torch")
 INDEX_BACKENDS = ("auto", "faiss", "torch")
 DEVICES = ("auto", "cpu", "cuda")
-TIERS = ("memory",)
+TIERS = ("hbm", "host", "memory", "disk", "redis")
 
 _BYTE_UNITS = {
     "": 1, "b": 1,
@@ -235,17 +235,57 @@ class CodecConfig:
 
 
 @dataclass(frozen=True)
+class TierConfig:
+    """One level of the store.
+
+    Args:
+        kind: ``"hbm"`` (CUDA memory), ``"host"`` (pinned host pool when CUDA
+            is present, plain memory otherwise), ``"memory"`` (plain host
+            memory), ``"disk"`` (one file per blob under `path`) or
+            ``"redis"`` (a Redis/Valkey server at `url`).
+        capacity_bytes: blob bytes this tier may hold (``"64GiB"`` style accepted).
+        path: directory of a disk tier.
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL of a redis tier.
+    """
+
+    kind: str
+    capacity_bytes: int
+    path: str = ""
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        _choice("store tier kind", self.kind, TIERS)
+        try:
+            object.__setattr__(self, "capacity_bytes", parse_bytes(self.capacity_bytes))
+        except ConfigError as exc:
+            raise ConfigError(f"{self.kind} tier capacity_bytes: {exc}") from None
+        _require(self.capacity_bytes > 0, f"{self.kind} tier capacity_bytes must be > 0; got {self.capacity_bytes}")
+        _require(self.kind != "disk" or bool(self.path), "a disk tier needs path: the directory to keep blobs in")
+        _require(
+            self.kind != "redis" or self.url.startswith(("redis://", "rediss://", "unix://")),
+            f"a redis tier needs url: redis://, rediss:// or unix://; got {self.url!r}",
+        )
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     """Where cached latents live.
 
     Args:
-        tier: ``"memory"`` (host memory) for now; the tiered store adds more.
-        capacity_bytes: bytes of encoded blobs the store may hold; accepts
-            ``"4GiB"`` style strings.
+        tier, capacity_bytes: shorthand for a single tier (default: 2 GiB of
+            host memory); ignored when `tiers` is given.
+        tiers: the stack, fastest first, e.g. ``[{kind: hbm, capacity_bytes:
+            8GiB}, {kind: host, capacity_bytes: 64GiB}, {kind: disk,
+            capacity_bytes: 1TB, path: /nvme/flexcache}]``. New entries go to
+            the first tier; pressure demotes to the next; hits promote.
+        queue_size: background promotion/demotion tasks that may wait; when
+            full, new moves are dropped (counted), never blocking a request.
     """
 
     tier: str = "memory"
     capacity_bytes: int = 2 * 2**30
+    tiers: tuple[TierConfig, ...] = ()
+    queue_size: int = 256
 
     def __post_init__(self) -> None:
         _choice("store.tier", self.tier, TIERS)
@@ -254,6 +294,14 @@ class StoreConfig:
         except ConfigError as exc:
             raise ConfigError(f"store.capacity_bytes: {exc}") from None
         _require(self.capacity_bytes > 0, f"store.capacity_bytes must be > 0; got {self.capacity_bytes}")
+        object.__setattr__(self, "tiers", tuple(self.tiers))
+        kinds = [t.kind for t in self.tiers]
+        _require(len(kinds) == len(set(kinds)), f"store.tiers names a kind twice: {kinds}")
+        _require(self.queue_size >= 1, f"store.queue_size must be >= 1; got {self.queue_size}")
+
+    def effective_tiers(self) -> tuple[TierConfig, ...]:
+        """`tiers`, or the single tier the shorthand describes."""
+        return self.tiers or (TierConfig(kind=self.tier, capacity_bytes=self.capacity_bytes),)
 
 
 @dataclass(frozen=True)
@@ -427,6 +475,7 @@ __all__ = [
     "IndexConfig",
     "PlannerConfig",
     "StoreConfig",
+    "TierConfig",
     "NIRVANA_SIMILARITY_TABLE",
     "DEFAULT_CHECKPOINT_FRACTIONS",
     "parse_bytes",

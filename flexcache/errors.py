@@ -36,6 +36,10 @@ class CorruptBlobError(FlexCacheError):
     """A stored blob failed its checksum or could not be parsed; the entry is treated as a miss."""
 
 
+class TierUnavailableError(FlexCacheError):
+    """A storage tier cannot serve right now (server down, disk full); the store skips it."""
+
+
 class UnsupportedPipelineError(FlexCacheError, TypeError):
     """`enable_flexcache` was given a pipeline class it has no adapter for."""
 
@@ -52,6 +56,7 @@ __all__ = [
     "InvalidPlanError",
     "CapacityError",
     "CorruptBlobError",
+    "TierUnavailableError",
     "UnsupportedPipelineError",
     "BackendUnavailableError",
 ]

@@ -25,12 +25,26 @@ from dataclasses import dataclass, field
 
 from flexcache.errors import CorruptBlobError, InvalidPlanError
 
-KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}\.[0-9a-f]{8,64}")
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def make_key(tenant: str, digest: str) -> str:
+    """The store key of an entry: ``<tenant>.<hex digest>`` (stable across processes)."""
+    return check_key(f"{tenant}.{digest}")
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(tenant, digest)`` of a store key, so a tier can lay keys out per tenant."""
+    tenant, digest = check_key(key).rsplit(".", 1)
+    return tenant, digest
 
 
 def check_key(key: str) -> str:
     if not isinstance(key, str) or KEY_PATTERN.fullmatch(key) is None:
-        raise InvalidPlanError(f"store keys are 1-128 characters of [A-Za-z0-9_.-]; got {key!r}")
+        raise InvalidPlanError(
+            f"store keys are '<tenant>.<hex digest>' with tenant of [A-Za-z0-9_-]; got {key!r}"
+        )
     return key
 
 
