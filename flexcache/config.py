@@ -288,7 +288,8 @@ class StoreConfig:
     queue_size: int = 256
 
     def __post_init__(self) -> None:
-        _choice("store.tier", self.tier, TIERS)
+        # The shorthand cannot carry a path or URL: disk and redis need `tiers`.
+        _choice("store.tier", self.tier, ("memory", "host", "hbm"))
         try:
             object.__setattr__(self, "capacity_bytes", parse_bytes(self.capacity_bytes))
         except ConfigError as exc:
