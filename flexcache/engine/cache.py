@@ -12,7 +12,6 @@ bookkeeping; embedding, encoding and decoding run outside it.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import secrets
 import threading
@@ -24,13 +23,24 @@ import torch
 
 from flexcache.config import CacheConfig
 from flexcache.engine.embedder import TextEmbedder, build_embedder, validate_prompts
-from flexcache.engine.entry import CacheEntry, GenerationSignature, PromptRecord, dtype_name
+from flexcache.engine.entry import (
+    CacheEntry,
+    GenerationSignature,
+    PromptRecord,
+    decode_entry_meta,
+    dtype_name,
+    encode_entry_meta,
+    entry_store_key,
+    stable_record_id,
+)
 from flexcache.engine.index import MISSING_ID, PartitionedIndex
 from flexcache.engine.noise import is_valid_seed
 from flexcache.engine.planner import Plan, SimilarityPlanner
-from flexcache.engine.policy import ReplacementPolicy, build_policy
-from flexcache.engine.store.base import Tier
-from flexcache.engine.store.memory import MemoryTier
+from flexcache.engine.policy import build_policy
+from flexcache.engine.sharing import EventFollower, event_tiers
+from flexcache.engine.store.base import TENANT_PATTERN, Tier
+from flexcache.engine.store.factory import build_tier
+from flexcache.engine.store.tiered import TieredStore
 from flexcache.errors import (
     CapacityError,
     CorruptBlobError,
@@ -69,8 +79,13 @@ class FlexCache:
         config: a `CacheConfig`; defaults when omitted.
         embedder: a `TextEmbedder`; the packaged MiniLM model by default.
         codec: a `LatentCodec`; built from ``config.codec`` by default.
-        tier: the `Tier` holding blobs; host memory of
-            ``config.store.capacity_bytes`` by default.
+        tiers: the store's tiers, fastest first; built from ``config.store``
+            by default (2 GiB of host memory unless configured).
+
+    A cache with a persistent tier (disk, redis) finds the entries committed
+    there when it starts, and one with a shared tier (redis) follows the
+    inserts and evictions other processes publish. Call `close()` (or use it
+    as a context manager) to finish background copies and stop following.
 
     Example:
         >>> import torch
@@ -91,20 +106,49 @@ class FlexCache:
     """
 
     def __init__(self, config: CacheConfig | None = None, *, embedder: TextEmbedder | None = None,
-                 codec: LatentCodec | None = None, tier: Tier | None = None) -> None:
+                 codec: LatentCodec | None = None, tiers: list[Tier] | None = None) -> None:
         self.config = config or CacheConfig()
+        build_policy(self.config.policy)  # fail early on an unknown name
         self.embedder = embedder or build_embedder(self.config.embedder)
         self.codec = codec or build_codec(self.config.codec)
         self.planner = SimilarityPlanner(self.config.planner)
-        self.policy: ReplacementPolicy = build_policy(self.config.policy)
-        self.tier = tier or MemoryTier(self.config.store.capacity_bytes)
         self._index: PartitionedIndex | None = None
         self._records: dict[int, PromptRecord] = {}
         self._entries: dict[str, CacheEntry] = {}
         self._record_by_prompt: dict[tuple[str, str, str], int] = {}
-        self._record_ids = itertools.count(1)
+        self._inserting: set[int] = set()
         self._counters = CacheCounters()
         self._lock = threading.RLock()
+        if tiers is None:
+            tiers = [build_tier(t, cache_name=self.config.name) for t in self.config.store.effective_tiers()]
+        self.store = TieredStore(tiers, policy=self.config.policy, queue_size=self.config.store.queue_size,
+                                 on_evicted=self._on_store_evicted)
+        self._follower: EventFollower | None = None
+        shared = event_tiers(self.store.tiers)
+        if shared:
+            self._follower = EventFollower(self, shared)
+            self.store.on_placed, self.store.on_left = self._follower.published_insert, self._follower.published_evict
+        if any(t.persistent or t.shared for t in self.store.tiers):
+            self.restore()
+        if self._follower is not None:
+            self._follower.start()
+
+    @property
+    def tier(self):
+        """The fastest tier (where new entries are written)."""
+        return self.store.tiers[0]
+
+    def close(self) -> None:
+        """Stop following other processes, finish background copies, close the tiers."""
+        if self._follower is not None:
+            self._follower.stop()
+        self.store.close()
+
+    def __enter__(self) -> "FlexCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- look-up ---------------------------------------------------------------
 
@@ -183,10 +227,11 @@ class FlexCache:
         with self._lock:
             record = self._records.get(plan.source_record)  # type: ignore[arg-type]
             entry = record.entries.get(plan.skip_steps) if record else None
-            blob = self.tier.get(entry.key) if entry else None
-            if blob is None:
+        blob = self.store.get(entry.key) if entry else None
+        if blob is None:
+            with self._lock:
                 self._counters.fetch_misses += 1
-                return None
+            return None
         try:
             latent = self.codec.decode(blob, device=device)
             if tuple(latent.shape) != plan.signature.latent_shape:
@@ -195,16 +240,15 @@ class FlexCache:
                 )
         except CorruptBlobError as exc:
             logger.warning("flexcache: dropping corrupt entry %s (%s); serving as a miss", entry.key, exc)
+            self.store.remove(entry.key)
             with self._lock:
                 self._counters.corrupt_blobs += 1
                 self._counters.fetch_misses += 1
-                if self._entries.get(entry.key) is entry:
-                    self._remove_entry(entry.key)
+                self._forget_entry(entry.key)
             return None
         with self._lock:
             entry.hits += 1
             entry.last_access = time.monotonic()
-            self.policy.on_access(entry)
             counters = self._counters
             counters.hits += 1
             counters.steps_saved += plan.skip_steps
@@ -248,37 +292,85 @@ class FlexCache:
                                          frame_axis=signature.frame_axis)
                  for step, latent in sorted(checked.items())}
         for step, blob in blobs.items():
-            if len(blob) > self.tier.capacity_bytes:
+            if len(blob) > self.store.largest_fit():
                 raise CapacityError(
-                    f"an encoded latent of {len(blob)} bytes does not fit a store of "
-                    f"{self.tier.capacity_bytes} bytes; raise store.capacity_bytes"
+                    f"an encoded latent of {len(blob)} bytes does not fit any tier (the largest holds "
+                    f"{self.store.largest_fit()} bytes); raise the store's capacity"
                 )
-        partition = (plan.tenant, signature.key())
         stored: list[str] = []
         with self._lock:
-            record_id = self._record_by_prompt.get((*partition, plan.prompt))
-            record = self._records.get(record_id) if record_id is not None else None
-            if record is None:
-                record = PromptRecord(next(self._record_ids), plan.tenant, plan.prompt, signature,
-                                      plan.seed, plan.embedding.detach())
-                self._records[record.record_id] = record
-                self._record_by_prompt[(*partition, plan.prompt)] = record.record_id
-                self.index.add(partition, torch.tensor([record.record_id]), record.embedding.unsqueeze(0))
-            for step, blob in blobs.items():
-                if step in record.entries:
-                    self._counters.duplicate_inserts += 1
-                    continue
-                self._make_room(len(blob), protect=record.record_id)
-                entry = CacheEntry(record.record_id, step, signature.num_steps, len(blob), self.tier.name)
-                self.tier.put(entry.key, blob)
-                record.entries[step] = entry
-                self._entries[entry.key] = entry
-                self.policy.on_insert(entry)
-                self._counters.inserts += 1
-                stored.append(entry.key)
-            if not record.entries:
-                self._drop_record(record)
+            record = self._record_for(PromptRecord(
+                stable_record_id(plan.tenant, signature.key(), plan.prompt), plan.tenant, plan.prompt,
+                signature, plan.seed, plan.embedding.detach()))
+            self._inserting.add(record.record_id)
+            try:
+                for step, blob in blobs.items():
+                    if step in record.entries:
+                        self._counters.duplicate_inserts += 1
+                        continue
+                    entry = CacheEntry(record.record_id, step, signature.num_steps, len(blob), "",
+                                       store_key=entry_store_key(record.tenant, record.record_id, step))
+                    record.entries[step] = entry
+                    self._entries[entry.key] = entry
+                    try:
+                        self.store.put(entry, blob, encode_entry_meta(record, entry))
+                    except CapacityError as exc:  # every tier refused (errors); keep serving
+                        self._forget_entry(entry.key)
+                        logger.warning("flexcache: could not store %s: %s", entry.key, exc)
+                        continue
+                    self._counters.inserts += 1
+                    stored.append(entry.key)
+            finally:
+                self._inserting.discard(record.record_id)
+                if not record.entries and self._records.get(record.record_id) is record:
+                    self._drop_record(record)
         return stored
+
+    def _record_for(self, candidate: PromptRecord) -> PromptRecord:
+        """The record already known for `candidate`'s prompt, or `candidate` added (lock held)."""
+        existing = self._records.get(candidate.record_id)
+        if existing is not None:
+            return existing
+        partition = (candidate.tenant, candidate.signature.key())
+        self._records[candidate.record_id] = candidate
+        self._record_by_prompt[(*partition, candidate.prompt)] = candidate.record_id
+        self.index.add(partition, torch.tensor([candidate.record_id]), candidate.embedding.unsqueeze(0))
+        return candidate
+
+    def adopt(self, key: str, meta: bytes, tier_index: int) -> bool:
+        """Take in an entry a tier already holds (restart scan, another process's insert).
+
+        Returns False (and counts it) for metadata that cannot be read or does
+        not belong to `key`; the tier's copy is then quarantined.
+        """
+        tier = self.store.tiers[tier_index]
+        try:
+            candidate, entry = decode_entry_meta(meta, self.index.dim)
+            if entry.key != key:
+                raise CorruptBlobError(f"metadata describes {entry.key}, stored under {key}")
+        except CorruptBlobError as exc:
+            logger.warning("flexcache: %s tier holds unreadable entry %s (%s); quarantined", tier.name, key, exc)
+            with self._lock:
+                self._counters.corrupt_blobs += 1
+            tier.quarantine(key)
+            return False
+        with self._lock:
+            record = self._record_for(candidate)
+            known = record.entries.setdefault(entry.step, entry)
+            self._entries.setdefault(known.key, known)
+            known.tier = known.tier or tier.name
+        self.store.adopt(known, meta, tier_index)
+        return True
+
+    def restore(self) -> int:
+        """Adopt every committed entry of the persistent and shared tiers; returns how many."""
+        adopted = 0
+        for index, tier in enumerate(self.store.tiers):
+            if tier.persistent or tier.shared:
+                adopted += sum(self.adopt(key, meta, index) for key, meta in tier.scan())
+        if adopted:
+            logger.info("flexcache: restored %d entries", adopted)
+        return adopted
 
     def _checked_latent(self, step: int, latent: torch.Tensor, signature: GenerationSignature) -> torch.Tensor:
         if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step < signature.num_steps:
@@ -301,21 +393,22 @@ class FlexCache:
             raise InvalidLatentError(f"latent for step {step} holds NaN or infinite values; it was not stored")
         return latent.detach()
 
-    def _make_room(self, nbytes: int, protect: int) -> None:
-        while not self.tier.fits(nbytes):
-            victim = self.policy.victim()
-            if victim is None:  # cannot happen while capacity >= nbytes; guard against a loop
-                raise CapacityError(f"store cannot free {nbytes} bytes")
-            self._remove_entry(victim, keep_record=protect)
-            self._counters.evictions += 1
+    def _on_store_evicted(self, key: str) -> None:
+        with self._lock:
+            if key in self._entries:
+                self._counters.evictions += 1
+                self._forget_entry(key)
 
-    def _remove_entry(self, key: str, keep_record: int | None = None) -> None:
-        entry = self._entries.pop(key)
-        self.tier.remove(key)
-        self.policy.on_remove(key)
-        record = self._records[entry.record_id]
-        del record.entries[entry.step]
-        if not record.entries and record.record_id != keep_record:
+    def _forget_entry(self, key: str) -> None:
+        """Drop an entry's bookkeeping (lock held); its record leaves the index with its last entry."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        record = self._records.get(entry.record_id)
+        if record is None:
+            return
+        record.entries.pop(entry.step, None)
+        if not record.entries and record.record_id not in self._inserting:
             self._drop_record(record)
 
     def _drop_record(self, record: PromptRecord) -> None:
@@ -332,7 +425,8 @@ class FlexCache:
             keys = [e.key for e in self._entries.values()
                     if tenant is None or self._records[e.record_id].tenant == tenant]
             for key in keys:
-                self._remove_entry(key)
+                self.store.remove(key)
+                self._forget_entry(key)
             return len(keys)
 
     def stats(self) -> dict:
@@ -352,16 +446,23 @@ class FlexCache:
                 "steps_saved": c.steps_saved,
                 "entries": len(self._entries),
                 "records": len(self._records),
-                "bytes_stored": self.tier.bytes_used,
-                "capacity_bytes": self.tier.capacity_bytes,
+                "bytes_stored": self.store.bytes_used,
+                "capacity_bytes": self.store.capacity_bytes,
                 "inserts": c.inserts,
                 "duplicate_inserts": c.duplicate_inserts,
                 "evictions": c.evictions,
                 "fetch_misses": c.fetch_misses,
                 "corrupt_blobs": c.corrupt_blobs,
-                "policy": self.policy.name,
+                "policy": self.config.policy,
                 "codec": self.codec.name,
                 "tenants": {name: dict(values) for name, values in c.by_tenant.items()},
+                "store": dict(self.store.counters),
+                "tiers": [
+                    {"name": t.name, "entries": t.entries, "bytes_used": t.bytes_used,
+                     "capacity_bytes": t.capacity_bytes, "corrupt": t.corrupt, "errors": t.errors,
+                     "latency_ms": t.latency_ms}
+                    for t in self.store.tier_stats()
+                ],
             }
 
     def entries(self, tenant: str | None = None) -> list[CacheEntry]:
@@ -372,5 +473,5 @@ class FlexCache:
 
 
 def _check_tenant(tenant: str) -> None:
-    if not isinstance(tenant, str) or not tenant or tenant != tenant.strip():
-        raise InvalidPromptError(f"tenant must be a non-empty string without surrounding spaces; got {tenant!r}")
+    if not isinstance(tenant, str) or TENANT_PATTERN.fullmatch(tenant) is None:
+        raise InvalidPromptError(f"tenant must be 1-64 characters of [A-Za-z0-9_-]; got {tenant!r}")

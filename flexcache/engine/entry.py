@@ -8,6 +8,7 @@ evicted one by one; a record leaves the index when its last entry goes.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from flexcache.errors import InvalidLatentError
+from flexcache.errors import CorruptBlobError, FlexCacheError, InvalidLatentError
 
 _DTYPE_NAMES = {
     torch.float32: "float32",
@@ -123,7 +124,12 @@ class GenerationSignature:
 
 @dataclass
 class CacheEntry:
-    """One stored latent: record `record_id` after `step` denoising steps."""
+    """One stored latent: record `record_id` after `step` denoising steps.
+
+    `store_key` is the key in the store (``<tenant>.<digest>``, see
+    `entry_store_key`); entries built without one (policy tests) get a
+    process-local key.
+    """
 
     record_id: int
     step: int
@@ -133,14 +139,69 @@ class CacheEntry:
     created_at: float = field(default_factory=time.monotonic)
     last_access: float = field(default_factory=time.monotonic)
     hits: int = 0
+    store_key: str = ""
 
     @property
     def key(self) -> str:
-        return entry_key(self.record_id, self.step)
+        return self.store_key or f"{self.record_id:016x}-{self.step:05d}"
 
 
-def entry_key(record_id: int, step: int) -> str:
-    return f"{record_id:016x}-{step:05d}"
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("\x00".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def stable_record_id(tenant: str, signature_key: str, prompt: str) -> int:
+    """A record id that every process derives alike for the same (tenant, signature, prompt)."""
+    return int(_digest("record", tenant, signature_key, prompt)[:15], 16)  # 60 bits: an int64 index id
+
+
+def entry_store_key(tenant: str, record_id: int, step: int) -> str:
+    """The store key of one entry: stable across processes and restarts."""
+    return f"{tenant}.{_digest('entry', record_id, step)[:32]}"
+
+
+META_VERSION = 1
+
+
+def encode_entry_meta(record: "PromptRecord", entry: CacheEntry) -> bytes:
+    """What a persistent or shared tier stores beside a blob, to rebuild the index from it."""
+    embedding = record.embedding.detach().to("cpu", torch.float32).contiguous()
+    return json.dumps({
+        "v": META_VERSION,
+        "tenant": record.tenant,
+        "prompt": record.prompt,
+        "signature": record.signature.to_dict(),
+        "seed": record.seed,
+        "record_id": record.record_id,
+        "step": entry.step,
+        "nbytes": entry.nbytes,
+        "embedding": base64.b64encode(embedding.numpy().tobytes()).decode(),
+    }, separators=(",", ":")).encode()
+
+
+def decode_entry_meta(meta: bytes, dim: int | None = None) -> tuple["PromptRecord", CacheEntry]:
+    """Inverse of `encode_entry_meta` (a record holding just this entry).
+
+    Raises:
+        CorruptBlobError: metadata that is not what `encode_entry_meta` wrote.
+    """
+    try:
+        data = json.loads(bytes(meta))
+        if data.get("v") != META_VERSION:
+            raise ValueError(f"metadata version {data.get('v')!r}")
+        signature = GenerationSignature.from_dict(data["signature"])
+        raw = base64.b64decode(data["embedding"], validate=True)
+        embedding = torch.frombuffer(bytearray(raw), dtype=torch.float32).clone()
+        if dim is not None and embedding.numel() != dim:
+            raise ValueError(f"embedding has {embedding.numel()} values, the index {dim}")
+        record = PromptRecord(int(data["record_id"]), str(data["tenant"]), str(data["prompt"]), signature,
+                              int(data["seed"]), embedding)
+        step = int(data["step"])
+        entry = CacheEntry(record.record_id, step, signature.num_steps, int(data["nbytes"]), "",
+                           store_key=entry_store_key(record.tenant, record.record_id, step))
+    except (ValueError, KeyError, TypeError, FlexCacheError) as exc:
+        raise CorruptBlobError(f"entry metadata is unreadable: {exc}") from None
+    return record, entry
 
 
 @dataclass

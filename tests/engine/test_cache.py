@@ -203,10 +203,10 @@ def test_lcbfu_keeps_deep_popular_entries(make_cache, signature):
     for _ in range(3):
         assert cache.fetch(cache.plan(PROMPT, signature)) is not None
     fill(cache, UNRELATED, signature)
-    kept = {(e.record_id, e.step) for e in cache.entries()}
+    kept = {(cache._records[e.record_id].prompt, e.step) for e in cache.entries()}
     # K x (hits + 1): shallow entries go first, ties to the least recently used;
-    # record 1's step 10 (score 40) outlives everything shallower.
-    assert kept == {(1, 6), (1, 8), (1, 10), (2, 6), (2, 8), (2, 10)}
+    # the first prompt's step 10 (score 40) outlives everything shallower.
+    assert kept == {(PROMPT, 6), (PROMPT, 8), (PROMPT, 10), (UNRELATED, 6), (UNRELATED, 8), (UNRELATED, 10)}
 
 
 def test_corrupt_blob_is_a_miss_and_is_dropped(make_cache, signature):
