@@ -121,6 +121,7 @@ class TieredStore:
         if len(blob) > self.largest_fit():
             raise CapacityError(f"a blob of {len(blob)} bytes is larger than every tier "
                                 f"({self.largest_fit()} bytes at most); raise the tier capacities")
+        self.remove(key)  # a replaced entry must not leave untracked copies behind
         with self._lock:
             self._located[key] = _Located(entry, meta, set())
         placed = None
