@@ -122,14 +122,20 @@ class TieredStore:
             raise CapacityError(f"a blob of {len(blob)} bytes is larger than every tier "
                                 f"({self.largest_fit()} bytes at most); raise the tier capacities")
         self.remove(key)  # a replaced entry must not leave untracked copies behind
+        mine = _Located(entry, meta, set())
         with self._lock:
-            self._located[key] = _Located(entry, meta, set())
+            self._located[key] = mine
         placed = None
         for index in range(len(self.tiers)):
-            if self._write(index, key, blob, meta):
+            if self._write(index, key, blob, meta, owner=mine):
                 placed = index
                 break
         if placed is None:
+            with self._lock:
+                superseded = self._located.get(key) is not mine
+            if superseded:  # a concurrent put or remove of the same key won
+                self._flush_evictions()
+                return
             self._forget_if_homeless(key)
             self._flush_evictions()
             raise CapacityError(f"no tier could store {key} ({len(blob)} bytes); see the tier errors in stats()")
@@ -137,10 +143,10 @@ class TieredStore:
             entry.tier = self.tiers[placed].name
         for index in range(placed + 1, len(self.tiers)):
             if self.tiers[index].persistent or self.tiers[index].shared:
-                self._submit(("copy", index, key, blob, meta))
+                self._submit(("copy", index, key, blob, meta, mine))
         self._flush_evictions()
 
-    def _write(self, index: int, key: str, blob: bytes, meta: bytes) -> bool:
+    def _write(self, index: int, key: str, blob: bytes, meta: bytes, owner: _Located | None = None) -> bool:
         """Make room in tier `index` and write; False when that tier cannot take it now.
 
         Room-making and the write happen under the store lock so concurrent
@@ -152,7 +158,7 @@ class TieredStore:
             return False
         with self._lock:
             located = self._located.get(key)
-            if located is None:  # removed meanwhile
+            if located is None or (owner is not None and located is not owner):  # removed or replaced meanwhile
                 return False
             if index in located.tiers:
                 return True
@@ -201,7 +207,7 @@ class TieredStore:
         self.policies[index].on_remove(key)
         self._notices.append(("left", key, index))
         if blob is not None:
-            if self._submit(("copy", index + 1, key, blob, located.meta), demotion=True):
+            if self._submit(("copy", index + 1, key, blob, located.meta, located), demotion=True):
                 self.counters["demotions"] += 1
         self._forget_if_homeless(key)
 
@@ -278,7 +284,7 @@ class TieredStore:
                 if located is not None:
                     self.policies[index].on_access(located.entry)
                     if index > 0 and 0 not in located.tiers:
-                        self._submit(("copy", 0, key, blob, located.meta), promotion=True)
+                        self._submit(("copy", 0, key, blob, located.meta, located), promotion=True)
             self._flush_evictions()
             return blob
         self._flush_evictions()
@@ -309,10 +315,10 @@ class TieredStore:
 
     def _submit(self, task: tuple, *, demotion: bool = False, promotion: bool = False) -> bool:
         """Queue a move (lock may be held); False when the queue is full and the move is dropped."""
-        _, index, key, _, _ = task
+        _, index, key, _, _, owner = task
         with self._lock:
             located = self._located.get(key)
-            if located is None:
+            if located is None or located is not owner:
                 return False
             if self._background:
                 try:
@@ -333,22 +339,22 @@ class TieredStore:
             return True
 
     def _execute(self, task: tuple) -> None:
-        _, index, key, blob, meta = task
+        # The task carries the entry version it copies: a put that replaced
+        # the key meanwhile makes it a no-op instead of writing stale bytes.
+        _, index, key, blob, meta, owner = task
         try:
             while index < len(self.tiers):
-                if self._write(index, key, blob, meta):
+                if self._write(index, key, blob, meta, owner=owner):
                     break
                 with self._lock:
                     located = self._located.get(key)
-                    homeless = located is not None and not located.tiers
+                    homeless = located is owner and not located.tiers
                 if not homeless:  # a copy that failed; the entry still lives elsewhere
                     break
                 index += 1  # a demotion this tier cannot take: carry it further down
         finally:
             with self._lock:
-                located = self._located.get(key)
-                if located is not None:
-                    located.pending = max(0, located.pending - 1)
+                owner.pending = max(0, owner.pending - 1)
                 self._in_flight -= 1
                 self._idle.notify_all()
             self._forget_if_homeless(key)
