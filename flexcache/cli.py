@@ -76,6 +76,22 @@ def _bench_codec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_store(args: argparse.Namespace) -> int:
+    from flexcache.benchmarks.store_bench import format_store_table, run_store_bench
+
+    try:
+        sizes = tuple(int(v) for v in args.sizes_mb.split(","))
+    except ValueError:
+        raise FlexCacheError(f"--sizes-mb takes integers such as 1,8,32; got {args.sizes_mb!r}") from None
+    if not sizes or min(sizes) < 1 or args.repeats < 1:
+        raise FlexCacheError("--sizes-mb needs positive sizes and --repeats must be >= 1")
+    result = run_store_bench(sizes_mb=sizes, repeats=args.repeats, disk_path=args.disk_path,
+                             redis_url=args.redis_url)
+    print(format_store_table(result))
+    _write_json(args.json, result, "results")
+    return 0
+
+
 def _config_show(args: argparse.Namespace) -> int:
     sys.stdout.write(_config(args).to_yaml())
     return 0
@@ -109,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     codec.add_argument("--no-wan", action="store_true",
                        help="skip the tiny-Wan trajectory set (minutes of CPU at the default shape)")
     codec.set_defaults(run=_bench_codec)
+
+    store = bench.add_parser("store", help="put/get throughput and latency per storage tier")
+    store.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
+    store.add_argument("--sizes-mb", default="1,8,32", help="blob sizes in MB (default 1,8,32)")
+    store.add_argument("--repeats", type=int, default=20, help="puts and gets per tier and size (default 20)")
+    store.add_argument("--disk-path", help="directory for the disk tier (default: a temporary directory)")
+    store.add_argument("--redis-url", help="benchmark a redis tier at this URL too (keys under 'flexcache:bench')")
+    store.set_defaults(run=_bench_store)
 
     config = commands.add_parser("config", help="print the effective configuration as YAML")
     config.set_defaults(run=_config_show)
