@@ -19,8 +19,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/flexcache demo --json out/demo.json
 
+# `redis` tests need a server: one is started on 127.0.0.1 (port TEST_REDIS_PORT, default 6390)
+# for the run and stopped after it, pass or fail; set TEST_REDIS_URL to use your own instead.
 test: $(STAMP)
-	$(PY) -m pytest
+	bash scripts/redis-test-server.sh run $(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) -m pytest bench --benchmark-only
