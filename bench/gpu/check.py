@@ -117,6 +117,39 @@ def nvcomp_rows(dev: str, cuda: bool) -> list[str]:
     return rows
 
 
+def store_rows(cuda: bool) -> list[str]:
+    """Pinned host pool and HBM tier round trips, and the copy rates they rely on."""
+    from flexcache.engine.store.host import HostTier
+
+    rows = []
+    size = 32 << 20
+    payload = torch.randint(0, 256, (size,), dtype=torch.uint8)
+    host = HostTier(4 * size)
+    host.put("gpucheck.0123456789abcdef", payload.numpy().tobytes(), b"{}")
+    pinned = bool(getattr(host, "pinned", False))
+    same = host.get("gpucheck.0123456789abcdef") == payload.numpy().tobytes()
+    rows.append(f"| host tier, 32 MB blob, pinned={pinned} | | | | round trip {same} |")
+    if cuda:
+        from flexcache.engine.store.hbm import HBMTier
+
+        to_gpu = host.get_tensor("gpucheck.0123456789abcdef", device="cuda")
+        rows.append(f"| host tier -> CUDA tensor | | | | equal {bool(torch.equal(to_gpu.cpu(), payload))} |")
+        hbm = HBMTier(4 * size)
+        hbm.put("gpucheck.0123456789abcdef", payload.numpy().tobytes(), b"{}")
+        on_device = hbm.get_tensor("gpucheck.0123456789abcdef")
+        rows.append(f"| hbm tier, 32 MB blob | | | | on {on_device.device}, equal "
+                    f"{bool(torch.equal(on_device.cpu(), payload))} |")
+        pinned_src = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        device_dst = torch.empty(size, dtype=torch.uint8, device="cuda")
+        h2d = median_ms(lambda: device_dst.copy_(pinned_src, non_blocking=True), 20, True)
+        pageable = median_ms(lambda: device_dst.copy_(payload), 20, True)
+        rows.append(f"| pinned H2D / pageable H2D, 32 MB | {h2d:.3f} / {pageable:.3f} ms | | "
+                    f"{size / h2d / 1e6:.1f} / {size / pageable / 1e6:.1f} GB/s | |")
+        hbm.close()
+    host.close()
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", help="also write the table here")
@@ -152,6 +185,7 @@ def main() -> int:
     rows.append(f"| seeded noise, 16x21x60x104, device vs CPU | | | | max abs diff {noise_diff:.1e} |")
     rows += kernel_rows(dev, cuda)
     rows += nvcomp_rows(dev, cuda)
+    rows += store_rows(cuda)
     latent = torch.randn(16, 21, 60, 104, device=dev)
     codec = LosslessCodec()
     blob = codec.encode(latent, seed=7)
