@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import pytest
 
@@ -138,8 +139,11 @@ def test_full_queue_drops_moves_and_never_blocks():
     tiers = [MemoryTier(10_000), SlowTier(10_000)]
     store = TieredStore(tiers, policy="lru", queue_size=2, background=True)
     try:
+        started = time.monotonic()
         for i in range(10):  # every put queues a write-behind copy to the slow tier
             store.put(entry(i), blob_of(i), b"")
+        # The slow tier blocks its writer for 5 s; puts that waited for it would take that long.
+        assert time.monotonic() - started < 2.5
         assert store.counters["dropped_moves"] >= 6  # 1 in progress + 2 queued, the rest dropped
         for i in range(10):
             assert store.get(entry(i).key) == blob_of(i)  # nothing lost: t0 still has every entry

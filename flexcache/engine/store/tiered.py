@@ -73,6 +73,8 @@ class TieredStore:
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._inline: list[tuple] = []  # moves waiting for drain() when background=False
         self._evicted: list[str] = []  # keys to report through on_evicted
+        self._reserved = [0] * len(self.tiers)  # bytes of writes in flight, per tier
+        self._writing: set[tuple[int, str]] = set()  # (tier, key) being written
         # Optional owner hooks, called outside the lock: a copy landed in / left a tier.
         self.on_placed: Callable[[str, int, bytes], None] | None = None
         self.on_left: Callable[[str, int], None] | None = None
@@ -149,12 +151,14 @@ class TieredStore:
     def _write(self, index: int, key: str, blob: bytes, meta: bytes, owner: _Located | None = None) -> bool:
         """Make room in tier `index` and write; False when that tier cannot take it now.
 
-        Room-making and the write happen under the store lock so concurrent
-        writers cannot overfill a tier (per-tier locks would let slow tiers
-        write in parallel; not needed yet).
+        Room is made and the bytes reserved under the store lock; the write
+        itself runs outside it, so a slow tier (disk, Redis) never holds up
+        requests that touch other tiers. A write that turns out stale (the
+        key was replaced or removed meanwhile) is undone.
         """
         tier = self.tiers[index]
-        if len(blob) > tier.capacity_bytes:
+        nbytes = len(blob)
+        if nbytes > tier.capacity_bytes:
             return False
         with self._lock:
             located = self._located.get(key)
@@ -162,18 +166,40 @@ class TieredStore:
                 return False
             if index in located.tiers:
                 return True
-            if not self._make_room(index, len(blob), protect=key):
+            if (index, key) in self._writing:  # another version is being written there
                 return False
-            try:
-                tier.put(key, blob, meta)
-            except FlexCacheError as exc:
+            if not self._make_room(index, nbytes + self._reserved[index], protect=key):
+                return False
+            self._reserved[index] += nbytes
+            self._writing.add((index, key))
+        written = False
+        try:
+            tier.put(key, blob, meta)
+            written = True
+        except FlexCacheError as exc:
+            logger.warning("flexcache: %s tier refused %s: %s", tier.name, key, exc)
+        with self._lock:
+            self._reserved[index] -= nbytes
+            located = self._located.get(key)
+            current = located is not None and (owner is None or located is owner)
+            if written and current:
+                self._writing.discard((index, key))
+                located.tiers.add(index)
+                self.policies[index].on_insert(located.entry)
+                self._notices.append(("placed", key, index, meta))
+                return True
+            if not written:
+                self._writing.discard((index, key))
                 self.counters["tier_errors"] += 1
-                logger.warning("flexcache: %s tier refused %s: %s", tier.name, key, exc)
                 return False
-            located.tiers.add(index)
-            self.policies[index].on_insert(located.entry)
-            self._notices.append(("placed", key, index, meta))
-        return True
+        try:  # stale: still holding the (tier, key) slot, so no newer write can be undone by mistake
+            tier.remove(key)
+        except FlexCacheError as exc:
+            logger.warning("flexcache: %s tier kept a stale copy of %s: %s", tier.name, key, exc)
+        finally:
+            with self._lock:
+                self._writing.discard((index, key))
+        return False
 
     def _make_room(self, index: int, nbytes: int, protect: str) -> bool:
         """Free space in tier `index` by its policy (lock held). False if impossible."""
