@@ -395,13 +395,6 @@ class DiskTier(Tier):
         with self._lock:
             return iter(list(self._index))
 
-    def scan(self) -> Iterator[tuple[str, bytes]]:
-        """``(key, meta)`` of every committed entry (a snapshot of the keys, metas read lazily)."""
-        for key in self.keys():
-            meta = self.get_meta(key)
-            if meta is not None:
-                yield key, meta
-
     def quarantine(self, key: str) -> None:
         """Move the file under `key` to ``quarantine/`` and stop listing it.
 
