@@ -115,7 +115,6 @@ class FlexCache:
         self._index: PartitionedIndex | None = None
         self._records: dict[int, PromptRecord] = {}
         self._entries: dict[str, CacheEntry] = {}
-        self._record_by_prompt: dict[tuple[str, str, str], int] = {}
         self._inserting: set[int] = set()
         self._counters = CacheCounters()
         self._lock = threading.RLock()
@@ -333,7 +332,6 @@ class FlexCache:
             return existing
         partition = (candidate.tenant, candidate.signature.key())
         self._records[candidate.record_id] = candidate
-        self._record_by_prompt[(*partition, candidate.prompt)] = candidate.record_id
         self.index.add(partition, torch.tensor([candidate.record_id]), candidate.embedding.unsqueeze(0))
         return candidate
 
@@ -415,7 +413,6 @@ class FlexCache:
         partition = (record.tenant, record.signature.key())
         self.index.remove(partition, torch.tensor([record.record_id]))
         del self._records[record.record_id]
-        del self._record_by_prompt[(*partition, record.prompt)]
 
     # -- management --------------------------------------------------------------
 
