@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from flexcache.engine.store.base import KEY_PATTERN, Tier, TierStats, split_key
+from flexcache.engine.store.breaker import CircuitBreaker
 from flexcache.errors import BackendUnavailableError, ConfigError, TierUnavailableError
 
 try:
@@ -83,83 +84,6 @@ _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exception
                       redis.exceptions.RedisClusterException, OSError)
 _FAILED = object()  # what `_call` returns when a read could not be served
 _RAISE = object()  # `_call` default meaning "raise TierUnavailableError instead"
-
-
-class CircuitBreaker:
-    """Stops calling a server that keeps failing; lets one trial call through later.
-
-    closed --(`failures` consecutive failures)--> open --(`cooldown_s`)-->
-    half-open: the next call is the trial, every other call is refused until
-    it ends; success closes the breaker, failure opens it again. A state change
-    is logged once, at warning level.
-
-    Args:
-        failures: consecutive failures that open the breaker (>= 1).
-        cooldown_s: how long it stays open before the trial call.
-        where: what the breaker guards, for log messages.
-    """
-
-    CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
-
-    def __init__(self, failures: int, cooldown_s: float, where: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.failures, self.cooldown_s, self.where = failures, cooldown_s, where
-        self._clock = clock
-        self._lock = threading.Lock()
-        self.state = self.CLOSED
-        self.consecutive_failures = 0
-        self.opens = 0  # times the breaker opened (or re-opened)
-        self.refused = 0  # calls answered without touching the network
-        self._retry_at = 0.0
-        self._trial = False  # the half-open trial call is in flight
-
-    def allow(self) -> bool:
-        """Whether a call may go to the server now (claims the trial when half-open)."""
-        with self._lock:
-            if self.state == self.CLOSED:
-                return True
-            if self.state == self.OPEN and self._clock() >= self._retry_at:
-                self.state, self._trial = self.HALF_OPEN, False
-            if self.state == self.HALF_OPEN and not self._trial:
-                self._trial = True
-                return True
-            self.refused += 1
-            return False
-
-    def would_allow(self) -> bool:
-        """Like `allow` but claims nothing: a call now would reach the server."""
-        with self._lock:
-            if self.state == self.OPEN:
-                return self._clock() >= self._retry_at
-            return self.state == self.CLOSED or not self._trial
-
-    def succeeded(self) -> None:
-        with self._lock:
-            previous = self.state
-            self.state, self.consecutive_failures, self._trial = self.CLOSED, 0, False
-        if previous != self.CLOSED:
-            logger.warning("flexcache: redis tier %s answers again; circuit closed", self.where)
-
-    def failed(self, exc: BaseException) -> None:
-        with self._lock:
-            self.consecutive_failures += 1
-            reopening = self.state == self.HALF_OPEN
-            opening = reopening or (self.state == self.CLOSED and self.consecutive_failures >= self.failures)
-            if opening:
-                self.state, self._trial = self.OPEN, False
-                self._retry_at = self._clock() + self.cooldown_s
-                self.opens += 1
-        if opening:
-            logger.warning(
-                "flexcache: redis tier %s %s (%s: %s); reads miss and writes fail for %.1f s",
-                self.where, "still fails" if reopening else f"failed {self.failures} times in a row",
-                type(exc).__name__, exc, self.cooldown_s,
-            )
-
-    def abandon(self) -> None:
-        """The call ended without a verdict (not a redis error): free the trial."""
-        with self._lock:
-            self._trial = False
 
 
 @dataclass
@@ -230,7 +154,7 @@ class RedisTier(Tier):
         _require(breaker_cooldown_s >= 0, f"redis tier breaker_cooldown_s must be >= 0; got {breaker_cooldown_s}")
         self.cache_name, self.prefix = cache_name, prefix
         self.socket_timeout, self.events_maxlen = socket_timeout, events_maxlen
-        self._breaker = CircuitBreaker(breaker_failures, breaker_cooldown_s, self.where)
+        self._breaker = CircuitBreaker(breaker_failures, breaker_cooldown_s, f"redis tier {self.where}")
         self._client = client if client is not None else _connect(url, socket_timeout, cluster, self.where)
         # The hash tag: every key of this cache hashes to one cluster slot.
         self._base = f"{{{prefix}:{cache_name}}}"
