@@ -239,11 +239,14 @@ class FlexCache:
                 )
         except CorruptBlobError as exc:
             logger.warning("flexcache: dropping corrupt entry %s (%s); serving as a miss", entry.key, exc)
-            self.store.remove(entry.key)
             with self._lock:
                 self._counters.corrupt_blobs += 1
                 self._counters.fetch_misses += 1
-                self._forget_entry(entry.key)
+                current = self._entries.get(entry.key) is entry  # not an entry re-inserted meanwhile
+                if current:
+                    self._forget_entry(entry.key)
+            if current:
+                self.store.remove(entry.key)
             return None
         with self._lock:
             entry.hits += 1

@@ -58,6 +58,20 @@ class LatentCodec(abc.ABC):
         """Raises `CorruptBlobError` when the blob fails its checks."""
 
 
+def _check_container_inputs(latent: torch.Tensor, seed: int | None) -> None:
+    """What every codec's blob container can hold: a tensor of a known dtype, <= 8-d, a 64-bit seed."""
+    if not isinstance(latent, torch.Tensor):
+        raise InvalidLatentError(f"a latent must be a torch.Tensor; got {type(latent).__name__}")
+    if latent.dtype not in _DTYPE_CODES:
+        raise InvalidLatentError(
+            f"latent dtype {latent.dtype} is not supported; use float32, float16, bfloat16 or float64"
+        )
+    if latent.dim() > MAX_NDIM:
+        raise InvalidLatentError(f"latent has {latent.dim()} dimensions; at most {MAX_NDIM} are supported")
+    if seed is not None and not is_valid_seed(seed):
+        raise InvalidLatentError(f"seed must be an int in 0 .. 2**64-1 or None; got {seed!r}")
+
+
 class LosslessCodec(LatentCodec):
     """Raw latent bytes in the checksummed container; bit-exact round trip.
 
@@ -72,16 +86,7 @@ class LosslessCodec(LatentCodec):
 
     def encode(self, latent: torch.Tensor, *, seed: int | None = None, sigma: float | None = None,
                frame_axis: int = 1) -> bytes:
-        if not isinstance(latent, torch.Tensor):
-            raise InvalidLatentError(f"a latent must be a torch.Tensor; got {type(latent).__name__}")
-        if latent.dtype not in _DTYPE_CODES:
-            raise InvalidLatentError(
-                f"latent dtype {latent.dtype} is not supported; use float32, float16, bfloat16 or float64"
-            )
-        if latent.dim() > MAX_NDIM:
-            raise InvalidLatentError(f"latent has {latent.dim()} dimensions; at most {MAX_NDIM} are supported")
-        if seed is not None and not is_valid_seed(seed):
-            raise InvalidLatentError(f"seed must be an int in 0 .. 2**64-1 or None; got {seed!r}")
+        _check_container_inputs(latent, seed)
         host = latent.detach().to("cpu").contiguous()
         payload = host.reshape(-1).view(torch.uint8).numpy().tobytes()
         return pack_blob(self.name, host.dtype, tuple(host.shape), seed, payload)
@@ -186,14 +191,8 @@ class QuantizedCodec(LatentCodec):
 
     def encode(self, latent: torch.Tensor, *, seed: int | None = None, sigma: float | None = None,
                frame_axis: int = 1) -> bytes:
-        if isinstance(latent, torch.Tensor) and latent.dtype not in _DTYPE_CODES:
-            raise InvalidLatentError(f"latent dtype {latent.dtype} is not supported; use float32, float16, "
-                                     "bfloat16 or float64")
+        _check_container_inputs(latent, seed)
         ops.check_latent(latent)
-        if latent.dim() > MAX_NDIM:
-            raise InvalidLatentError(f"latent has {latent.dim()} dimensions; at most {MAX_NDIM} are supported")
-        if seed is not None and not is_valid_seed(seed):
-            raise InvalidLatentError(f"seed must be an int in 0 .. 2**64-1 or None; got {seed!r}")
         frame_axis = frame_axis if latent.dim() > 1 else 0
         cfg = self.config
         x = latent.detach().contiguous()

@@ -33,6 +33,12 @@ def _pack_lanes(BITS: tl.constexpr):
 
 
 @triton.jit
+def _packed_offsets(row, lane, GROUPS: tl.constexpr, BITS: tl.constexpr):
+    """Byte offsets of one block's packed groups: `BITS` bytes for each group of 8 values."""
+    return row.to(tl.int64) * (GROUPS * BITS) + tl.arange(0, GROUPS)[:, None] * BITS + lane[None, :]
+
+
+@triton.jit
 def encode_kernel(x_ptr, packed_ptr, scales_ptr, seed, noise_scale, T, S, n_blocks,
                   BITS: tl.constexpr, BLOCK: tl.constexpr, RESIDUAL: tl.constexpr, DELTA: tl.constexpr):
     g, b, s, in_row = _program_block(n_blocks, S, BLOCK)
@@ -60,7 +66,7 @@ def encode_kernel(x_ptr, packed_ptr, scales_ptr, seed, noise_scale, T, S, n_bloc
         fields = tl.reshape(q.to(tl.int64) + QMAX, [GROUPS, 8])
         words = tl.sum(fields << field_shifts[None, :], axis=1)  # disjoint bits: sum == or
         packed = (words[:, None] >> byte_shifts[None, :]) & 0xFF
-        out = row.to(tl.int64) * (GROUPS * BITS) + tl.arange(0, GROUPS)[:, None] * BITS + lane[None, :]
+        out = _packed_offsets(row, lane, GROUPS, BITS)
         tl.store(packed_ptr + out, packed.to(tl.uint8), mask=lane[None, :] < BITS)
 
 
@@ -74,7 +80,7 @@ def decode_kernel(packed_ptr, scales_ptr, out_ptr, seed, noise_scale, T, S, n_bl
     recon = tl.zeros([BLOCK], dtype=tl.float32)
     for t in range(T):
         row = (g * T + t) * n_blocks + b
-        src = row.to(tl.int64) * (GROUPS * BITS) + tl.arange(0, GROUPS)[:, None] * BITS + lane[None, :]
+        src = _packed_offsets(row, lane, GROUPS, BITS)
         packed = tl.load(packed_ptr + src, mask=lane[None, :] < BITS, other=0).to(tl.int64)
         words = tl.sum(packed << byte_shifts[None, :], axis=1)
         fields = (words[:, None] >> field_shifts[None, :]) & ((1 << BITS) - 1)
