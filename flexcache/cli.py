@@ -17,6 +17,8 @@ def _config(args: argparse.Namespace) -> CacheConfig:
     overrides = config.to_dict()
     if getattr(args, "policy", None):
         overrides["policy"] = args.policy
+    if getattr(args, "lookup", None):
+        overrides["planner"]["lookup"] = args.lookup
     if getattr(args, "capacity", None):
         overrides["store"]["capacity_bytes"] = args.capacity
     return CacheConfig.from_dict(overrides)
@@ -31,30 +33,39 @@ def _write_json(path: str | None, data: dict, label: str) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from flexcache.demo import run_demo
+    from flexcache.demo import format_report, run_demo, write_grid_gif
 
-    if args.requests < 1 or args.steps < 2:
-        raise FlexCacheError("--requests must be >= 1 and --steps >= 2")
-    header = f"{'#':>3}  {'prompt':<58} {'result':<6} {'sim':>5} {'K/N':>7} {'ms':>7}"
+    if args.requests < 1 or args.steps < 2 or args.guidance < 1:
+        raise FlexCacheError("--requests must be >= 1, --steps >= 2 and --guidance >= 1")
+    header = f"{'#':>3}  {'prompt':<58} {'relation':<15} {'result':<6} {'sim':>5} {'K/N':>7} {'adh':>4} {'ms':>7}"
     lines = [header, "-" * len(header)]
 
     def on_row(row) -> None:
         sim = "-" if row.similarity is None else f"{row.similarity:.2f}"
         prompt = row.prompt if len(row.prompt) <= 58 else row.prompt[:55] + "..."
         result = "hit" if row.hit else "miss"
-        lines.append(f"{row.index:>3}  {prompt:<58} {result:<6} {sim:>5} "
-                     f"{f'{row.skip_steps}/{row.num_steps}':>7} {row.seconds * 1000:>7.1f}")
+        result = "hit*" if row.via_parts else result
+        lines.append(f"{row.index:>3}  {prompt:<58} {row.relation:<15} {result:<6} {sim:>5} "
+                     f"{f'{row.skip_steps}/{row.num_steps}':>7} {row.adherence:>4.1f} {row.seconds * 1000:>7.1f}")
 
-    summary = run_demo(requests=args.requests, steps=args.steps, height=args.height, width=args.width,
-                       frames=args.frames, seed=args.seed, config=_config(args),
-                       progress=not args.no_progress, on_row=on_row)
+    summary, clips = run_demo(requests=args.requests, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                              config=_config(args), progress=not args.no_progress, on_row=on_row)
     print("\n".join(lines))
     print(
-        f"\n{summary['requests']} requests, {summary['hits']} hits (hit rate {summary['hit_rate']:.0%}), "
+        f"\n{summary['lookup']} look-up: {summary['requests']} requests, {summary['hits']} hits "
+        f"({summary['decoupled_hits']} decoupled, marked hit*; hit rate {summary['hit_rate']:.0%}), "
         f"{summary['steps_saved']} of {summary['steps_total']} denoising steps skipped "
         f"({summary['steps_saved'] / max(1, summary['steps_total']):.0%}); "
-        f"{summary['entries']} entries, {summary['bytes_stored'] / 2**20:.2f} MiB stored"
+        f"{summary['entries']} entries, {summary['bytes_stored'] / 2**20:.2f} MiB stored\n"
+        f"adherence {summary['adherence']:.3f} with the cache, {summary['adherence_uncached']:.3f} without "
+        f"(same requests and seeds, full steps)"
     )
+    if args.json:
+        target = Path(args.json)
+        write_grid_gif(target.with_suffix(".gif"), clips, summary["rows"])
+        target.with_suffix(".md").parent.mkdir(parents=True, exist_ok=True)
+        target.with_suffix(".md").write_text(format_report(summary))
+        print(f"grid written to {target.with_suffix('.gif')}, report to {target.with_suffix('.md')}")
     _write_json(args.json, summary, "summary")
     return 0
 
@@ -92,6 +103,51 @@ def _bench_store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_list(text: str, flag: str, parse) -> tuple:
+    try:
+        return tuple(parse(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise FlexCacheError(f"{flag} takes a comma-separated list; got {text!r}") from None
+
+
+def _bench_quality(args: argparse.Namespace) -> int:
+    from flexcache.benchmarks.quality_bench import format_quality_table, run_quality_bench
+    from flexcache.toyworld.model import WEIGHTS
+
+    if args.quick:
+        args.pairs, args.skips, args.budgets, args.held_out_prompts = 4, "0,10", "exact,0.05", 1
+    skips = _parse_list(args.skips, "--skips", int)
+    budgets = _parse_list(args.budgets, "--budgets", lambda v: None if v == "exact" else float(v))
+    if args.pairs < 1 or args.steps < 2 or not skips or any(not 0 <= k < args.steps for k in skips):
+        raise FlexCacheError(f"--pairs must be >= 1, --steps >= 2 and every --skips value in [0, {args.steps})")
+    if not budgets or any(b is not None and b <= 0 for b in budgets):
+        raise FlexCacheError("--budgets takes 'exact' and/or positive sigma fractions such as 0.02")
+    result = run_quality_bench(weights=args.weights or WEIGHTS, pairs=args.pairs, skips=skips, budgets=budgets,
+                               steps=args.steps, guidance=args.guidance, held_out_prompts=args.held_out_prompts,
+                               seed=args.seed, progress=lambda message: print(message, file=sys.stderr, flush=True))
+    print(format_quality_table(result))
+    _write_json(args.json, result, "results")
+    return 0
+
+
+def _bench_splitter(args: argparse.Namespace) -> int:
+    from flexcache.benchmarks.splitter_bench import evaluate_splits, failures, format_splitter_table
+
+    labels = Path(args.labels)
+    if not labels.is_file():
+        raise FlexCacheError(f"--labels {labels} is not a file; run from the repository root or pass the path")
+    scores = evaluate_splits(labels)
+    print(format_splitter_table(scores))
+    missed = failures(labels, args.failures) if args.failures else []
+    for row, parts, f1 in missed:
+        print(f"\n[{row['split']}] F1 {f1:.2f}: {row['prompt']}\n  object     {parts.object!r} (labelled "
+              f"{row['object']!r})\n  background {parts.background!r} (labelled {row['background']!r})")
+    _write_json(args.json, {"labels": str(labels), "scores": scores,
+                            "failures": [{"row": row, "object": parts.object, "background": parts.background,
+                                          "f1": f1} for row, parts, f1 in missed]}, "results")
+    return 0
+
+
 def _config_show(args: argparse.Namespace) -> int:
     sys.stdout.write(_config(args).to_yaml())
     return 0
@@ -103,15 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML config file (default: $FLEXCACHE_CONFIG, then built-in defaults)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="serve a prompt stream through a cached tiny Wan pipeline")
-    demo.add_argument("--json", metavar="PATH", help="write the summary as JSON here")
+    demo = commands.add_parser("demo", help="serve a toy-world prompt stream through the cache")
+    demo.add_argument("--json", metavar="PATH",
+                      help="write the summary as JSON here, with a GIF grid (.gif) and a report (.md) beside it")
     demo.add_argument("--requests", type=int, default=36, help="prompts to serve (default 36)")
     demo.add_argument("--steps", type=int, default=20, help="denoising steps per request (default 20)")
-    demo.add_argument("--height", type=int, default=64)
-    demo.add_argument("--width", type=int, default=64)
-    demo.add_argument("--frames", type=int, default=9)
+    demo.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the prompt order and the noise")
-    demo.add_argument("--policy", choices=["lru", "lcbfu"], help="replacement policy (overrides config)")
+    demo.add_argument("--policy", choices=["lru", "lcbfu", "flexcache"], help="replacement policy (overrides config)")
+    demo.add_argument("--lookup", choices=["full", "decoupled"],
+                      help="full-prompt (NIRVANA) or decoupled object/background look-up (overrides config)")
     demo.add_argument("--capacity", help="store capacity, e.g. 64MiB (overrides config)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo.set_defaults(run=_demo)
@@ -133,6 +190,28 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--disk-path", help="directory for the disk tier (default: a temporary directory)")
     store.add_argument("--redis-url", help="benchmark a redis tier at this URL too (keys under 'flexcache:bench')")
     store.set_defaults(run=_bench_store)
+
+    quality = bench.add_parser("quality", help="toy-world adherence when resuming from cached latents")
+    quality.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
+    quality.add_argument("--pairs", type=int, default=24, help="request pairs per case (default 24)")
+    quality.add_argument("--skips", default="0,4,8,12,16", help="skip depths K, in steps (default 0,4,8,12,16)")
+    quality.add_argument("--budgets", default="exact,0.02,0.1",
+                         help="codec error budgets as fractions of sigma_K, 'exact' = uncoded (default exact,0.02,0.1)")
+    quality.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    quality.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    quality.add_argument("--held-out-prompts", type=int, default=2,
+                         help="prompts per held-out combination for adherence_full_steps (default 2)")
+    quality.add_argument("--weights", default=None, help="toy-world weights (default: the shipped ones)")
+    quality.add_argument("--seed", type=int, default=0)
+    quality.add_argument("--quick", action="store_true", help="4 pairs, K in {0, 10}, budgets exact and 0.05")
+    quality.set_defaults(run=_bench_quality)
+
+    splitter = bench.add_parser("splitter", help="prompt splitter accuracy on a labelled set")
+    splitter.add_argument("--labels", default="tests/data/prompt_splits.jsonl",
+                          help="labelled JSONL (default: tests/data/prompt_splits.jsonl, from the repository root)")
+    splitter.add_argument("--failures", choices=["dev", "test", "all"], help="also list the misses of this split")
+    splitter.add_argument("--json", metavar="PATH", help="write the scores (and listed failures) as JSON here")
+    splitter.set_defaults(run=_bench_splitter)
 
     config = commands.add_parser("config", help="print the effective configuration as YAML")
     config.set_defaults(run=_config_show)

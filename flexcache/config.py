@@ -35,9 +35,15 @@ NIRVANA_SIMILARITY_TABLE: tuple[tuple[float, float], ...] = (
     (0.90, 0.40),
     (0.95, 0.50),
 )
+# Decoupled look-up rules: (min object-part cosine, min background-part cosine,
+# fraction of N). Calibrated on the toy world (README, "Calibration").
+PART_SIMILARITY_TABLE: tuple[tuple[float, float, float], ...] = (
+    (0.95, 0.95, 0.30),
+)
+LOOKUPS = ("full", "decoupled")
 DEFAULT_CHECKPOINT_FRACTIONS: tuple[float, ...] = (0.10, 0.20, 0.30, 0.40, 0.50)
 
-POLICIES = ("lru", "lcbfu")
+POLICIES = ("lru", "lcbfu", "flexcache")
 CODECS = ("flexcache", "lossless")
 BUDGET_MODES = ("auto", "sigma", "relative_l2")
 LOSSLESS_ALGORITHMS = ("none", "zstd", "deflate", "lz4", "ans", "bitcomp")
@@ -147,10 +153,20 @@ class PlannerConfig:
             Default: NIRVANA's table.
         checkpoint_fractions: fractions of N after which a miss captures its
             latent for later reuse (NIRVANA: K = 5, 10, 15, 20, 25 of 50).
+        lookup: ``"full"`` (NIRVANA: the full prompt's similarity alone) or
+            ``"decoupled"`` (also the object part's and the background part's,
+            each looked up on its own; `part_table` maps them to K).
+        part_table: ``(min_object_cosine, min_background_cosine, fraction)``
+            rows; a request may skip the largest fraction whose two minimums
+            it meets, or what `similarity_table` allows for the full prompt,
+            whichever is more. A prompt and an entry that both name no
+            background count as a background match.
     """
 
     similarity_table: tuple[tuple[float, float], ...] = NIRVANA_SIMILARITY_TABLE
     checkpoint_fractions: tuple[float, ...] = DEFAULT_CHECKPOINT_FRACTIONS
+    lookup: str = "decoupled"
+    part_table: tuple[tuple[float, float, float], ...] = PART_SIMILARITY_TABLE
 
     def __post_init__(self) -> None:
         # Lists given directly become tuples, so the config stays immutable.
@@ -169,6 +185,14 @@ class PlannerConfig:
                 low[0] < high[0] and low[1] <= high[1],
                 "planner.similarity_table must increase in cosine and not decrease in "
                 f"fraction; rows {list(low)} and {list(high)} do not",
+            )
+        object.__setattr__(self, "part_table", tuple(tuple(row) for row in self.part_table))
+        _choice("planner.lookup", self.lookup, LOOKUPS)
+        for row in self.part_table:
+            _require(
+                len(row) == 3 and -1.0 <= row[0] <= 1.0 and -1.0 <= row[1] <= 1.0 and 0.0 < row[2] < 1.0,
+                "planner.part_table rows are [min_object_cosine in [-1, 1], min_background_cosine in [-1, 1], "
+                f"fraction in (0, 1)]; got {list(row)}",
             )
         fractions = self.checkpoint_fractions
         _require(len(fractions) >= 1, "planner.checkpoint_fractions needs at least one value")
@@ -311,8 +335,9 @@ class CacheConfig:
 
     Args:
         name: cache name, used in logs and (later) as a storage key prefix.
-        policy: replacement policy, ``"lru"`` or ``"lcbfu"`` (NIRVANA: evict
-            the lowest K x access frequency first).
+        policy: replacement policy, ``"lru"``, ``"lcbfu"`` (NIRVANA: evict
+            the lowest K x access frequency first) or ``"flexcache"`` (evict
+            the lowest K x recent hit rate / compressed bytes first).
         codec: a `CodecConfig` (how latents are compressed).
 
     Example:

@@ -1,32 +1,46 @@
 import json
+from collections import Counter
 
 import pytest
 
 from flexcache.cli import main
-from flexcache.demo import demo_prompts
+from flexcache.demo import demo_prompts, demo_stream
+from flexcache.toyworld.cases import CASES
+from flexcache.toyworld.world import parse_prompt
 
 
-def test_demo_writes_summary_with_hits(tmp_path, capsys):
+def test_demo_writes_summary_grid_and_report(tmp_path, capsys):
+    from PIL import Image
+
     out = tmp_path / "demo.json"
-    assert main(["demo", "--json", str(out), "--requests", "30", "--steps", "10", "--no-progress"]) == 0
+    assert main(["demo", "--json", str(out), "--requests", "16", "--steps", "6", "--no-progress"]) == 0
     summary = json.loads(out.read_text())
-    for key in ("requests", "hits", "hit_rate", "steps_total", "steps_saved", "bytes_stored", "entries"):
-        assert key in summary
-    assert summary["requests"] == 30
+    assert summary["requests"] == 16 and summary["steps_total"] == 96
     assert summary["hit_rate"] > 0 and summary["steps_saved"] > 0
-    assert summary["steps_total"] == 300
     assert summary["hits"] == sum(row["hit"] for row in summary["rows"])
     assert summary["steps_saved"] == sum(row["skip_steps"] for row in summary["rows"])
     assert summary["bytes_stored"] > 0 and summary["entries"] > 0
+    for row in summary["rows"]:
+        assert 0 <= row["adherence"] <= 1 and 0 <= row["adherence_uncached"] <= 1
+        if not row["hit"]:  # a miss draws the noise an uncached run from the same seed draws
+            assert row["adherence"] == row["adherence_uncached"]
+    assert summary["adherence"] == pytest.approx(sum(r["adherence"] for r in summary["rows"]) / 16)
+    grid = Image.open(out.with_suffix(".gif"))
+    assert grid.n_frames == 8 and grid.size[0] > 6 * 64
+    report = out.with_suffix(".md").read_text()
+    assert "adherence (cache)" in report and report.count("| hit |") == summary["hits"]
     table = capsys.readouterr().out
     assert "hit" in table and "miss" in table and "K/N" in table
 
 
-def test_demo_stream_has_repeats_and_near_duplicates():
+def test_demo_stream_mixes_new_prompts_with_related_ones():
+    stream = demo_stream(36)
+    assert stream == demo_stream(36) and stream != demo_stream(36, seed=1)
+    relations = Counter(request.relation for request in stream)
+    assert relations["new"] >= 6 and set(relations) == {"new", *CASES}
     prompts = demo_prompts(36)
-    assert len(prompts) == 36
     assert len(set(prompts)) < len(prompts)  # exact repeats
-    assert len(set(prompts)) > 20
+    assert all(parse_prompt(r.prompt) == r.spec for r in stream)
 
 
 def test_bad_config_is_reported_not_raised(tmp_path, capsys):
@@ -54,12 +68,12 @@ def test_bench_codec_reports_every_set_separately(tmp_path, capsys):
     result = json.loads(out.read_text())
     sets = {entry["set"]: entry for entry in result["sets"]}
     assert set(sets) == {"correlated-proxy", "wan-random", "toy-world"}
-    assert "not available" in sets["toy-world"]["status"]
-    for name in ("correlated-proxy", "wan-random"):
+    for name, numel in (("correlated-proxy", 16 * 3 * 8 * 16), ("wan-random", 16 * 3 * 8 * 16),
+                        ("toy-world", 24 * 8 * 16 * 16)):
         entry = sets[name]
         assert [row["step"] for row in entry["checkpoints"]] == [1, 2, 3, 4, 5]
         for row in entry["checkpoints"]:
-            assert row["ratio_vs_fp32"] == pytest.approx(16 * 3 * 8 * 16 * 4 / row["stored_bytes"])
+            assert row["ratio_vs_fp32"] == pytest.approx(numel * 4 / row["stored_bytes"])
             assert row["rms_error_over_sigma"] <= 0.02 + 1e-6  # the default budget holds
         stages = [row["stages"] for row in entry["ablation"]]
         assert stages[0] == "quantization only" and stages[-1] == "default config" and len(stages) == 5
@@ -69,3 +83,28 @@ def test_bench_codec_reports_every_set_separately(tmp_path, capsys):
 def test_bench_codec_rejects_a_bad_shape(capsys):
     assert main(["bench", "codec", "--shape", "16,3,8", "--no-wan"]) == 2
     assert "--shape" in capsys.readouterr().err
+
+
+def test_bench_quality_quick_rows(tmp_path, capsys):
+    out = tmp_path / "quality.json"
+    assert main(["bench", "quality", "--pairs", "2", "--skips", "0,5", "--budgets", "exact,0.05", "--steps", "8",
+                 "--held-out-prompts", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert 0 <= result["adherence_full_steps"] <= 1 and result["held_out_combinations"] == 97
+    keys = [(row["case"], row["skip_steps"], row["budget"]) for row in result["rows"]]
+    assert keys == [(case, k, b) for case in CASES for k, b in ((0, None), (5, None), (5, 0.05))]
+    for row in result["rows"]:
+        assert 0 <= row["adherence"] <= 1 and row["pixel_distance"] >= 0
+        if row["skip_steps"] == 0 or (row["case"] == "identical" and row["budget"] is None):
+            assert row["pixel_distance"] == 0  # K = 0 and exact identical resumes reproduce the full run
+        if row["budget"] is not None:
+            assert row["bytes_per_entry"] < 3 * 8 * 16 * 16 * 4
+    identical = [row for row in result["rows"] if row["case"] == "identical"]
+    assert all(row["similarity_mean"] == pytest.approx(1.0, abs=1e-5) for row in identical)
+    assert "| identical | 5/8 | exact |" in capsys.readouterr().out
+
+
+def test_bench_quality_rejects_bad_lists(capsys):
+    assert main(["bench", "quality", "--skips", "0,30"]) == 2
+    assert main(["bench", "quality", "--budgets", "exact,-1"]) == 2
+    assert main(["bench", "quality", "--skips", "a,b"]) == 2

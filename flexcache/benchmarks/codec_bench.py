@@ -9,8 +9,9 @@ Latent sets, each reported on its own (never averaged together):
 * ``correlated-proxy``: flow-matching latents x_K = (1 - sigma) x0 + sigma eps
   where x0 is a synthetic stand-in for a VAE latent (assumptions in
   `PROXY_ASSUMPTIONS`).
-* ``toy-world``: trajectories of the trained toy-world model; reported as not
-  available until that model exists.
+* ``toy-world``: trajectories of the trained toy-world model (8 clips of
+  3 x 8 x 16 x 16 pixels, stacked on the channel axis), the only set whose
+  content is a real model's output.
 
 For every set: one row per checkpoint (default codec) and ablation rows that
 add one stage at a time (quantization only; + seed-noise residual; + temporal
@@ -127,6 +128,30 @@ def wan_random_trajectory(shape: tuple[int, ...], num_steps: int, seed: int,
     return captured
 
 
+def toy_world_trajectories(num_steps: int, seed: int, clips: int = 8) -> list[tuple[int, float, torch.Tensor]]:
+    """(step, sigma, x_K) at each checkpoint of `clips` runs of the trained toy-world model (3 x 8 x 16 x 16).
+
+    Each run's noise is seeded with `seed + i`; `evaluate_set` codes every latent with `seed`, so the
+    runs here are stacked on the channel axis as one (3 * clips, 8, 16, 16) latent per checkpoint, drawn
+    from one seeded noise tensor.
+    """
+    import random
+
+    from flexcache.toyworld.cases import request_for
+    from flexcache.toyworld.model import PromptEncoder, sample, toyworld_pipeline
+    from flexcache.toyworld.world import all_specs
+
+    pipe = toyworld_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    rng = random.Random(seed)
+    prompts = [request_for(spec, rng).prompt for spec in rng.sample(all_specs(), clips)]
+    noise = seeded_noise((3 * clips, 8, 16, 16), seed).view(clips, 3, 8, 16, 16)
+    _, trajectory = sample(pipe, PromptEncoder()(prompts), noise, steps=num_steps, capture=True)
+    sigmas = pipe.scheduler.sigmas
+    steps = checkpoint_steps(num_steps, (0.1, 0.2, 0.3, 0.4, 0.5))
+    return [(k, float(sigmas[k]), trajectory[k].reshape(3 * clips, 8, 16, 16).clone()) for k in steps]
+
+
 def _measure(codec: QuantizedCodec, latent: torch.Tensor, seed: int, sigma: float) -> dict[str, Any]:
     started = time.perf_counter()
     blob = codec.encode(latent, seed=seed, sigma=sigma)
@@ -204,7 +229,8 @@ def run_codec_bench(*, shape: tuple[int, ...] = (16, 21, 60, 104), num_steps: in
         sets.append(evaluate_set("wan-random", trajectory, seed, config, num_steps))
     else:
         sets.append({"set": "wan-random", "status": "skipped (--no-wan)"})
-    sets.append({"set": "toy-world", "status": "not available: the toy-world model (issue 5) has not landed"})
+    say("toy-world: trajectories of the trained model")
+    sets.append(evaluate_set("toy-world", toy_world_trajectories(num_steps, seed), seed, config, num_steps))
     return {
         "benchmark": "codec",
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})",

@@ -38,6 +38,7 @@ from flexcache.engine.noise import is_valid_seed
 from flexcache.engine.planner import Plan, SimilarityPlanner
 from flexcache.engine.policy import build_policy
 from flexcache.engine.sharing import EventFollower, event_tiers
+from flexcache.engine.splitter import PromptParts, parts_from
 from flexcache.engine.store.base import TENANT_PATTERN, Tier
 from flexcache.engine.store.factory import build_tier
 from flexcache.engine.store.tiered import TieredStore
@@ -59,6 +60,7 @@ DEFAULT_TENANT = "default"
 class CacheCounters:
     requests: int = 0
     hits: int = 0
+    decoupled_hits: int = 0
     steps_total: int = 0
     steps_saved: int = 0
     inserts: int = 0
@@ -161,7 +163,7 @@ class FlexCache:
         return self._index
 
     def plan(self, prompt: str, signature: GenerationSignature, *, tenant: str = DEFAULT_TENANT,
-             seed: int | None = None) -> Plan:
+             seed: int | None = None, parts: PromptParts | tuple[str, str] | None = None) -> Plan:
         """Decide whether `prompt` can resume from a cached latent, and from which step.
 
         Args:
@@ -170,12 +172,14 @@ class FlexCache:
                 an equal signature are considered.
             tenant: the namespace to search; other tenants' entries are never seen.
             seed: the seed a full run should use (0 .. 2**64-1); random when omitted.
+            parts: (object, background) of the prompt under decoupled look-up;
+                split from `prompt` by `engine.splitter.split_prompt` when omitted.
 
         Returns:
             A `Plan`; ``plan.hit`` says whether to call `fetch`.
 
         Raises:
-            InvalidPromptError: empty or non-string prompt, or bad tenant name.
+            InvalidPromptError: empty or non-string prompt, bad parts, or bad tenant name.
             InvalidPlanError: a seed out of range, or `signature` is not a GenerationSignature.
         """
         (prompt,) = validate_prompts([prompt])
@@ -184,19 +188,38 @@ class FlexCache:
             raise InvalidPlanError(f"seed must be an int in 0 .. 2**64-1 or None; got {seed!r}")
         if not isinstance(signature, GenerationSignature):
             raise InvalidPlanError(f"signature must be a GenerationSignature; got {type(signature).__name__}")
-        embedding = self.embedder.embed([prompt])
-        partition = (tenant, signature.key())
+        decoupled = self.config.planner.lookup == "decoupled"
+        split = parts_from(prompt if parts is None else parts) if decoupled else None
+        texts = [prompt] if split is None else [prompt, split.object] + ([split.background] if split.background else [])
+        vectors = self.embedder.embed(texts)  # one embedder call for all three look-ups
+        embedding = vectors[:1]
+        part_vectors = None
+        if split is not None:
+            part_vectors = (vectors[1], vectors[2] if split.background else None)
+        key = signature.key()
         num_steps = signature.num_steps
+        k = self.config.index.candidates
         with self._lock:
-            sims, ids = self.index.search(partition, embedding, self.config.index.candidates)
-            best: tuple[int, float, PromptRecord] | None = None
-            for similarity, record_id in zip(sims[0].tolist(), ids[0].tolist()):
-                if record_id == MISSING_ID:
-                    continue
+            sims, ids = self.index.search((tenant, key), embedding, k)
+            candidates = {int(i) for i in ids[0].tolist() if i != MISSING_ID}
+            if part_vectors is not None:
+                candidates |= self._part_candidates((tenant, key, "object"), part_vectors[0], k)
+                if part_vectors[1] is not None:
+                    candidates |= self._part_candidates((tenant, key, "background"), part_vectors[1], k)
+            best: tuple | None = None
+            for record_id in sorted(candidates):
                 record = self._records[record_id]
-                step = record.deepest_step_at_most(self.planner.skip_steps(similarity, num_steps))
+                similarity = float(record.embedding.to(embedding.device) @ embedding[0])
+                if part_vectors is None:
+                    allowed, via_parts = self.planner.skip_steps(similarity, num_steps), False
+                    object_similarity = background_similarity = None
+                else:
+                    object_similarity, background_similarity = _part_similarities(record, part_vectors)
+                    allowed, via_parts = self.planner.decoupled_skip_steps(
+                        similarity, object_similarity, background_similarity, num_steps)
+                step = record.deepest_step_at_most(allowed)
                 if step is not None and (best is None or (step, similarity) > best[:2]):
-                    best = (step, similarity, record)
+                    best = (step, similarity, record, object_similarity, background_similarity, via_parts)
             counters = self._counters
             counters.requests += 1
             counters.steps_total += num_steps
@@ -204,13 +227,19 @@ class FlexCache:
         top_similarity = float(sims[0, 0]) if int(ids[0, 0]) != MISSING_ID else None
         run_seed = secrets.randbits(63) if seed is None else int(seed)
         common = dict(prompt=prompt, tenant=tenant, signature=signature, seed=run_seed,
-                      checkpoint_steps=self.planner.checkpoint_steps(num_steps), embedding=embedding[0])
+                      checkpoint_steps=self.planner.checkpoint_steps(num_steps), embedding=embedding[0],
+                      parts=None if split is None else (split.object, split.background), part_embeddings=part_vectors)
         if best is None:
             return Plan(hit=False, skip_steps=0, similarity=top_similarity, source_record=None,
                         source_prompt=None, **common)
-        step, similarity, record = best
+        step, similarity, record, object_similarity, background_similarity, via_parts = best
         return Plan(hit=True, skip_steps=step, similarity=similarity, source_record=record.record_id,
-                    source_prompt=record.prompt, **common)
+                    source_prompt=record.prompt, object_similarity=object_similarity,
+                    background_similarity=background_similarity, via_parts=via_parts, **common)
+
+    def _part_candidates(self, partition: tuple, vector: torch.Tensor, k: int) -> set[int]:
+        _, ids = self.index.search(partition, vector.unsqueeze(0), k)
+        return {int(i) for i in ids[0].tolist() if i != MISSING_ID}
 
     def fetch(self, plan: Plan, device: torch.device | str | None = None) -> torch.Tensor | None:
         """The cached latent x_K a hit plan resumes from, or None if it is gone.
@@ -226,7 +255,10 @@ class FlexCache:
         with self._lock:
             record = self._records.get(plan.source_record)  # type: ignore[arg-type]
             entry = record.entries.get(plan.skip_steps) if record else None
-        blob = self.store.get(entry.key) if entry else None
+        blob = None
+        if entry is not None:
+            with self.store.pinned(entry.key):  # no concurrent insert evicts it while it is read
+                blob = self.store.get(entry.key)
         if blob is None:
             with self._lock:
                 self._counters.fetch_misses += 1
@@ -253,6 +285,7 @@ class FlexCache:
             entry.last_access = time.monotonic()
             counters = self._counters
             counters.hits += 1
+            counters.decoupled_hits += plan.via_parts
             counters.steps_saved += plan.skip_steps
             tenant = counters.tenant(plan.tenant)
             tenant["hits"] += 1
@@ -301,9 +334,14 @@ class FlexCache:
                 )
         stored: list[str] = []
         with self._lock:
-            record = self._record_for(PromptRecord(
-                stable_record_id(plan.tenant, signature.key(), plan.prompt), plan.tenant, plan.prompt,
-                signature, plan.seed, plan.embedding.detach()))
+            candidate = PromptRecord(stable_record_id(plan.tenant, signature.key(), plan.prompt), plan.tenant,
+                                     plan.prompt, signature, plan.seed, plan.embedding.detach())
+            if plan.parts is not None and plan.part_embeddings is not None:
+                candidate.parts = plan.parts
+                candidate.object_embedding = plan.part_embeddings[0].detach()
+                if plan.part_embeddings[1] is not None:
+                    candidate.background_embedding = plan.part_embeddings[1].detach()
+            record = self._record_for(candidate)
             self._inserting.add(record.record_id)
             try:
                 for step, blob in blobs.items():
@@ -333,9 +371,13 @@ class FlexCache:
         existing = self._records.get(candidate.record_id)
         if existing is not None:
             return existing
-        partition = (candidate.tenant, candidate.signature.key())
+        key = candidate.signature.key()
         self._records[candidate.record_id] = candidate
-        self.index.add(partition, torch.tensor([candidate.record_id]), candidate.embedding.unsqueeze(0))
+        ids = torch.tensor([candidate.record_id])
+        self.index.add((candidate.tenant, key), ids, candidate.embedding.unsqueeze(0))
+        for part, vector in (("object", candidate.object_embedding), ("background", candidate.background_embedding)):
+            if vector is not None:
+                self.index.add((candidate.tenant, key, part), ids, vector.unsqueeze(0))
         return candidate
 
     def adopt(self, key: str, meta: bytes, tier_index: int) -> bool:
@@ -413,8 +455,12 @@ class FlexCache:
             self._drop_record(record)
 
     def _drop_record(self, record: PromptRecord) -> None:
-        partition = (record.tenant, record.signature.key())
-        self.index.remove(partition, torch.tensor([record.record_id]))
+        key = record.signature.key()
+        ids = torch.tensor([record.record_id])
+        self.index.remove((record.tenant, key), ids)
+        for part, vector in (("object", record.object_embedding), ("background", record.background_embedding)):
+            if vector is not None:
+                self.index.remove((record.tenant, key, part), ids)
         del self._records[record.record_id]
 
     # -- management --------------------------------------------------------------
@@ -440,6 +486,8 @@ class FlexCache:
             return {
                 "requests": c.requests,
                 "hits": c.hits,
+                "decoupled_hits": c.decoupled_hits,
+                "lookup": self.config.planner.lookup,
                 "misses": c.requests - c.hits,
                 "hit_rate": c.hits / c.requests if c.requests else 0.0,
                 "steps_total": c.steps_total,
@@ -470,6 +518,20 @@ class FlexCache:
         with self._lock:
             return [CacheEntry(**vars(e)) for e in self._entries.values()
                     if tenant is None or self._records[e.record_id].tenant == tenant]
+
+
+def _part_similarities(record: PromptRecord, part_vectors: tuple) -> tuple[float | None, float | None]:
+    """Cosines of a request's parts with a record's; (None, None) when the record has no parts."""
+    if record.object_embedding is None:
+        return None, None
+    query_object, query_background = part_vectors
+    object_similarity = float(record.object_embedding.to(query_object.device) @ query_object)
+    if query_background is None or record.background_embedding is None:
+        # Both without a setting match; one with and one without do not.
+        background_similarity = 1.0 if query_background is None and record.background_embedding is None else 0.0
+    else:
+        background_similarity = float(record.background_embedding.to(query_background.device) @ query_background)
+    return object_similarity, background_similarity
 
 
 def _check_tenant(tenant: str) -> None:

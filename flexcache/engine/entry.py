@@ -165,7 +165,15 @@ META_VERSION = 1
 
 def encode_entry_meta(record: "PromptRecord", entry: CacheEntry) -> bytes:
     """What a persistent or shared tier stores beside a blob, to rebuild the index from it."""
-    embedding = record.embedding.detach().to("cpu", torch.float32).contiguous()
+    def b64(vector: torch.Tensor) -> str:
+        return base64.b64encode(vector.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).decode()
+
+    parts = {}
+    if record.parts is not None and record.object_embedding is not None:
+        parts = {"object": record.parts[0], "background": record.parts[1],
+                 "object_embedding": b64(record.object_embedding)}
+        if record.background_embedding is not None:
+            parts["background_embedding"] = b64(record.background_embedding)
     return json.dumps({
         "v": META_VERSION,
         "tenant": record.tenant,
@@ -175,7 +183,8 @@ def encode_entry_meta(record: "PromptRecord", entry: CacheEntry) -> bytes:
         "record_id": record.record_id,
         "step": entry.step,
         "nbytes": entry.nbytes,
-        "embedding": base64.b64encode(embedding.numpy().tobytes()).decode(),
+        "embedding": b64(record.embedding),
+        **parts,
     }, separators=(",", ":")).encode()
 
 
@@ -190,12 +199,21 @@ def decode_entry_meta(meta: bytes, dim: int | None = None) -> tuple["PromptRecor
         if data.get("v") != META_VERSION:
             raise ValueError(f"metadata version {data.get('v')!r}")
         signature = GenerationSignature.from_dict(data["signature"])
-        raw = base64.b64decode(data["embedding"], validate=True)
-        embedding = torch.frombuffer(bytearray(raw), dtype=torch.float32).clone()
-        if dim is not None and embedding.numel() != dim:
-            raise ValueError(f"embedding has {embedding.numel()} values, the index {dim}")
+
+        def vector(name: str) -> torch.Tensor:
+            raw = base64.b64decode(data[name], validate=True)
+            value = torch.frombuffer(bytearray(raw), dtype=torch.float32).clone()
+            if dim is not None and value.numel() != dim:
+                raise ValueError(f"{name} has {value.numel()} values, the index {dim}")
+            return value
+
         record = PromptRecord(int(data["record_id"]), str(data["tenant"]), str(data["prompt"]), signature,
-                              int(data["seed"]), embedding)
+                              int(data["seed"]), vector("embedding"))
+        if "object_embedding" in data:  # written under decoupled look-up
+            record.parts = (str(data["object"]), str(data["background"]))
+            record.object_embedding = vector("object_embedding")
+            if "background_embedding" in data:
+                record.background_embedding = vector("background_embedding")
         step = int(data["step"])
         entry = CacheEntry(record.record_id, step, signature.num_steps, int(data["nbytes"]), "",
                            store_key=entry_store_key(record.tenant, record.record_id, step))
@@ -215,6 +233,10 @@ class PromptRecord:
     seed: int
     embedding: torch.Tensor
     entries: dict[int, CacheEntry] = field(default_factory=dict)
+    # Decoupled look-up: (object part, background part) and their vectors (background None when empty).
+    parts: tuple[str, str] | None = None
+    object_embedding: torch.Tensor | None = None
+    background_embedding: torch.Tensor | None = None
 
     def deepest_step_at_most(self, step: int) -> int | None:
         """The deepest stored step not beyond `step`, or None."""

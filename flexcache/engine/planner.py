@@ -47,6 +47,26 @@ class SimilarityPlanner:
             return 0
         return min(num_steps - 1, max(1, round(fraction * num_steps)))
 
+    def part_fraction(self, object_similarity: float | None, background_similarity: float | None) -> float:
+        """Fraction of N the decoupled rules allow for these part similarities (0.0: none applies)."""
+        if object_similarity is None or background_similarity is None:
+            return 0.0
+        fraction = 0.0
+        for min_object, min_background, row_fraction in self.config.part_table:
+            if object_similarity >= min_object and background_similarity >= min_background:
+                fraction = max(fraction, row_fraction)
+        return fraction
+
+    def decoupled_skip_steps(self, similarity: float, object_similarity: float | None,
+                             background_similarity: float | None, num_steps: int) -> tuple[int, bool]:
+        """(K, whether the part rules allowed more than the full prompt alone)."""
+        full = self.skip_fraction(similarity)
+        parts = self.part_fraction(object_similarity, background_similarity)
+        fraction = max(full, parts)
+        if fraction == 0.0:
+            return 0, False
+        return min(num_steps - 1, max(1, round(fraction * num_steps))), parts > full
+
     def checkpoint_steps(self, num_steps: int) -> tuple[int, ...]:
         return checkpoint_steps(num_steps, self.config.checkpoint_fractions)
 
@@ -71,6 +91,12 @@ class Plan:
         seed: the seed of the initial noise for a full run.
         checkpoint_steps: steps after which a full run captures latents.
         embedding: the prompt's unit vector, reused by `insert`.
+        parts: (object part, background part) under decoupled look-up, else None.
+        part_embeddings: their unit vectors (background None when empty).
+        object_similarity, background_similarity: the hit's part similarities
+            (None on a miss or under full-prompt look-up).
+        via_parts: the hit's K came from the part rules (the full prompt alone
+            would have allowed less, or missed).
     """
 
     prompt: str
@@ -84,10 +110,17 @@ class Plan:
     seed: int
     checkpoint_steps: tuple[int, ...]
     embedding: torch.Tensor = dataclasses.field(repr=False, compare=False)
+    parts: tuple[str, str] | None = None
+    part_embeddings: tuple[torch.Tensor, torch.Tensor | None] | None = dataclasses.field(
+        default=None, repr=False, compare=False)
+    object_similarity: float | None = None
+    background_similarity: float | None = None
+    via_parts: bool = False
 
     @property
     def num_steps(self) -> int:
         return self.signature.num_steps
 
     def as_miss(self) -> "Plan":
-        return dataclasses.replace(self, hit=False, skip_steps=0, source_record=None, source_prompt=None)
+        return dataclasses.replace(self, hit=False, skip_steps=0, source_record=None, source_prompt=None,
+                                   object_similarity=None, background_similarity=None, via_parts=False)

@@ -16,9 +16,11 @@ uncached; `last_call_report` says why. ``pipe(prompt=..., prompt_embeds=...)``
 keys the cache on the prompt text and hands the pipeline only the embeddings,
 which is how pipelines built without a text encoder are served.
 
-Two keyword arguments are added to the pipeline call: ``flexcache_tenant``
-(namespace for this call; default: the one given to `enable_flexcache`) and
-``flexcache_enabled=False`` (bypass the cache for this call).
+Three keyword arguments are added to the pipeline call: ``flexcache_tenant``
+(namespace for this call; default: the one given to `enable_flexcache`),
+``flexcache_enabled=False`` (bypass the cache for this call) and
+``flexcache_parts=(object, background)`` (the prompt's parts for decoupled
+look-up, when the caller knows them better than the splitter).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class CallReport:
     skip_steps: int = 0
     num_steps: int = 0
     similarity: float | None = None
+    object_similarity: float | None = None
+    background_similarity: float | None = None
+    via_parts: bool = False  # the hit's K came from the object/background look-up
     source_prompt: str | None = None
     seed: int | None = None
     inserted: list[str] = field(default_factory=list)
@@ -308,6 +313,7 @@ class _Binding:
         original_call = self.original_class.__call__
         tenant = kwargs.pop("flexcache_tenant", None) or self.tenant
         enabled = kwargs.pop("flexcache_enabled", True)
+        parts = kwargs.pop("flexcache_parts", None)
         bound = self.call_signature.bind(pipe, *args, **kwargs)
         bound.apply_defaults()
         call_args = dict(bound.arguments)
@@ -338,7 +344,7 @@ class _Binding:
         signature = self.adapter.signature(pipe, call_args, self.model_id)
         generator = call_args.get("generator")
         seed = generator.initial_seed() if isinstance(generator, torch.Generator) else None
-        plan = self.cache.plan(prompt, signature, tenant=tenant, seed=seed)
+        plan = self.cache.plan(prompt, signature, tenant=tenant, seed=seed, parts=parts)
         device = pipe._execution_device
         latent = self.cache.fetch(plan, device=device) if plan.hit else None
         if plan.hit and latent is None:
@@ -348,6 +354,8 @@ class _Binding:
 
         if plan.hit:
             report.hit, report.skip_steps, report.source_prompt = True, plan.skip_steps, plan.source_prompt
+            report.object_similarity, report.background_similarity = plan.object_similarity, plan.background_similarity
+            report.via_parts = plan.via_parts
             pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, latent, resume=True)
             with self.run_lock:
                 original_scheduler = pipe.scheduler

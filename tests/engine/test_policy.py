@@ -1,14 +1,35 @@
-"""Tests for flexcache.engine.policy: LRU and NIRVANA's LCBFU."""
+"""Tests for flexcache.engine.policy: LRU, NIRVANA's LCBFU and the flexcache policy.
+
+Shared behaviour is parametrised over `POLICY_REGISTRY`, so a new policy is
+tested the moment it is registered; the property tests drive each policy
+through a real `TieredStore`.
+"""
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 
-from flexcache.engine.entry import CacheEntry
-from flexcache.engine.policy import LCBFUPolicy, LRUPolicy, ReplacementPolicy, build_policy
+from flexcache import CapacityError
+from flexcache.cli import build_parser
+from flexcache.config import POLICIES as CONFIG_POLICIES
+from flexcache.config import CacheConfig
+from flexcache.engine.entry import CacheEntry, entry_store_key
+from flexcache.engine.policy import (
+    POLICY_REGISTRY,
+    FlexCachePolicy,
+    LCBFUPolicy,
+    LRUPolicy,
+    ReplacementPolicy,
+    build_policy,
+)
+from flexcache.engine.store.memory import MemoryTier
+from flexcache.engine.store.tiered import TieredStore
 from flexcache.errors import ConfigError, FlexCacheError
 
-POLICIES = ["lru", "lcbfu"]
+POLICIES = list(POLICY_REGISTRY)
 
 
 def entry(record_id: int, step: int = 5, hits: int = 0, num_steps: int = 50) -> CacheEntry:
@@ -41,6 +62,7 @@ def test_build_policy_returns_fresh_named_policy(name):
 def test_build_policy_classes():
     assert type(build_policy("lru")) is LRUPolicy
     assert type(build_policy("lcbfu")) is LCBFUPolicy
+    assert type(build_policy("flexcache")) is FlexCachePolicy
 
 
 @pytest.mark.parametrize("name", POLICIES)
@@ -241,3 +263,430 @@ def test_lcbfu_differs_from_lru():
         policy.on_insert(shallow)
     assert lru.victim() == deep.key
     assert lcbfu.victim() == shallow.key
+
+
+# -- every registered policy: names, exclusion, determinism -------------------------
+
+
+def test_config_and_cli_accept_every_registered_policy():
+    assert set(CONFIG_POLICIES) == set(POLICY_REGISTRY)
+    for name in POLICY_REGISTRY:
+        assert CacheConfig(policy=name).policy == name
+        assert CacheConfig.from_dict({"policy": name}).policy == name
+        assert build_parser().parse_args(["demo", "--policy", name]).policy == name
+
+
+def test_build_policy_passes_options_and_rejects_unknown_ones():
+    assert build_policy("flexcache", half_life=16).half_life == 16.0
+    with pytest.raises(ConfigError, match="lru"):
+        build_policy("lru", half_life=16)
+
+
+def build_with(name: str, entries: list[CacheEntry]) -> ReplacementPolicy:
+    policy = build_policy(name)
+    for e in entries:
+        policy.on_insert(e)
+    return policy
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_excluded_keys_are_skipped_and_keep_their_place(name):
+    entries = [entry(i, step=5 * (i % 3 + 1), hits=i % 2) for i in range(6)]
+    order = drain(build_with(name, entries))
+    policy = build_with(name, entries)
+    assert policy.victim() == order[0]
+    assert policy.victim(exclude={order[0]}) == order[1]
+    assert policy.victim(exclude=set(order[:-1])) == order[-1]
+    assert policy.victim(exclude=set(order)) is None
+    assert len(policy) == 6  # exclusion removes nothing...
+    assert drain(policy) == order  # ...and changes no entry's standing
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_same_trace_gives_same_victims(name):
+    """Eviction order depends on the event sequence only (no wall clock, no salted hash)."""
+    rng = random.Random(7)
+    entries = [CacheEntry(i, rng.choice([5, 10, 20]), 50, rng.choice([100, 300, 900]), "memory")
+               for i in range(30)]
+    trace = [(rng.random() < 0.3, rng.randrange(30)) for _ in range(300)]
+
+    def run() -> list[str]:
+        policy = build_policy(name)
+        for is_insert, i in trace:
+            (policy.on_insert if is_insert else policy.on_access)(entries[i])
+        return drain(policy)
+
+    assert run() == run()
+
+
+# -- flexcache ------------------------------------------------------------------------
+
+D = 2.0 ** (-1 / 64)  # the default per-event decay
+
+
+def sized(record_id: int, step: int, nbytes: int) -> CacheEntry:
+    return CacheEntry(record_id=record_id, step=step, num_steps=50, nbytes=nbytes, tier="memory")
+
+
+def test_flexcache_value_is_steps_times_decayed_hits_per_byte():
+    policy = FlexCachePolicy()
+    a, b = sized(1, 20, 400), sized(2, 10, 100)
+    policy.on_insert(a)  # t=1: r_a = 1/2
+    assert policy.hit_rate(a.key) == pytest.approx(0.5)
+    assert policy.value(a.key) == pytest.approx(20 * 0.5 / 400)
+    policy.on_insert(b)  # t=2: a decays one event
+    assert policy.hit_rate(a.key) == pytest.approx(0.5 * D)
+    policy.on_access(a)  # t=3: r_a = 1/2 d^2 + 1
+    policy.on_access(b)  # t=4: r_b = 1/2 d^2 + 1, r_a = (1/2 d^2 + 1) d
+    assert policy.hit_rate(a.key) == pytest.approx((0.5 * D**2 + 1) * D)
+    assert policy.value(a.key) == pytest.approx(20 * (0.5 * D**2 + 1) * D / 400)
+    assert policy.value(b.key) == pytest.approx(10 * (0.5 * D**2 + 1) / 100)
+    assert policy.victim() == a.key  # 0.05 vs 0.15 per byte
+    assert policy.value("untracked") is None and policy.hit_rate("untracked") is None
+
+
+def test_flexcache_hits_halve_every_half_life_events():
+    policy = FlexCachePolicy(half_life=8)
+    a, other = sized(1, 10, 100), sized(2, 10, 100)
+    policy.on_insert(a)
+    policy.on_insert(other)
+    policy.on_access(a)
+    before = policy.hit_rate(a.key)
+    for _ in range(8):
+        policy.on_access(other)
+    assert policy.hit_rate(a.key) == pytest.approx(before / 2)
+    policy.on_remove(other.key)
+    policy.on_access(other)  # an untracked key is no event: the clock stands still
+    assert policy.hit_rate(a.key) == pytest.approx(before / 2)
+
+
+def test_flexcache_new_entry_outlives_entries_whose_hits_stopped():
+    """Insertion counts as half a hit: a newcomer beats hits older than ~1 half-life, loses to fresh ones."""
+    policy = FlexCachePolicy(half_life=4)
+    stale, fresh = sized(1, 10, 100), sized(2, 10, 100)
+    policy.on_insert(stale)
+    policy.on_access(stale)  # r = 1 + d/2 at t=2
+    policy.on_insert(fresh)
+    for _ in range(8):
+        policy.on_access(fresh)
+    new = sized(3, 10, 100)
+    policy.on_insert(new)  # r_stale ~ 1.4 x 2^-2.25 = 0.3 < 0.5
+    assert policy.victim() == stale.key
+    lcbfu = build_policy("lcbfu")
+    for e in (stale, fresh, new):
+        lcbfu.on_insert(e)
+    stale.hits, fresh.hits = 1, 8
+    assert lcbfu.victim() == new.key  # LCBFU drops the newcomer first
+
+
+def test_flexcache_ties_go_to_least_recently_used():
+    policy = FlexCachePolicy()
+    a, b, c = sized(1, 10, 100), sized(2, 10, 100), sized(3, 10, 100)
+    for e in (a, b, c):
+        policy.on_insert(e)
+    assert drain(build_with("flexcache", [a, b, c])) == [a.key, b.key, c.key]
+    zero_a, zero_b = sized(4, 0, 100), sized(5, 0, 100)  # K = 0 saves nothing: value 0, a true tie
+    policy.on_insert(zero_a)
+    policy.on_insert(zero_b)
+    policy.on_access(zero_a)
+    assert drain(policy)[:2] == [zero_b.key, zero_a.key]
+
+
+def test_flexcache_zero_byte_entry_does_not_divide_by_zero():
+    policy = FlexCachePolicy()
+    policy.on_insert(sized(1, 10, 0))
+    assert math.isfinite(policy.value(sized(1, 10, 0).key))
+
+
+@pytest.mark.parametrize("bad", [0, -1, math.inf, math.nan, "64"])
+def test_flexcache_rejects_bad_settings(bad):
+    with pytest.raises(ConfigError):
+        FlexCachePolicy(half_life=bad)
+    with pytest.raises(ConfigError):
+        FlexCachePolicy(insert_prior=bad)
+
+
+class _EagerFlexCache:
+    """Oracle: the textbook definition, decaying every entry on every event (O(n) per event)."""
+
+    def __init__(self, half_life: float = 64.0) -> None:
+        self.decay = 2.0 ** (-1.0 / half_life)
+        self.clock = 0
+        self.state: dict[str, list] = {}  # key -> [K, nbytes, r, last event]
+
+    def _tick(self) -> None:
+        self.clock += 1
+        for item in self.state.values():
+            item[2] *= self.decay
+
+    def insert(self, e: CacheEntry) -> None:
+        self._tick()
+        self.state[e.key] = [e.step, max(e.nbytes, 1), 0.5, self.clock]
+
+    def access(self, e: CacheEntry) -> None:
+        if e.key in self.state:
+            self._tick()
+            self.state[e.key][2] += 1.0
+            self.state[e.key][3] = self.clock
+
+    def value(self, key: str) -> float:
+        k, nbytes, r, _ = self.state[key]
+        return k * r / nbytes
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_flexcache_lazy_decay_matches_eager_decay(seed):
+    rng = random.Random(seed)
+    half_life = rng.choice([4, 16, 64])
+    lazy, eager = FlexCachePolicy(half_life=half_life), _EagerFlexCache(half_life)
+    entries = [sized(i, rng.choice([2, 5, 10, 25]), rng.choice([64, 100, 333, 1000])) for i in range(25)]
+    for _ in range(600):
+        e = rng.choice(entries)
+        op = rng.random()
+        if op < 0.2:
+            lazy.on_insert(e)
+            eager.insert(e)
+        elif op < 0.9:
+            lazy.on_access(e)
+            eager.access(e)
+        else:
+            lazy.on_remove(e.key)
+            eager.state.pop(e.key, None)
+        assert len(lazy) == len(eager.state)
+        for key in eager.state:
+            assert lazy.value(key) == pytest.approx(eager.value(key), rel=1e-9)
+        victim = lazy.victim()
+        if eager.state:
+            lowest = min(eager.value(k) for k in eager.state)
+            assert eager.value(victim) == pytest.approx(lowest, rel=1e-9)
+        else:
+            assert victim is None
+
+
+# -- hand-computable traces through a real store -------------------------------------
+
+
+def engine_hit(store: TieredStore, e: CacheEntry) -> None:
+    """What `FlexCache.fetch` does on a hit: read through the store, then count the hit."""
+    assert store.get(e.key) is not None
+    e.hits += 1
+
+
+def store_entry(n: int, step: int, nbytes: int) -> CacheEntry:
+    return CacheEntry(n, step, 50, nbytes, "", store_key=entry_store_key("t", n, step))
+
+
+def kept_after(name: str, capacity: int, script) -> set[str]:
+    store = TieredStore([MemoryTier(capacity)], policy=name, background=False)
+    script(store)
+    store.drain()
+    kept = set(store.tiers[0].keys())
+    assert store.tiers[0].bytes_used <= capacity
+    return kept
+
+
+SMALL = [store_entry(i, 20, 100) for i in range(1, 5)]
+BIG = store_entry(5, 25, 600)
+NEW_A = store_entry(6, 20, 400)
+
+
+def _size_trace(store: TieredStore) -> None:
+    for e in SMALL + [BIG]:
+        e.hits = 0
+        store.put(e, b"s" * e.nbytes)
+    for e in SMALL + [BIG]:
+        engine_hit(store, e)
+    store.put(NEW_A, b"n" * NEW_A.nbytes)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("lru", {BIG.key, NEW_A.key}),
+    ("lcbfu", {BIG.key, NEW_A.key}),
+    ("flexcache", {e.key for e in SMALL} | {NEW_A.key}),
+])
+def test_trace_big_poorly_compressed_entry_vs_small_ones(name, expected):
+    """One tier of 1000 bytes; every entry is hit once; which 400 bytes make room for a new entry?
+
+    Entries: s1..s4 with K=20 and 100 bytes each, B with K=25 and 600 bytes
+    (a latent that compressed badly). Trace (t = policy clock):
+
+        t=1..5   put s1, s2, s3, s4, B        (1000 / 1000 bytes)
+        t=6..10  hit s1, s2, s3, s4, B        (one hit each)
+                 put N (K=20, 400 bytes)      -> 400 bytes must go
+
+    * lru: least recent first: s1, s2, s3, s4 go (400 bytes). Keeps {B, N}.
+    * lcbfu: K x (hits + 1) is 40 for each s_i, 50 for B: the s_i go. Keeps {B, N}.
+    * flexcache, at t=10 with d = 2^(-1/64) (so every d^k here is in [0.9, 1]):
+      value(s_i) = 20 (d^(10-i)/2 + d^(5-i)) / 100 >= 20 x 1.35 / 100 = 0.27 per byte,
+      value(B)   = 25 (d^5/2 + 1) / 600 <= 25 x 1.5 / 600 = 0.0625 per byte:
+      B goes (600 bytes is enough). Keeps {s1, s2, s3, s4, N}.
+
+    Right answer: if the next stretch of traffic looks like the last one, the
+    kept s_i save 4 x 20 = 80 steps where B saves 25, in less space.
+    """
+    assert kept_after(name, 1000, _size_trace) == expected
+
+
+OLD = store_entry(11, 40, 200)
+CURRENT = store_entry(12, 10, 200)
+NEW_B = store_entry(13, 10, 200)
+
+
+def _stale_trace(store: TieredStore) -> None:
+    for e in (OLD, CURRENT):
+        e.hits = 0
+    store.put(OLD, b"o" * OLD.nbytes)
+    for _ in range(60):
+        engine_hit(store, OLD)
+    store.put(CURRENT, b"c" * CURRENT.nbytes)
+    for _ in range(192):
+        engine_hit(store, CURRENT)
+    store.put(NEW_B, b"n" * NEW_B.nbytes)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("lru", {CURRENT.key, NEW_B.key}),
+    ("lcbfu", {OLD.key, NEW_B.key}),
+    ("flexcache", {CURRENT.key, NEW_B.key}),
+])
+def test_trace_formerly_popular_deep_entry_vs_currently_popular(name, expected):
+    """One tier of 400 bytes; a deep entry that was popular long ago vs. a shallow one popular now.
+
+    Entries: O with K=40, C with K=10, 200 bytes each. Trace (t = policy clock):
+
+        t=1        put O
+        t=2..61    hit O 60 times               (then never again)
+        t=62       put C
+        t=63..254  hit C 192 times              (3 half-lives of 64 events)
+                   put N (K=10, 200 bytes)      -> one of O, C must go
+
+    * lru: O was used last at t=61, C at t=254: O goes. Keeps {C, N}.
+    * lcbfu: O scores 40 x 61 = 2440, C 10 x 193 = 1930: C goes. Keeps {O, N}.
+    * flexcache at t=254: O's 60.5 hits are all >= 193 events old, so
+      r_O <= 60.5 x 2^(-3) < 7.6 and value(O) <= 40 x 7.6 / 200 = 1.52;
+      C was hit on each of the last 192 events, so
+      r_C >= sum_{k<192} d^k = (1 - 2^-3) / (1 - 2^(-1/64)) > 81 and value(C) >= 10 x 81 / 200 = 4.05:
+      O goes. Keeps {C, N}.
+
+    Right answer: C saves 10 steps on every current request; O has not been
+    asked for in 193 events.
+    """
+    assert kept_after(name, 400, _stale_trace) == expected
+
+
+# -- properties through a real TieredStore --------------------------------------------
+
+
+def check_store(store: TieredStore, blobs: dict[str, bytes], pinned: dict[str, set[int]]) -> None:
+    """Capacity holds in every tier, bookkeeping matches the tiers, pinned copies are intact."""
+    for index, tier in enumerate(store.tiers):
+        keys = list(tier.keys())
+        held = sum(len(tier.get(k)) for k in keys)
+        assert tier.bytes_used == held <= tier.capacity_bytes
+        assert len(store.policies[index]) == len(keys)  # the policy tracks exactly this tier's copies
+        for key in keys:
+            assert tier.name in store.tiers_of(key)
+            assert tier.get(key) == blobs[key]
+    for key, tiers_at_pin in pinned.items():
+        now = {i for i, tier in enumerate(store.tiers) if tier.name in store.tiers_of(key)}
+        assert tiers_at_pin <= now, f"pinned {key} lost a copy"
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("name", POLICIES)
+def test_random_traces_keep_capacity_and_pinned_entries(name, seed):
+    rng = random.Random(1000 * seed + len(name))
+    tiers = [MemoryTier(c) for c in (300, 500, 700)]
+    for i, tier in enumerate(tiers):
+        tier.name = f"t{i}"
+    store = TieredStore(tiers, policy=name, background=False)
+    entries = {n: store_entry(n, 5 * (n % 5 + 1), 0) for n in range(40)}
+    blobs: dict[str, bytes] = {}
+    pins: dict[str, int] = {}
+    pinned: dict[str, set[int]] = {}  # key -> tiers that held it when pinned (must keep it)
+    for step in range(400):
+        n = rng.randrange(40)
+        e = entries[n]
+        op = rng.random()
+        if op < 0.4 and e.key not in pins:
+            size = rng.choice([50, 100, 150, 250])
+            e.nbytes = size
+            blob = bytes([n, step % 251]) * (size // 2)
+            blobs[e.key] = blob
+            try:
+                store.put(e, blob)
+            except CapacityError:
+                assert not store.contains(e.key)  # every tier full of pinned entries: nothing half-stored
+        elif op < 0.65:
+            blob = store.get(e.key)
+            if blob is not None:
+                assert blob == blobs[e.key]
+                e.hits += 1
+        elif op < 0.72 and e.key not in pins:
+            store.remove(e.key)
+        elif op < 0.82 and len(pins) < 10:
+            stored = [x for x in entries.values() if store.tiers_of(x.key)]
+            e = rng.choice(stored) if stored else e  # mostly pin what is stored, so pins bite
+            if store.pin(e.key):
+                pinned[e.key] = {i for i, t in enumerate(tiers) if t.name in store.tiers_of(e.key)}
+            pins[e.key] = pins.get(e.key, 0) + 1
+        elif op < 0.9 and pins:
+            key = rng.choice(sorted(pins))
+            store.unpin(key)
+            pins[key] -= 1
+            if not pins[key]:
+                del pins[key]
+                pinned.pop(key, None)
+        else:
+            store.drain()
+        check_store(store, blobs, pinned)
+    for key, count in pins.items():
+        for _ in range(count):
+            store.unpin(key)
+    store.drain()
+    check_store(store, blobs, {})
+    big = store_entry(99, 5, 0)
+    store.put(big, b"x" * 700)  # with nothing pinned, even a last-tier-sized entry fits
+    store.drain()
+    check_store(store, {**blobs, big.key: b"x" * 700}, {})
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("pin", [True, False])
+def test_an_entry_pinned_while_read_survives_pressure(name, pin):
+    """The engine's pattern: pin, read and decode, unpin; a flood of inserts meanwhile evicts others.
+
+    The flood's entries are deeper and newer than the read one, so every
+    policy would evict it first (the run with ``pin=False`` shows it).
+    """
+    store = TieredStore([MemoryTier(300)], policy=name, background=False)
+    hot = store_entry(1, 5, 100)
+    store.put(hot, b"h" * 100)
+    if pin:
+        assert store.pin(hot.key)
+    for n in range(2, 30):
+        store.put(store_entry(n, 25, 100), bytes([n]) * 100)
+        assert store.tiers[0].bytes_used <= 300
+    assert store.contains(hot.key) is pin
+    if pin:
+        assert store.get(hot.key) == b"h" * 100
+        store.unpin(hot.key)
+        assert not store.is_pinned(hot.key)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_only_pinned_entries_left_refuses_the_put(name):
+    store = TieredStore([MemoryTier(300)], policy=name, background=False)
+    held = [store_entry(n, 10, 100) for n in range(3)]
+    for e in held:
+        store.put(e, b"p" * 100)
+        store.pin(e.key)
+    newcomer = store_entry(9, 10, 100)
+    with pytest.raises(CapacityError):
+        store.put(newcomer, b"n" * 100)
+    assert not store.contains(newcomer.key)
+    assert all(store.get(e.key) == b"p" * 100 for e in held)
+    store.unpin(held[1].key)
+    store.put(newcomer, b"n" * 100)
+    assert not store.contains(held[1].key)
+    assert {store.contains(e.key) for e in (held[0], held[2], newcomer)} == {True}

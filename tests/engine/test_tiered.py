@@ -9,6 +9,7 @@ import time
 import pytest
 
 from flexcache import CapacityError
+from flexcache.errors import FlexCacheError
 from flexcache.engine.entry import CacheEntry, entry_store_key
 from flexcache.engine.store.base import ChecksummedTier
 from flexcache.engine.store.memory import MemoryTier
@@ -198,3 +199,125 @@ def test_replacing_a_key_leaves_no_untracked_copies():
     store.drain()
     assert store.get(e.key) == b"y" * 50
     assert tiers[0].bytes_used == 50 and tiers[1].bytes_used == 50
+
+
+# -- pinning ---------------------------------------------------------------------------
+
+
+def test_pinned_entries_are_not_demoted_and_new_ones_go_below():
+    store, tiers, evicted = make(capacities=(200, 1000))
+    a, b, c = entry(1), entry(2), entry(3)
+    for e in (a, b):
+        store.put(e, blob_of(e.record_id), b"")
+        assert store.pin(e.key)
+    store.put(c, blob_of(3), b"")  # t0 holds only pinned entries: c lands in t1
+    store.drain()
+    assert store.tiers_of(a.key) == ["t0"] and store.tiers_of(b.key) == ["t0"]
+    assert store.tiers_of(c.key) == ["t1"] and c.tier == "t1"
+    store.unpin(a.key)
+    store.put(entry(4), blob_of(4), b"")
+    store.drain()
+    assert store.tiers_of(a.key) == ["t1"]  # unpinned, the least recent is demoted as usual
+    assert store.tiers_of(b.key) == ["t0"] and not evicted
+
+
+def test_pins_are_counted_per_key():
+    store = TieredStore([MemoryTier(100)], policy="lru", background=False)
+    a, b = entry(1), entry(2)
+    store.put(a, blob_of(1), b"")
+    assert store.pin(a.key) and store.pin(a.key)  # two readers
+    store.unpin(a.key)  # one is done; the other still reads
+    with pytest.raises(CapacityError):
+        store.put(b, blob_of(2), b"")
+    assert store.get(a.key) == blob_of(1) and not store.contains(b.key)
+    store.unpin(a.key)
+    assert not store.is_pinned(a.key)
+    store.put(b, blob_of(2), b"")
+    assert not store.contains(a.key) and store.contains(b.key)
+    with pytest.raises(FlexCacheError, match="without a matching pin"):
+        store.unpin(a.key)
+
+
+def test_pinned_context_releases_on_error_and_reports_presence():
+    store, _, _ = make()
+    a = entry(1)
+    with store.pinned(a.key) as held:
+        assert not held  # a key may be pinned before it is stored
+        store.put(a, blob_of(1), b"")
+    assert not store.is_pinned(a.key)
+    with pytest.raises(RuntimeError):
+        with store.pinned(a.key) as held:
+            assert held and store.is_pinned(a.key)
+            raise RuntimeError("decode failed")
+    assert not store.is_pinned(a.key)
+
+
+def test_a_pin_survives_replacement_and_removal_but_does_not_block_them():
+    store, _, _ = make(capacities=(100, 100))
+    a = entry(1)
+    store.put(a, blob_of(1), b"")
+    store.pin(a.key)
+    store.put(entry(1, size=50), b"y" * 50, b"")  # explicit replacement is not eviction
+    assert store.get(a.key) == b"y" * 50
+    assert store.remove(a.key) and not store.contains(a.key)
+    assert store.is_pinned(a.key)  # the pin waits for the key's next version
+    store.put(a, blob_of(1), b"")
+    for n in range(2, 6):
+        store.put(entry(n), blob_of(n), b"")
+    assert store.get(a.key) == blob_of(1)
+    store.unpin(a.key)
+
+
+@pytest.mark.parametrize("policy", ["lru", "lcbfu", "flexcache"])
+def test_concurrent_readers_never_lose_a_pinned_entry(policy):
+    tiers = [MemoryTier(600), MemoryTier(1_000)]
+    store = TieredStore(tiers, policy=policy, queue_size=64, background=True)
+    hot = [entry(n, step=5) for n in range(4)]
+    for e in hot:
+        store.put(e, blob_of(e.record_id), b"")
+    errors: list[BaseException] = []
+    reads = [0]
+    stop = threading.Event()
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            while not stop.is_set():
+                e = rng.choice(hot)
+                with store.pinned(e.key) as held:
+                    for _ in range(3):
+                        blob = store.get(e.key)
+                        assert (blob is not None) if held else True, f"pinned {e.key} vanished"
+                        assert blob is None or blob == blob_of(e.record_id)
+                        reads[0] += blob is not None
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(400):
+                n = rng.randrange(10, 60)
+                size = rng.choice([100, 200])
+                store.put(entry(n, step=25, size=size), bytes([n]) * size, b"")
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=reader, args=(s,)) for s in range(3)]
+    writers = [threading.Thread(target=writer, args=(10 + s,)) for s in range(2)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    store.drain(timeout=10)
+    assert not errors, errors
+    assert reads[0] > 0
+    assert not any(store.is_pinned(e.key) for e in hot)
+    for tier in tiers:
+        held = sum(len(tier.get(k)) for k in tier.keys())
+        assert tier.bytes_used == held <= tier.capacity_bytes
+    store.close()

@@ -51,7 +51,7 @@ def uninterrupted(pipe, seed, capture_step=None, **overrides):
 def test_resume_from_cached_latent_reproduces_uninterrupted_run(pipe, make_cache, fraction):
     # A table that maps an identical prompt to exactly this checkpoint.
     # Lossless entries: the invariant is about resuming, not about compression.
-    cache = make_cache(codec={"name": "lossless"}, planner={"similarity_table": [[0.99, fraction]]})
+    cache = make_cache(codec={"name": "lossless"}, planner={"lookup": "full", "similarity_table": [[0.99, fraction]]})
     reference, x_k = uninterrupted(pipe, seed=1234, capture_step=round(fraction * STEPS))
     enable_flexcache(pipe, cache)
 

@@ -32,7 +32,7 @@ def test_resume_reproduces_uninterrupted_ddim_run(pipe, make_cache, fraction):
     reference = pipe(prompt_embeds=tiny_prompt_embeds(PROMPT), latents=seeded_noise(LATENT, 99).unsqueeze(0),
                      **CALL).frames
     # Lossless entries: the invariant is about resuming, not about compression.
-    cache = make_cache(codec={"name": "lossless"}, planner={"similarity_table": [[0.99, fraction]]})
+    cache = make_cache(codec={"name": "lossless"}, planner={"lookup": "full", "similarity_table": [[0.99, fraction]]})
     enable_flexcache(pipe, cache)
     first = run(pipe, generator=torch.Generator().manual_seed(99))
     assert not last_call_report(pipe).hit

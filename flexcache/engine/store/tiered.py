@@ -11,6 +11,9 @@ Placement rules:
   policy. A victim that has a copy in a lower tier just loses this copy; one
   that has none is demoted (its blob handed to the background worker for the
   next tier) or, from the last tier, evicted.
+* A pinned key (`pin`, reference-counted) is never a victim in any tier, so
+  an entry being read or held by a user stays where it is; when only pinned
+  entries are left, the tier refuses the write like a full tier would.
 * Background work goes through one bounded queue. When it is full the move is
   dropped and counted (back-pressure); the request that triggered it never
   waits. A dropped demotion of an entry with no other copy is an eviction.
@@ -24,7 +27,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flexcache.engine.entry import CacheEntry
@@ -41,6 +45,21 @@ class _Located:
     meta: bytes
     tiers: set[int]  # indexes of the tiers holding a copy
     pending: int = 0  # background copies in flight
+
+
+class _Excluding:
+    """The keys `_make_room` must not evict: one key plus the pinned ones (a live view, no copy)."""
+
+    __slots__ = ("_key", "_pins")
+
+    def __init__(self, key: str, pins: dict[str, int]) -> None:
+        self._key, self._pins = key, pins
+
+    def __contains__(self, key: object) -> bool:
+        return key == self._key or key in self._pins
+
+    def __bool__(self) -> bool:
+        return True
 
 
 class TieredStore:
@@ -75,6 +94,7 @@ class TieredStore:
         self._evicted: list[str] = []  # keys to report through on_evicted
         self._reserved = [0] * len(self.tiers)  # bytes of writes in flight, per tier
         self._writing: set[tuple[int, str]] = set()  # (tier, key) being written
+        self._pins: dict[str, int] = {}  # key -> pin count; pinned keys are never victims
         # Optional owner hooks, called outside the lock: a copy landed in / left a tier.
         self.on_placed: Callable[[str, int, bytes], None] | None = None
         self.on_left: Callable[[str, int], None] | None = None
@@ -110,6 +130,64 @@ class TieredStore:
 
     def tier_stats(self) -> list[TierStats]:
         return [t.stats() for t in self.tiers]
+
+    # -- pinning ------------------------------------------------------------------
+
+    def pin(self, key: str) -> bool:
+        """Protect `key` from capacity eviction in every tier until a matching `unpin`.
+
+        Pins are counted per key: each `pin` needs its own `unpin`, so
+        concurrent readers can pin the same entry. A pin protects against
+        capacity pressure only; `remove` and a `put` that replaces the key
+        still take effect, and the pin then holds the key's next version.
+        A key may be pinned before it is stored.
+
+        Args:
+            key: the entry's store key.
+
+        Returns:
+            Whether a tier holds a copy of `key` now (the pin is taken either
+            way). False also while its only copy is being demoted: that move
+            may still fail and evict it.
+
+        Example:
+            >>> from flexcache.engine.store.memory import MemoryTier
+            >>> store = TieredStore([MemoryTier(1000)], background=False)
+            >>> with store.pinned("some-key"):
+            ...     pass  # read and decode the entry; it cannot be evicted meanwhile
+        """
+        with self._lock:
+            self._pins[key] = self._pins.get(key, 0) + 1
+            located = self._located.get(key)
+            return located is not None and bool(located.tiers)
+
+    def unpin(self, key: str) -> None:
+        """Release one `pin` of `key`.
+
+        Raises:
+            FlexCacheError: `key` is not pinned (an unpin without its pin).
+        """
+        with self._lock:
+            count = self._pins.get(key, 0)
+            if count <= 0:
+                raise FlexCacheError(f"unpin({key!r}) without a matching pin()")
+            if count == 1:
+                del self._pins[key]
+            else:
+                self._pins[key] = count - 1
+
+    @contextmanager
+    def pinned(self, key: str) -> Iterator[bool]:
+        """`pin` for the duration of a ``with`` block; yields what `pin` returned."""
+        stored = self.pin(key)
+        try:
+            yield stored
+        finally:
+            self.unpin(key)
+
+    def is_pinned(self, key: str) -> bool:
+        with self._lock:
+            return key in self._pins
 
     # -- writes -------------------------------------------------------------------
 
@@ -202,23 +280,19 @@ class TieredStore:
         return False
 
     def _make_room(self, index: int, nbytes: int, protect: str) -> bool:
-        """Free space in tier `index` by its policy (lock held). False if impossible."""
+        """Free space in tier `index` by its policy (lock held). False if impossible.
+
+        Neither `protect` (the key being written) nor a pinned key is ever
+        chosen; when only they are left, the tier cannot take the write.
+        """
         tier, policy = self.tiers[index], self.policies[index]
-        skipped = []
-        try:
-            while not tier.fits(nbytes):
-                victim = policy.victim()
-                if victim is None:
-                    return False
-                if victim == protect:
-                    policy.on_remove(victim)
-                    skipped.append(self._located[victim].entry)
-                    continue
-                self._leave_tier(index, victim)
-            return True
-        finally:
-            for entry in skipped:
-                policy.on_insert(entry)
+        keep = _Excluding(protect, self._pins)
+        while not tier.fits(nbytes):
+            victim = policy.victim(exclude=keep)
+            if victim is None:
+                return False
+            self._leave_tier(index, victim)
+        return True
 
     def _leave_tier(self, index: int, key: str) -> None:
         """Take `key` out of tier `index` (lock held): drop, demote or evict."""

@@ -1,0 +1,248 @@
+"""`flexcache bench quality`: what resuming from a cached latent costs in quality, on the toy world.
+
+* ``adherence_full_steps``: the shipped toy-world model at full steps on the
+  held-out attribute combinations (`world.held_out_specs`), as
+  `flexcache.toyworld.evaluate` measures it.
+* One row per (case, K, budget): a target request (a held-out combination)
+  resumes at step K from the latent x_K of a source request related to it as
+  `case` says (`toyworld.cases`), after x_K went through the compressing codec
+  at that error budget (``budget`` is the sigma budget, a fraction of sigma_K;
+  None: stored exactly). Source and target share the seed of their initial
+  noise, so K = 0 is the target's own full-step run. Each row reports the
+  target's adherence, the pixel distance to the target's own full-step clip
+  (RMS in [0, 1] pixel units), the stored bytes, and the full-prompt
+  similarity of the pairs (the packaged MiniLM, as the engine's look-up sees it).
+
+These rows calibrate the similarity -> K thresholds of the planner.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from flexcache.config import CodecConfig
+from flexcache.toyworld.cases import CASES, related_request, request_for
+from flexcache.toyworld.model import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    MODEL_ID,
+    WEIGHTS,
+    PromptEncoder,
+    initial_noise,
+    sample,
+    toyworld_pipeline,
+)
+from flexcache.toyworld.world import ATTRIBUTES, held_out_specs
+
+DEFAULT_SKIPS = (0, 4, 8, 12, 16)
+DEFAULT_BUDGETS: tuple[float | None, ...] = (None, 0.02, 0.1)
+
+
+def _sigmas(pipe, steps: int) -> list[float]:
+    import copy
+
+    scheduler = copy.deepcopy(pipe.scheduler)
+    scheduler.set_timesteps(steps)
+    return [float(s) for s in scheduler.sigmas]
+
+
+def _code(latents: torch.Tensor, seeds: list[int], sigma: float, budget: float | None) -> tuple[torch.Tensor, int]:
+    """x_K as a cache entry would return it, and the bytes it took."""
+    from flexcache.kernels.codec import build_codec
+
+    if budget is None:
+        return latents, latents.numel() * latents.element_size()
+    codec = build_codec(CodecConfig(name="flexcache", budget_mode="sigma", sigma_budget=budget))
+    decoded, stored = [], 0
+    for latent, seed in zip(latents, seeds):
+        blob = codec.encode(latent, seed=seed, sigma=sigma, frame_axis=1)
+        stored += len(blob)
+        decoded.append(codec.decode(blob))
+    return torch.stack(decoded), stored
+
+
+def _pair_similarities(embedder, targets: list[str], sources: list[str]):
+    """Cosines of the full prompts, the object parts and the background parts (`engine.splitter`)."""
+    from flexcache.engine.splitter import split_prompt
+
+    def cosines(a: list[str], b: list[str]) -> torch.Tensor:
+        return (embedder.embed(a).cpu() * embedder.embed(b).cpu()).sum(dim=1)
+
+    parts_t = [split_prompt(p) for p in targets]
+    parts_s = [split_prompt(p) for p in sources]
+    return (cosines(targets, sources), cosines([p.object for p in parts_t], [p.object for p in parts_s]),
+            cosines([p.background or "-" for p in parts_t], [p.background or "-" for p in parts_s]))
+
+
+def _score(clips: torch.Tensor, specs, reference: torch.Tensor) -> dict[str, Any]:
+    from flexcache.toyworld.reader import attribute_matches
+
+    clips = clips.clamp(-1, 1)
+    per_attribute = {name: 0.0 for name in ATTRIBUTES}
+    for clip, spec in zip(clips, specs):
+        for name, ok in attribute_matches(clip, spec).items():
+            per_attribute[name] += ok / len(specs)
+    distance = ((clips - reference.clamp(-1, 1)) / 2).pow(2).mean(dim=(1, 2, 3, 4)).sqrt()
+    return {"adherence": sum(per_attribute.values()) / len(ATTRIBUTES),
+            "per_attribute": {k: round(v, 4) for k, v in per_attribute.items()},
+            "pixel_distance": float(distance.mean())}
+
+
+def run_quality_bench(*, weights=WEIGHTS, pairs: int = 24, skips: tuple[int, ...] = DEFAULT_SKIPS,
+                      budgets: tuple[float | None, ...] = DEFAULT_BUDGETS, steps: int = DEFAULT_STEPS,
+                      guidance: float = DEFAULT_GUIDANCE, held_out_prompts: int = 2, seed: int = 0,
+                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    from flexcache.config import EmbedderConfig
+    from flexcache.engine.embedder import SentenceTransformerEmbedder
+    from flexcache.toyworld.evaluate import evaluate
+
+    say = progress or (lambda message: None)
+    if pairs < 1 or steps < 2 or any(not 0 <= k < steps for k in skips):
+        raise ValueError(f"pairs must be >= 1 and every K in [0, {steps})")
+    started = time.perf_counter()
+    pipe = toyworld_pipeline(weights)
+    pipe.set_progress_bar_config(disable=True)
+    encoder = PromptEncoder()
+    embedder = SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
+    sigmas = _sigmas(pipe, steps)
+
+    held_out = held_out_specs()
+    say(f"full-step adherence on {len(held_out)} held-out combinations")
+    full = evaluate(pipe, encoder, held_out, prompts_per_spec=held_out_prompts, steps=steps,
+                    guidance=guidance, seed=seed)
+    rows: list[dict[str, Any]] = []
+    pair_similarities: dict[str, dict[str, list[float]]] = {}
+    targets_pool = held_out_specs()
+    for case_index, case in enumerate(CASES):
+        rng = random.Random(seed * 7919 + case_index)
+        specs = [targets_pool[i % len(targets_pool)] for i in rng.sample(range(len(targets_pool)),
+                                                                         min(pairs, len(targets_pool)))]
+        specs += [rng.choice(targets_pool) for _ in range(pairs - len(specs))]
+        targets = [request_for(spec, rng) for spec in specs]
+        sources = [related_request(target, case, rng) for target in targets]
+        seeds = [seed * 1_000_003 + case_index * 10_007 + i for i in range(pairs)]
+        target_embeds = encoder([t.prompt for t in targets])
+        source_embeds = encoder([s.prompt for s in sources])
+        similarity, object_similarity, background_similarity = _pair_similarities(
+            embedder, [t.prompt for t in targets], [s.prompt for s in sources])
+        pair_similarities[case] = {"full": similarity.tolist(), "object": object_similarity.tolist(),
+                                   "background": background_similarity.tolist()}
+        noise = initial_noise(seeds)
+        say(f"{case}: source and reference runs ({pairs} pairs)")
+        _, trajectory = sample(pipe, source_embeds, noise, steps=steps, guidance=guidance, capture=True)
+        reference, _ = sample(pipe, target_embeds, noise, steps=steps, guidance=guidance)
+        for skip in skips:
+            for budget in budgets:
+                if skip == 0 and budget is not None:
+                    continue  # x_0 is the seed's noise: nothing to code
+                latents, stored = _code(trajectory[skip], seeds, sigmas[skip], budget)
+                clips = reference if skip == 0 else sample(pipe, target_embeds, latents, skip=skip, steps=steps,
+                                                            guidance=guidance)[0]
+                rows.append({
+                    "case": case, "skip_steps": skip, "skip_frac": skip / steps, "budget": budget,
+                    **_score(clips, [t.spec for t in targets], reference),
+                    "bytes_per_entry": stored / pairs,
+                    "similarity_mean": float(similarity.mean()), "similarity_min": float(similarity.min()),
+                    "similarity_max": float(similarity.max()),
+                    "object_similarity_mean": float(object_similarity.mean()),
+                    "background_similarity_mean": float(background_similarity.mean()), "pairs": pairs,
+                })
+                say(f"{case} K={skip} budget={budget}: adherence {rows[-1]['adherence']:.3f}")
+    result = {
+        "adherence_full_steps": full["adherence"],
+        "adherence_full_steps_per_attribute": full["per_attribute"],
+        "held_out_combinations": len(held_out),
+        "held_out_clips": full["clips"],
+        "rows": rows,
+        "pair_similarities": pair_similarities,
+        "settings": {"model_id": MODEL_ID, "weights": str(weights), "steps": steps, "guidance": guidance,
+                     "pairs": pairs, "skips": list(skips), "budgets": list(budgets), "seed": seed,
+                     "budget_mode": "sigma (rms error <= budget x sigma_K)", "cases": list(CASES)},
+        "wall_seconds": time.perf_counter() - started,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "cuda": torch.cuda.is_available()},
+    }
+    result["calibration"] = calibrate(result)
+    return result
+
+
+def format_quality_table(result: dict[str, Any]) -> str:
+    per = result["adherence_full_steps_per_attribute"]
+    lines = [
+        f"Full steps, {result['held_out_combinations']} held-out combinations ({result['held_out_clips']} clips): "
+        f"adherence {result['adherence_full_steps']:.3f} ("
+        + ", ".join(f"{name} {value:.2f}" for name, value in per.items()) + ")",
+        "",
+        "| case | K | budget | adherence | pixel distance | bytes/entry | similarity | object sim | background sim |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    steps = result["settings"]["steps"]
+    for row in result["rows"]:
+        budget = "exact" if row["budget"] is None else f"{row['budget']:g} sigma"
+        lines.append(f"| {row['case']} | {row['skip_steps']}/{steps} | {budget} | {row['adherence']:.3f} | "
+                     f"{row['pixel_distance']:.4f} | {row['bytes_per_entry']:.0f} | {row['similarity_mean']:.3f} | "
+                     f"{row['object_similarity_mean']:.3f} | {row['background_similarity_mean']:.3f} |")
+    calibration = result.get("calibration")
+    if calibration:
+        lines += ["", f"Calibrated part table (planner.part_table): {calibration['part_table']}; thresholds "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in calibration["thresholds"].items())
+                  + "; recall of sharing pairs "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in calibration["recall_of_sharing_pairs"].items())]
+    return "\n".join(lines)
+
+
+# -- calibration: rows -> the decoupled planner's part table ---------------------------------
+
+# Which parts a case's pairs share: (object, background).
+SHARED_PARTS = {"identical": (True, True), "near-duplicate": (True, True),
+                "same-background": (False, True), "same-object": (True, False)}
+RULE_CASES = {"near-duplicate": (True, True), "same-background": (False, True), "same-object": (True, False)}
+
+
+def calibrate(result: dict[str, Any], *, max_adherence_drop: float = 0.02, budget: float | None = None,
+              margin: float = 0.01) -> dict[str, Any]:
+    """The part table a quality run supports.
+
+    Thresholds: a part "matches" above the highest similarity any pair that does
+    *not* share that part reached (plus `margin`), so no measured pair with a
+    different object (background) passes as the same one. Depth: per rule case,
+    the deepest measured K whose adherence is within `max_adherence_drop` of
+    the case's K = 0 adherence (rows at `budget`; K = 0 rows are exact).
+    A rule whose deepest safe K is 0, or whose threshold no sharing pair
+    reaches, is left out.
+    """
+    sims = result["pair_similarities"]
+    thresholds = {}
+    recall = {}
+    for axis, name in ((0, "object"), (1, "background")):
+        different = [v for case, shared in SHARED_PARTS.items() if not shared[axis] for v in sims[case][name]]
+        same = [v for case, shared in SHARED_PARTS.items() if shared[axis] and case != "identical"
+                for v in sims[case][name]]
+        thresholds[name] = min(1.0, max(different) + margin)
+        recall[name] = sum(v >= thresholds[name] for v in same) / len(same)
+    steps = result["settings"]["steps"]
+    rules, notes = [], []
+    for case, (needs_object, needs_background) in RULE_CASES.items():
+        rows = [r for r in result["rows"] if r["case"] == case]
+        base = next(r["adherence"] for r in rows if r["skip_steps"] == 0)
+        safe = [r["skip_steps"] for r in rows if r["skip_steps"] > 0 and r["budget"] == budget
+                and r["adherence"] >= base - max_adherence_drop]
+        depth = max(safe, default=0)
+        passing = [o >= thresholds["object"] or not needs_object for o in sims[case]["object"]]
+        passing = [p and (b >= thresholds["background"] or not needs_background)
+                   for p, b in zip(passing, sims[case]["background"])]
+        share = sum(passing) / len(passing)
+        notes.append({"case": case, "deepest_safe_k": depth, "k0_adherence": base,
+                      "pairs_passing_thresholds": share})
+        if depth > 0 and share > 0:
+            rules.append((thresholds["object"] if needs_object else -1.0,
+                          thresholds["background"] if needs_background else -1.0, depth / steps))
+    return {"part_table": [list(rule) for rule in rules], "thresholds": thresholds,
+            "recall_of_sharing_pairs": recall, "cases": notes, "max_adherence_drop": max_adherence_drop,
+            "budget": budget, "margin": margin}
