@@ -168,6 +168,8 @@ def run_quality_bench(*, weights=WEIGHTS, pairs: int = 24, skips: tuple[int, ...
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
     }
+    say("part similarity tails (random prompt pairs)")
+    result["part_similarity_tails"] = part_similarity_tails(embedder, seed=seed)
     result["calibration"] = calibrate(result)
     return result
 
@@ -190,10 +192,13 @@ def format_quality_table(result: dict[str, Any]) -> str:
                      f"{row['object_similarity_mean']:.3f} | {row['background_similarity_mean']:.3f} |")
     calibration = result.get("calibration")
     if calibration:
-        lines += ["", f"Calibrated part table (planner.part_table): {calibration['part_table']}; thresholds "
+        lines += ["", f"Calibrated part table (planner.part_table): {calibration['part_table']}; thresholds at "
+                  f"{calibration['false_match_rate']:g} false matches: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in calibration["thresholds"].items())
-                  + "; recall of sharing pairs "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in calibration["recall_of_sharing_pairs"].items())]
+                  + "; recall of same-part pairs there: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in calibration["recall_at_thresholds"].items())
+                  + "; deepest safe K per case: "
+                  + ", ".join(f"{k} {v}" for k, v in calibration["deepest_safe_k"].items())]
     return "\n".join(lines)
 
 
@@ -201,48 +206,86 @@ def format_quality_table(result: dict[str, Any]) -> str:
 
 # Which parts a case's pairs share: (object, background).
 SHARED_PARTS = {"identical": (True, True), "near-duplicate": (True, True),
-                "same-background": (False, True), "same-object": (True, False)}
-RULE_CASES = {"near-duplicate": (True, True), "same-background": (False, True), "same-object": (True, False)}
+                "same-background": (False, True), "same-object": (True, False),
+                "object-edit": (False, True), "background-edit": (True, False)}
+# The cases whose pairs a rule admits: its true matches, and the hard negatives
+# (one attribute edited) that no threshold keeps out entirely.
+RULES = {
+    "both": ((True, True), ("identical", "near-duplicate", "object-edit", "background-edit")),
+    "object": ((True, False), ("identical", "near-duplicate", "same-object", "background-edit", "object-edit")),
+    "background": ((False, True), ("identical", "near-duplicate", "same-background", "object-edit",
+                                   "background-edit")),
+}
+FALSE_MATCH_RATES = (0.1, 0.05, 0.01, 0.001)
 
 
-def calibrate(result: dict[str, Any], *, max_adherence_drop: float = 0.02, budget: float | None = None,
-              margin: float = 0.01) -> dict[str, Any]:
+def part_similarity_tails(embedder, *, count: int = 1500, seed: int = 0) -> dict[str, Any]:
+    """Per part: cosine quantiles over random prompt pairs whose part differs, and the recall they leave.
+
+    Thresholds need many negatives and the generation runs give few; embedding
+    `count` random toy-world prompts gives about a million pairs for free.
+    """
+    from flexcache.engine.splitter import split_prompt
+    from flexcache.toyworld.world import all_specs
+
+    rng = random.Random(seed)
+    requests = [request_for(rng.choice(all_specs()), rng) for _ in range(count)]
+    parts = [split_prompt(r.prompt) for r in requests]
+    rows, cols = torch.triu_indices(count, count, 1)
+    out: dict[str, Any] = {"prompts": count}
+    for name, texts, key in (
+        ("object", [p.object for p in parts], lambda s: (s.shape, s.color, s.direction)),
+        ("background", [p.background or "-" for p in parts], lambda s: (s.background, s.pattern)),
+    ):
+        vectors = embedder.embed(texts).cpu()
+        cosines = (vectors @ vectors.T)[rows, cols]
+        keys = [key(r.spec) for r in requests]
+        same = torch.tensor([keys[a] == keys[b] for a, b in zip(rows.tolist(), cols.tolist())])
+        negatives, positives = cosines[~same], cosines[same]
+        sample = negatives[torch.randperm(negatives.numel(), generator=torch.Generator().manual_seed(seed))[:1_000_000]]
+        thresholds = {str(rate): float(torch.quantile(sample, 1 - rate)) for rate in FALSE_MATCH_RATES}
+        out[name] = {"negative_pairs": int(negatives.numel()), "positive_pairs": int(positives.numel()),
+                     "threshold_at_false_match_rate": thresholds,
+                     "recall_at_false_match_rate": {rate: float((positives >= t).float().mean())
+                                                    for rate, t in thresholds.items()}}
+    return out
+
+
+def calibrate(result: dict[str, Any], *, max_adherence_drop: float = 0.02, budget: float | None = 0.02,
+              false_match_rate: float = 0.01) -> dict[str, Any]:
     """The part table a quality run supports.
 
-    Thresholds: a part "matches" above the highest similarity any pair that does
-    *not* share that part reached (plus `margin`), so no measured pair with a
-    different object (background) passes as the same one. Depth: per rule case,
-    the deepest measured K whose adherence is within `max_adherence_drop` of
-    the case's K = 0 adherence (rows at `budget`; K = 0 rows are exact).
-    A rule whose deepest safe K is 0, or whose threshold no sharing pair
-    reaches, is left out.
+    Thresholds: a part "matches" above the cosine that only `false_match_rate`
+    of random pairs with a different part reach (`part_similarity_tails`).
+    Depth: a rule admits its true matches and, at that rate, hard negatives (one
+    attribute edited), so its depth is the deepest K within
+    `max_adherence_drop` of K = 0 for *every* case it admits (`RULES`; rows at
+    `budget`). Rules with depth 0, and rules another rule dominates (looser
+    thresholds, same or deeper K), are left out.
     """
-    sims = result["pair_similarities"]
-    thresholds = {}
-    recall = {}
-    for axis, name in ((0, "object"), (1, "background")):
-        different = [v for case, shared in SHARED_PARTS.items() if not shared[axis] for v in sims[case][name]]
-        same = [v for case, shared in SHARED_PARTS.items() if shared[axis] and case != "identical"
-                for v in sims[case][name]]
-        thresholds[name] = min(1.0, max(different) + margin)
-        recall[name] = sum(v >= thresholds[name] for v in same) / len(same)
-    steps = result["settings"]["steps"]
-    rules, notes = [], []
-    for case, (needs_object, needs_background) in RULE_CASES.items():
+    tails = result["part_similarity_tails"]
+    rate = str(false_match_rate)
+    thresholds = {name: tails[name]["threshold_at_false_match_rate"][rate] for name in ("object", "background")}
+    recall = {name: tails[name]["recall_at_false_match_rate"][rate] for name in ("object", "background")}
+
+    def safe_depth(case: str) -> int:
         rows = [r for r in result["rows"] if r["case"] == case]
         base = next(r["adherence"] for r in rows if r["skip_steps"] == 0)
-        safe = [r["skip_steps"] for r in rows if r["skip_steps"] > 0 and r["budget"] == budget
-                and r["adherence"] >= base - max_adherence_drop]
-        depth = max(safe, default=0)
-        passing = [o >= thresholds["object"] or not needs_object for o in sims[case]["object"]]
-        passing = [p and (b >= thresholds["background"] or not needs_background)
-                   for p, b in zip(passing, sims[case]["background"])]
-        share = sum(passing) / len(passing)
-        notes.append({"case": case, "deepest_safe_k": depth, "k0_adherence": base,
-                      "pairs_passing_thresholds": share})
-        if depth > 0 and share > 0:
-            rules.append((thresholds["object"] if needs_object else -1.0,
-                          thresholds["background"] if needs_background else -1.0, depth / steps))
+        return max((r["skip_steps"] for r in rows if r["skip_steps"] > 0 and r["budget"] == budget
+                    and r["adherence"] >= base - max_adherence_drop), default=0)
+
+    depths = {case: safe_depth(case) for case in SHARED_PARTS}
+    steps = result["settings"]["steps"]
+    candidates = []
+    for name, ((needs_object, needs_background), cases) in RULES.items():
+        depth = min(depths[case] for case in cases)
+        rule = (thresholds["object"] if needs_object else -1.0, thresholds["background"] if needs_background else -1.0,
+                depth / steps)
+        candidates.append((name, rule, depth))
+    rules = [rule for name, rule, depth in candidates if depth > 0 and not any(
+        other is not rule and other[0] <= rule[0] and other[1] <= rule[1] and other[2] >= rule[2]
+        and other != rule for _, other, d in candidates if d > 0)]
     return {"part_table": [list(rule) for rule in rules], "thresholds": thresholds,
-            "recall_of_sharing_pairs": recall, "cases": notes, "max_adherence_drop": max_adherence_drop,
-            "budget": budget, "margin": margin}
+            "recall_at_thresholds": recall, "deepest_safe_k": depths,
+            "rules_considered": {name: {"rule": list(rule), "depth": depth} for name, rule, depth in candidates},
+            "max_adherence_drop": max_adherence_drop, "budget": budget, "false_match_rate": false_match_rate}

@@ -9,6 +9,10 @@ source) whose cached latent it might resume from:
   object (shape, colour and direction all differ), phrased with the same template.
 * ``same-object``: the same object (shape, colour, direction) over a different
   background (colour and pattern both differ), phrased with the same template.
+* ``object-edit``: one object attribute (shape, colour or direction) changed,
+  all else the same, same template: the hardest "different object" pairs.
+* ``background-edit``: the background colour or the pattern changed, all else
+  the same, same template: the hardest "different background" pairs.
 
 The quality benchmark measures each case; the demo's prompt stream mixes them.
 """
@@ -29,7 +33,10 @@ from flexcache.toyworld.world import (
     prompt_for,
 )
 
-CASES: tuple[str, ...] = ("identical", "near-duplicate", "same-background", "same-object")
+CASES: tuple[str, ...] = ("identical", "near-duplicate", "same-background", "same-object", "object-edit",
+                          "background-edit")
+_VALUES = {"shape": SHAPES, "color": COLORS, "direction": DIRECTIONS, "background": BACKGROUNDS,
+           "pattern": PATTERNS}
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,9 @@ def related_request(source: Request, case: str, rng: random.Random) -> Request:
     elif case == "same-object":
         spec = spec.replace(background=_other(BACKGROUNDS, spec.background, rng),
                             pattern=_other(PATTERNS, spec.pattern, rng))
+    elif case in ("object-edit", "background-edit"):
+        name = rng.choice(("shape", "color", "direction") if case == "object-edit" else ("background", "pattern"))
+        spec = spec.replace(**{name: _other(_VALUES[name], getattr(spec, name), rng)})
     else:
         raise ValueError(f"unknown case {case!r}; expected one of {CASES}")
     return request_for(spec, rng, source.template)

@@ -28,8 +28,12 @@ def test_related_requests_keep_and_change_what_the_case_says(case):
             assert target.template != source.template
         elif case == "same-background":
             assert same == set(SETTING) and target.template == source.template
-        else:
+        elif case == "same-object":
             assert same == set(OBJECT) and target.template == source.template
+        elif case == "object-edit":
+            assert len(same & set(OBJECT)) == 2 and set(SETTING) <= same and target.template == source.template
+        else:
+            assert len(same & set(SETTING)) == 1 and set(OBJECT) <= same and target.template == source.template
 
 
 def test_requests_are_reproducible_and_unknown_cases_fail():
