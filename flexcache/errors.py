@@ -48,6 +48,10 @@ class BackendUnavailableError(FlexCacheError, ImportError):
     """An optional backend (faiss, CUDA, Triton, nvCOMP) was requested but cannot be loaded."""
 
 
+class InvalidTraceError(FlexCacheError, ValueError):
+    """A request trace (JSONL) line that is not a valid request."""
+
+
 __all__ = [
     "FlexCacheError",
     "ConfigError",
@@ -59,4 +63,5 @@ __all__ = [
     "TierUnavailableError",
     "UnsupportedPipelineError",
     "BackendUnavailableError",
+    "InvalidTraceError",
 ]
