@@ -148,6 +148,36 @@ def _bench_splitter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_serve(args: argparse.Namespace) -> int:
+    from flexcache.benchmarks.serve.profiles import get_profile
+    from flexcache.benchmarks.serve.run import format_serve_table, run_serve_bench
+    from flexcache.benchmarks.serve.simulate import SYSTEMS
+    from flexcache.benchmarks.serve.workload import SyntheticWorkload, generate_trace, read_trace
+
+    if args.quick:
+        args.requests, args.profile, args.workers = 120, "wan2.1-1.3b-480p", 2
+    profile = get_profile(args.profile)
+    systems = _parse_list(args.systems, "--systems", str)
+    unknown = [name for name in systems if name not in SYSTEMS]
+    if unknown or not systems:
+        raise FlexCacheError(f"--systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
+    if args.workers < 1 or args.budget_gb < 0:
+        raise FlexCacheError("--workers must be >= 1 and --budget-gb >= 0")
+    if args.trace:
+        trace = read_trace(args.trace)
+    else:
+        # Offered load: 80 % of what the workers serve uncached, unless given.
+        rate = args.rph or 0.8 * args.workers * 3600 / profile.seconds_full
+        trace = generate_trace(SyntheticWorkload(requests=args.requests, users=args.users, seed=args.seed,
+                                                 requests_per_hour=rate))
+    result = run_serve_bench(trace, profile, systems=systems, budget_bytes=int(args.budget_gb * 1e9),
+                             workers=args.workers, gpu_price=args.gpu_price, storage_price=args.storage_price,
+                             progress=not args.no_progress)
+    print(format_serve_table(result))
+    _write_json(args.json, result, "results")
+    return 0
+
+
 def _config_show(args: argparse.Namespace) -> int:
     sys.stdout.write(_config(args).to_yaml())
     return 0
@@ -212,6 +242,28 @@ def build_parser() -> argparse.ArgumentParser:
     splitter.add_argument("--failures", choices=["dev", "test", "all"], help="also list the misses of this split")
     splitter.add_argument("--json", metavar="PATH", help="write the scores (and listed failures) as JSON here")
     splitter.set_defaults(run=_bench_splitter)
+
+    serve = bench.add_parser("serve", help="simulated serving: throughput, latency, cost and hit rate per system")
+    serve.add_argument("--trace", help="JSONL request trace (default: a synthetic one)")
+    serve.add_argument("--profile", default="wan2.1-14b-720p",
+                       help="model profile (wan2.1-1.3b-480p, wan2.1-14b-720p, hunyuanvideo-720p, cogvideox-5b, "
+                            "ltx-video; default wan2.1-14b-720p)")
+    serve.add_argument("--systems", default="nocache,nirvana,flexcache,flexcache-no-decoupling,"
+                       "flexcache-no-compression,flexcache-no-policy", help="systems to compare")
+    serve.add_argument("--budget-gb", type=float, default=16.0, help="storage budget per system, GB (default 16)")
+    serve.add_argument("--workers", type=int, default=8, help="simulated GPUs (default 8)")
+    serve.add_argument("--requests", type=int, default=2000, help="synthetic trace length (default 2000)")
+    serve.add_argument("--users", type=int, default=200, help="synthetic users (default 200)")
+    serve.add_argument("--rph", type=float, help="synthetic offered load, requests/hour (default: 80%% of the "
+                       "workers' uncached capacity)")
+    serve.add_argument("--gpu-price", type=float, default=3.0, help="USD per GPU-hour (default 3, H100 on-demand 2026)")
+    serve.add_argument("--storage-price", type=float, default=0.11,
+                       help="USD per GB-month (default 0.11, S3 Express 2026)")
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
+    serve.add_argument("--quick", action="store_true", help="120 requests, Wan2.1-1.3B profile, 2 workers")
+    serve.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    serve.set_defaults(run=_bench_serve)
 
     config = commands.add_parser("config", help="print the effective configuration as YAML")
     config.set_defaults(run=_config_show)

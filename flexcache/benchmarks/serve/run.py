@@ -1,0 +1,76 @@
+"""`flexcache bench serve`: run every system over one trace and report throughput, latency, cost, hit rate."""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+import torch
+
+from flexcache.benchmarks.serve.profiles import ModelProfile
+from flexcache.benchmarks.serve.simulate import SYSTEMS, measure_entry_sizes, simulate, summarize
+from flexcache.benchmarks.serve.workload import TraceRequest
+
+# On-demand prices as published (shared/SERVING-FACTS.md, 2026-11).
+DEFAULT_GPU_PRICE = 3.0  # USD per H100-hour (Lambda ~3, GCP A3 ~3, AWS ~3.9, RunPod ~2)
+DEFAULT_STORAGE_PRICE = 0.11  # USD per GB-month (S3 Express; host memory / NVMe comes with the GPU)
+
+
+def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems: tuple[str, ...] = tuple(SYSTEMS),
+                    budget_bytes: int = 16 * 10**9, workers: int = 8, gpu_price: float = DEFAULT_GPU_PRICE,
+                    storage_price: float = DEFAULT_STORAGE_PRICE, progress: bool = True) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from flexcache.config import EmbedderConfig, PlannerConfig
+    from flexcache.engine.embedder import SentenceTransformerEmbedder
+
+    started = time.perf_counter()
+    embedder = SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
+    sizes = measure_entry_sizes(profile, PlannerConfig().checkpoint_fractions)
+    span_h = max(trace[-1].t - trace[0].t, 1.0) / 3600
+    offered = len(trace) / span_h
+    out: dict[str, Any] = {}
+    with tqdm(total=len(trace) * len(systems), desc="requests", unit="req", disable=not progress) as bar:
+        for name in systems:
+            result = simulate(trace, profile, SYSTEMS[name], budget_bytes=budget_bytes, workers=workers,
+                              embedder=embedder, entry_sizes=sizes, on_request=lambda: bar.update(1))
+            out[name] = summarize(result, workers=workers, gpu_price_per_hour=gpu_price,
+                                  storage_price_per_gb_month=storage_price, offered_rph=offered)
+    ratios = {}
+    for base in ("nirvana", "nocache"):
+        if "flexcache" in out and base in out:
+            ratios[f"flexcache_vs_{base}"] = {
+                "throughput": out["flexcache"]["throughput_rph"] / out[base]["throughput_rph"],
+                "cost_reduction": 1 - out["flexcache"]["cost_per_1k_videos"] / out[base]["cost_per_1k_videos"],
+            }
+    return {
+        "mode": "simulated",
+        "systems": out,
+        "ratios": ratios,
+        "profile": vars(profile) | {"latent_shape": list(profile.latent_shape)},
+        "entry_bytes_by_step": sizes,
+        "settings": {"requests": len(trace), "budget_bytes": budget_bytes, "workers": workers,
+                     "gpu_price_per_hour": gpu_price, "storage_price_per_gb_month": storage_price,
+                     "tier": "one host-memory tier of budget_bytes per system (accounted sizes)",
+                     "cache_path_costs": "not charged yet (search, transfer, decode: see README)"},
+        "wall_seconds": time.perf_counter() - started,
+        "machine": {"platform": platform.platform(), "torch": torch.__version__,
+                    "cuda": torch.cuda.is_available()},
+    }
+
+
+def format_serve_table(result: dict[str, Any]) -> str:
+    lines = [
+        "| system | throughput (req/h) | p50 latency (s) | p95 latency (s) | hit rate | decoupled | steps saved "
+        "| $ / 1k videos | stored (GB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in result["systems"].items():
+        lines.append(f"| {name} | {row['throughput_rph']:.2f} | {row['p50_latency_s']:.0f} | {row['p95_latency_s']:.0f} "
+                     f"| {row['hit_rate']:.1%} | {row['decoupled_hits']} | {row['steps_saved_frac']:.1%} | "
+                     f"{row['cost_per_1k_videos']:.2f} | {row['bytes_peak'] / 1e9:.2f} |")
+    for name, ratio in result["ratios"].items():
+        lines.append(f"\n{name}: throughput x{ratio['throughput']:.3f}, "
+                     f"cost per video {ratio['cost_reduction']:.1%} lower")
+    return "\n".join(lines)

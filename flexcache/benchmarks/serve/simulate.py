@@ -1,0 +1,232 @@
+"""Simulated serving: GPU compute from a model profile, every cache decision by the real engine.
+
+Each system is a real `FlexCache` (embedder, index, planner, policy, store
+accounting) over one store tier of the same byte budget. What is simulated:
+
+* the model's compute: (N - K) steps at the profile's seconds per step;
+* the latents: entries are accounted at the size the real codec gives a
+  latent of the profile's shape (`measure_entry_sizes`: the codec run once per
+  checkpoint on flow-matching proxy latents of that shape; NIRVANA entries are
+  raw latents in the profile's dtype), and only a small header is kept in
+  memory (`AccountedTier`, `SizedCodec`), so a 64 GB budget fits on a laptop.
+
+W workers serve the trace first come, first served; a miss inserts its
+checkpoints when it completes, so a hit needs its source finished first.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from flexcache.benchmarks.serve.profiles import ModelProfile
+from flexcache.benchmarks.serve.workload import TraceRequest
+from flexcache.engine.entry import GenerationSignature
+from flexcache.engine.store.memory import MemoryTier
+from flexcache.errors import CorruptBlobError
+from flexcache.kernels.codec import LatentCodec
+
+_HEADER = struct.Struct("<4sI")  # magic, JSON length
+_MAGIC = b"FCSZ"
+
+
+class SizedCodec(LatentCodec):
+    """Blobs of a given size per checkpoint step whose content is only the latent's shape and dtype.
+
+    `sizes` maps a step to a blob size in bytes; decode returns zeros of the
+    recorded shape (the simulator never looks at latent values).
+    """
+
+    name = "sized"
+
+    def __init__(self, sizes: dict[int, int]) -> None:
+        self.sizes = sizes
+
+    def encode(self, latent: torch.Tensor, *, seed: int | None = None, sigma: float | None = None,
+               frame_axis: int = 1) -> bytes:
+        info = json.dumps({"shape": list(latent.shape), "dtype": str(latent.dtype).removeprefix("torch.")}).encode()
+        head = _HEADER.pack(_MAGIC, len(info)) + info
+        size = max(len(head), self.sizes[int(sigma)])  # the simulator passes the step as sigma
+        return head + bytes(size - len(head))
+
+    def decode(self, blob, device=None) -> torch.Tensor:
+        data = bytes(blob[:_HEADER.size])
+        magic, length = _HEADER.unpack(data) if len(data) == _HEADER.size else (b"", 0)
+        if magic != _MAGIC:
+            raise CorruptBlobError("not a sized-codec blob")
+        info = json.loads(bytes(blob[_HEADER.size:_HEADER.size + length]))
+        return torch.zeros(info["shape"], dtype=getattr(torch, info["dtype"]), device=device)
+
+
+class AccountedTier(MemoryTier):
+    """A memory tier that keeps only each blob's header but accounts its full length."""
+
+    name = "accounted"
+    KEEP = 256
+
+    def __init__(self, capacity_bytes: int) -> None:
+        super().__init__(capacity_bytes)
+        self._full: dict[str, int] = {}
+
+    def put(self, key: str, blob: bytes, meta: bytes = b"") -> None:
+        with self._lock:
+            self._bytes += len(blob) - self._full.get(key, 0)
+            self._full[key] = len(blob)
+            self._blobs[key] = bytes(blob[:self.KEEP])
+            self._meta[key] = bytes(meta)
+            self._stats.puts += 1
+
+    def remove(self, key: str) -> bool:
+        with self._lock:
+            if self._blobs.pop(key, None) is None:
+                return False
+            self._meta.pop(key, None)
+            self._bytes -= self._full.pop(key)
+            self._stats.removes += 1
+            return True
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """One cache design; every system gets the same tier and byte budget."""
+
+    name: str
+    cached: bool = True
+    lookup: str = "decoupled"
+    policy: str = "flexcache"
+    compressed: bool = True
+
+
+SYSTEMS: dict[str, SystemSpec] = {s.name: s for s in (
+    SystemSpec("nocache", cached=False),
+    SystemSpec("nirvana", lookup="full", policy="lcbfu", compressed=False),
+    SystemSpec("flexcache"),
+    SystemSpec("flexcache-no-decoupling", lookup="full"),
+    SystemSpec("flexcache-no-compression", compressed=False),
+    SystemSpec("flexcache-no-policy", policy="lcbfu"),
+)}
+
+
+def measure_entry_sizes(profile: ModelProfile, fractions: tuple[float, ...], seed: int = 0) -> dict[int, int]:
+    """Bytes the default codec needs per checkpoint step for a latent of the profile's shape."""
+    from flexcache.benchmarks.codec_bench import correlated_proxy
+    from flexcache.config import CodecConfig
+    from flexcache.engine.planner import checkpoint_steps
+    from flexcache.kernels.codec import build_codec
+
+    codec = build_codec(CodecConfig())
+    sizes = {}
+    wanted = set(checkpoint_steps(profile.steps, fractions))
+    for step, sigma, latent in correlated_proxy(profile.latent_shape, profile.steps, seed):
+        if step in wanted:
+            sizes[step] = len(codec.encode(latent.to(getattr(torch, profile.latent_dtype)), seed=seed, sigma=sigma))
+    missing = wanted - set(sizes)
+    if missing:  # checkpoints outside the proxy's set: the nearest measured size
+        for step in missing:
+            sizes[step] = sizes[min(sizes, key=lambda s: abs(s - step))]
+    return sizes
+
+
+@dataclass
+class SystemResult:
+    name: str
+    completed: int = 0
+    hits: int = 0
+    decoupled_hits: int = 0
+    steps_total: int = 0
+    steps_saved: int = 0
+    gpu_seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    bytes_stored: int = 0
+    bytes_peak: int = 0
+    makespan: float = 0.0
+
+
+def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpec, *, budget_bytes: int,
+             workers: int, embedder, entry_sizes: dict[int, int], cache_overhead_s: float = 0.0,
+             on_request: Callable[[], None] | None = None) -> SystemResult:
+    """Serve `trace` on `workers` simulated GPUs with `system`'s cache; returns its counters."""
+    from flexcache import CacheConfig, FlexCache
+
+    steps = profile.steps
+    raw = profile.latent_bytes
+    cached = system.cached and budget_bytes > 0
+    cache = None
+    signature = GenerationSignature(model_id=profile.model_id, scheduler="simulated", num_steps=steps, height=1,
+                                    width=1, num_frames=1, latent_shape=profile.latent_shape,
+                                    latent_dtype=profile.latent_dtype)
+    if cached:
+        config = CacheConfig.from_dict({"policy": system.policy, "planner": {"lookup": system.lookup},
+                                        "embedder": {"device": "cpu"}, "index": {"device": "cpu"}})
+        sizes = entry_sizes if system.compressed else {step: raw for step in entry_sizes}
+        cache = FlexCache(config, embedder=embedder, codec=SizedCodec(sizes),
+                          tiers=[AccountedTier(budget_bytes)])
+        zeros = torch.zeros(profile.latent_shape, dtype=getattr(torch, profile.latent_dtype))
+    result = SystemResult(system.name)
+    free_at = [0.0] * workers
+    heapq.heapify(free_at)
+    completions: list[tuple[float, int, Any]] = []  # (time, order, plan) of misses to insert
+    order = 0
+    for request in trace:
+        start = max(request.t, heapq.heappop(free_at))
+        while completions and completions[0][0] <= start:  # finished misses fill the cache first
+            _, _, plan = heapq.heappop(completions)
+            cache.insert(plan, {s: zeros for s in plan.checkpoint_steps}, {s: float(s) for s in plan.checkpoint_steps})
+            result.bytes_peak = max(result.bytes_peak, cache.store.bytes_used)
+        skip = 0
+        if cached:
+            plan = cache.plan(request.prompt, signature, tenant=request.tenant, seed=request.seed or 0)
+            if plan.hit and cache.fetch(plan) is not None:
+                skip = plan.skip_steps
+                result.hits += 1
+                result.decoupled_hits += plan.via_parts
+        service = (steps - skip) * profile.seconds_per_step + profile.text_encoder_s + profile.vae_decode_s
+        service += cache_overhead_s if cached else 0.0
+        end = start + service
+        heapq.heappush(free_at, end)
+        if cached and skip == 0:
+            order += 1
+            heapq.heappush(completions, (end, order, plan.as_miss() if plan.hit else plan))
+        result.completed += 1
+        result.steps_total += steps
+        result.steps_saved += skip
+        result.gpu_seconds += service
+        result.latencies.append(end - request.t)
+        result.makespan = max(result.makespan, end)
+        if on_request is not None:
+            on_request()
+    if cache is not None:
+        result.bytes_stored = cache.store.bytes_used
+        cache.close()
+    return result
+
+
+def summarize(result: SystemResult, *, workers: int, gpu_price_per_hour: float,
+              storage_price_per_gb_month: float, offered_rph: float) -> dict[str, Any]:
+    """The JSON row of one system."""
+    import statistics
+
+    mean_service = result.gpu_seconds / result.completed
+    latencies = sorted(result.latencies)
+    months = result.makespan / (30 * 86_400)
+    gpu_cost = gpu_price_per_hour * result.gpu_seconds / 3600
+    storage_cost = storage_price_per_gb_month * result.bytes_peak / 1e9 * months
+    return {
+        "throughput_rph": workers * 3600 / mean_service,  # at saturation: every worker always busy
+        "p50_latency_s": statistics.median(latencies),
+        "p95_latency_s": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
+        "offered_load_rph": offered_rph,
+        "hit_rate": result.hits / result.completed,
+        "decoupled_hits": result.decoupled_hits,
+        "steps_saved_frac": result.steps_saved / result.steps_total,
+        "cost_per_1k_videos": (gpu_cost + storage_cost) / result.completed * 1000,
+        "bytes_stored": result.bytes_stored,
+        "bytes_peak": result.bytes_peak,
+        "requests": result.completed,
+    }

@@ -1,0 +1,92 @@
+"""Simulated serving: the sanity cases of the serving benchmark."""
+
+from __future__ import annotations
+
+import pytest
+
+from flexcache.benchmarks.serve.profiles import get_profile
+from flexcache.benchmarks.serve.simulate import SYSTEMS, AccountedTier, SizedCodec, simulate, summarize
+from flexcache.benchmarks.serve.workload import TraceRequest
+from flexcache.engine.planner import checkpoint_steps
+
+PROFILE = get_profile("wan2.1-1.3b-480p")
+SIZES = {step: 100_000 + step for step in checkpoint_steps(PROFILE.steps, (0.1, 0.2, 0.3, 0.4, 0.5))}
+UNRELATED = [
+    "a golden retriever chasing a frisbee in a sunlit park",
+    "macro shot of rain drops on a spider web",
+    "an astronaut floating inside a space station",
+    "stock market numbers scrolling on a screen",
+    "a chef flipping pancakes in a restaurant kitchen",
+    "a volcano erupting at night",
+]
+SPACED = 10 * PROFILE.seconds_full  # arrivals far enough apart that every request finds the previous ones done
+
+
+def _run(trace, name, embedder, budget=10**9, workers=2):
+    result = simulate(trace, PROFILE, SYSTEMS[name], budget_bytes=budget, workers=workers, embedder=embedder,
+                      entry_sizes=SIZES)
+    return summarize(result, workers=workers, gpu_price_per_hour=3.0, storage_price_per_gb_month=0.11,
+                     offered_rph=1.0)
+
+
+def test_a_zero_budget_makes_every_system_nocache(embedder):
+    trace = [TraceRequest(i * 5.0, "default", UNRELATED[i % 2]) for i in range(8)]
+    baseline = _run(trace, "nocache", embedder, budget=0)
+    for name in SYSTEMS:
+        assert _run(trace, name, embedder, budget=0) == baseline
+
+
+def test_exact_repeats_resume_from_the_deepest_checkpoint(embedder):
+    trace = [TraceRequest(i * SPACED, "default", UNRELATED[i % 3], seed=i) for i in range(9)]
+    for name in ("nirvana", "flexcache"):
+        row = _run(trace, name, embedder)
+        assert row["hit_rate"] == pytest.approx(6 / 9)  # every repeat, never a first sight
+        assert row["steps_saved_frac"] == pytest.approx(6 * max(SIZES) / (9 * PROFILE.steps))
+
+
+def test_unrelated_prompts_serve_like_nocache(embedder):
+    trace = [TraceRequest(i * SPACED, "default", prompt) for i, prompt in enumerate(UNRELATED)]
+    baseline = _run(trace, "nocache", embedder)
+    for name in ("nirvana", "flexcache", "flexcache-no-compression"):
+        row = _run(trace, name, embedder)
+        assert row["hit_rate"] == 0 and row["throughput_rph"] == baseline["throughput_rph"]
+
+
+def test_the_same_trace_gives_the_same_figures(embedder):
+    trace = [TraceRequest(i * 30.0, "default", UNRELATED[i % 4], seed=i) for i in range(12)]
+    assert _run(trace, "flexcache", embedder) == _run(trace, "flexcache", embedder)
+
+
+def test_entries_are_accounted_at_their_size_but_not_held():
+    tier = AccountedTier(10**9)
+    codec = SizedCodec({5: 50_000})
+    import torch
+
+    blob = codec.encode(torch.zeros(2, 3), sigma=5.0)
+    assert len(blob) == 50_000
+    tier.put("k", blob)
+    assert tier.bytes_used == 50_000 and len(tier.get("k")) == AccountedTier.KEEP
+    assert torch.equal(codec.decode(tier.get("k")), torch.zeros(2, 3))
+    assert tier.remove("k") and tier.bytes_used == 0
+
+
+def test_bench_serve_replays_a_trace_and_writes_every_field(tmp_path, capsys):
+    import json
+
+    from flexcache.benchmarks.serve.workload import write_trace
+    from flexcache.cli import main
+
+    trace = tmp_path / "trace.jsonl"
+    write_trace(trace, [TraceRequest(i * 60.0, "default", UNRELATED[i % 3], seed=i) for i in range(9)])
+    out = tmp_path / "serve.json"
+    assert main(["bench", "serve", "--trace", str(trace), "--profile", "ltx-video", "--systems",
+                 "nocache,nirvana,flexcache", "--workers", "1", "--no-progress", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["systems"]) == {"nocache", "nirvana", "flexcache"}
+    for row in result["systems"].values():
+        for key in ("throughput_rph", "p50_latency_s", "p95_latency_s", "hit_rate", "steps_saved_frac",
+                    "cost_per_1k_videos", "bytes_stored"):
+            assert key in row
+    assert result["systems"]["flexcache"]["hit_rate"] > 0
+    assert "flexcache_vs_nirvana" in result["ratios"] and "| flexcache |" in capsys.readouterr().out
+    assert main(["bench", "serve", "--systems", "nocache,magic"]) == 2
