@@ -49,7 +49,9 @@ def test_unrelated_prompts_serve_like_nocache(embedder):
     baseline = _run(trace, "nocache", embedder)
     for name in ("nirvana", "flexcache", "flexcache-no-compression"):
         row = _run(trace, name, embedder)
-        assert row["hit_rate"] == 0 and row["throughput_rph"] == baseline["throughput_rph"]
+        assert row["hit_rate"] == 0
+        assert row["throughput_rph"] == pytest.approx(baseline["throughput_rph"], rel=1e-3)  # plan() overhead only
+        assert row["throughput_rph"] < baseline["throughput_rph"]
 
 
 def test_the_same_trace_gives_the_same_figures(embedder):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from flexcache.benchmarks.serve.profiles import ModelProfile
-from flexcache.benchmarks.serve.simulate import SYSTEMS, measure_entry_sizes, simulate, summarize
+from flexcache.benchmarks.serve.simulate import SYSTEMS, CachePathCosts, measure_entry_sizes, simulate, summarize
 from flexcache.benchmarks.serve.workload import TraceRequest
 
 # On-demand prices as published (shared/SERVING-FACTS.md, 2026-11).
@@ -19,7 +19,8 @@ DEFAULT_STORAGE_PRICE = 0.11  # USD per GB-month (S3 Express; host memory / NVMe
 
 def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems: tuple[str, ...] = tuple(SYSTEMS),
                     budget_bytes: int = 16 * 10**9, workers: int = 8, gpu_price: float = DEFAULT_GPU_PRICE,
-                    storage_price: float = DEFAULT_STORAGE_PRICE, progress: bool = True) -> dict[str, Any]:
+                    storage_price: float = DEFAULT_STORAGE_PRICE, costs: CachePathCosts = CachePathCosts(),
+                    progress: bool = True) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from flexcache.config import EmbedderConfig, PlannerConfig
@@ -34,7 +35,7 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
     with tqdm(total=len(trace) * len(systems), desc="requests", unit="req", disable=not progress) as bar:
         for name in systems:
             result = simulate(trace, profile, SYSTEMS[name], budget_bytes=budget_bytes, workers=workers,
-                              embedder=embedder, entry_sizes=sizes, on_request=lambda: bar.update(1))
+                              embedder=embedder, entry_sizes=sizes, costs=costs, on_request=lambda: bar.update(1))
             out[name] = summarize(result, workers=workers, gpu_price_per_hour=gpu_price,
                                   storage_price_per_gb_month=storage_price, offered_rph=offered)
     ratios = {}
@@ -53,7 +54,7 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
         "settings": {"requests": len(trace), "budget_bytes": budget_bytes, "workers": workers,
                      "gpu_price_per_hour": gpu_price, "storage_price_per_gb_month": storage_price,
                      "tier": "one host-memory tier of budget_bytes per system (accounted sizes)",
-                     "cache_path_costs": "not charged yet (search, transfer, decode: see README)"},
+                     "cache_path_costs": vars(costs) | {"tier_transfer": "not charged"}},
         "wall_seconds": time.perf_counter() - started,
         "machine": {"platform": platform.platform(), "torch": torch.__version__,
                     "cuda": torch.cuda.is_available()},

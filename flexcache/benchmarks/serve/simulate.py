@@ -12,6 +12,11 @@ accounting) over one store tier of the same byte budget. What is simulated:
 
 W workers serve the trace first come, first served; a miss inserts its
 checkpoints when it completes, so a hit needs its source finished first.
+
+Cache-path costs are charged from measured figures, fixed so runs reproduce
+(`CachePathCosts`; CPU figures until a GPU run is recorded): every request of
+a cached system pays one `plan`, and a hit on a compressed entry pays its
+decode at the measured decode throughput. Tier transfers are not charged.
 """
 
 from __future__ import annotations
@@ -93,6 +98,15 @@ class AccountedTier(MemoryTier):
 
 
 @dataclass(frozen=True)
+class CachePathCosts:
+    """Seconds the cache path adds to a request (defaults: this repo's CPU measurements, 2026-11-26)."""
+
+    plan_s: float = 0.00825  # bench/results/2026-11-26-cpu-engine.md: FlexCache.plan end to end, MiniLM on CPU
+    decode_gb_per_s: float = 0.0172  # bench/results/2026-11-26-cpu-codec.json: median decode, proxy 16x21x60x104
+    source: str = "2-core Xeon CPU (bench/results/2026-11-26-cpu-engine.md, -cpu-codec.json); no GPU figures yet"
+
+
+@dataclass(frozen=True)
 class SystemSpec:
     """One cache design; every system gets the same tier and byte budget."""
 
@@ -149,7 +163,7 @@ class SystemResult:
 
 
 def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpec, *, budget_bytes: int,
-             workers: int, embedder, entry_sizes: dict[int, int], cache_overhead_s: float = 0.0,
+             workers: int, embedder, entry_sizes: dict[int, int], costs: CachePathCosts = CachePathCosts(),
              on_request: Callable[[], None] | None = None) -> SystemResult:
     """Serve `trace` on `workers` simulated GPUs with `system`'s cache; returns its counters."""
     from flexcache import CacheConfig, FlexCache
@@ -180,14 +194,17 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
             cache.insert(plan, {s: zeros for s in plan.checkpoint_steps}, {s: float(s) for s in plan.checkpoint_steps})
             result.bytes_peak = max(result.bytes_peak, cache.store.bytes_used)
         skip = 0
+        overhead = 0.0
         if cached:
+            overhead = costs.plan_s
             plan = cache.plan(request.prompt, signature, tenant=request.tenant, seed=request.seed or 0)
             if plan.hit and cache.fetch(plan) is not None:
                 skip = plan.skip_steps
+                if system.compressed:
+                    overhead += raw / (costs.decode_gb_per_s * 1e9)
                 result.hits += 1
                 result.decoupled_hits += plan.via_parts
-        service = (steps - skip) * profile.seconds_per_step + profile.text_encoder_s + profile.vae_decode_s
-        service += cache_overhead_s if cached else 0.0
+        service = (steps - skip) * profile.seconds_per_step + profile.text_encoder_s + profile.vae_decode_s + overhead
         end = start + service
         heapq.heappush(free_at, end)
         if cached and skip == 0:
