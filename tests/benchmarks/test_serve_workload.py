@@ -111,3 +111,12 @@ def test_profiles_name_their_source_and_derive_costs():
     assert len(PROFILES) == 5
     with pytest.raises(ConfigError, match="unknown model profile"):
         get_profile("sora")
+
+
+def test_near_duplicate_share_counts_unique_prompts_with_a_close_neighbour(embedder):
+    from flexcache.benchmarks.serve.workload import near_duplicate_share
+
+    prompts = ["a red fox running through fresh snow", "a red fox runs through fresh snow",
+               "a red fox running through fresh snow", "stock market numbers scrolling on a screen"]
+    assert near_duplicate_share(prompts, embedder, threshold=0.9) == pytest.approx(2 / 3)
+    assert near_duplicate_share(["only one"], embedder) == 0.0
