@@ -81,13 +81,10 @@ def _pair_similarities(embedder, targets: list[str], sources: list[str]):
 
 
 def _score(clips: torch.Tensor, specs, reference: torch.Tensor) -> dict[str, Any]:
-    from flexcache.toyworld.reader import attribute_matches
+    from flexcache.toyworld.reader import match_counts
 
     clips = clips.clamp(-1, 1)
-    per_attribute = {name: 0.0 for name in ATTRIBUTES}
-    for clip, spec in zip(clips, specs):
-        for name, ok in attribute_matches(clip, spec).items():
-            per_attribute[name] += ok / len(specs)
+    per_attribute = {name: count / len(specs) for name, count in match_counts(clips, specs).items()}
     distance = ((clips - reference.clamp(-1, 1)) / 2).pow(2).mean(dim=(1, 2, 3, 4)).sqrt()
     return {"adherence": sum(per_attribute.values()) / len(ATTRIBUTES),
             "per_attribute": {k: round(v, 4) for k, v in per_attribute.items()},
@@ -239,8 +236,9 @@ def part_similarity_tails(embedder, *, count: int = 1500, seed: int = 0) -> dict
     ):
         vectors = embedder.embed(texts).cpu()
         cosines = (vectors @ vectors.T)[rows, cols]
-        keys = [key(r.spec) for r in requests]
-        same = torch.tensor([keys[a] == keys[b] for a, b in zip(rows.tolist(), cols.tolist())])
+        codes: dict[tuple, int] = {}
+        labels = torch.tensor([codes.setdefault(key(r.spec), len(codes)) for r in requests])
+        same = labels[rows] == labels[cols]
         negatives, positives = cosines[~same], cosines[same]
         sample = negatives[torch.randperm(negatives.numel(), generator=torch.Generator().manual_seed(seed))[:1_000_000]]
         thresholds = {str(rate): float(torch.quantile(sample, 1 - rate)) for rate in FALSE_MATCH_RATES}

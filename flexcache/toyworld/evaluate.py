@@ -14,7 +14,7 @@ import random
 from typing import Any
 
 from flexcache.toyworld.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, WEIGHTS, PromptEncoder, generate, toyworld_pipeline
-from flexcache.toyworld.reader import read_clip
+from flexcache.toyworld.reader import match_counts
 from flexcache.toyworld.world import ATTRIBUTES, ClipSpec, held_out_specs, prompt_for, training_specs
 
 
@@ -26,10 +26,8 @@ def evaluate(pipe, encoder: PromptEncoder, specs: list[ClipSpec], *, prompts_per
     for start in range(0, len(cases), 64):
         batch = cases[start:start + 64]
         clips = generate(pipe, encoder([p for _, p in batch]), steps=steps, guidance=guidance, seed=seed + start)
-        for clip, (spec, _) in zip(clips, batch):
-            found = read_clip(clip)
-            for name in ATTRIBUTES:
-                hits[name] += getattr(found, name) == getattr(spec, name)
+        for name, count in match_counts(clips, [spec for spec, _ in batch]).items():
+            hits[name] += count
     per_attribute = {name: hits[name] / len(cases) for name in ATTRIBUTES}
     return {"adherence": sum(per_attribute.values()) / len(ATTRIBUTES), "per_attribute": per_attribute,
             "clips": len(cases), "steps": steps, "guidance": guidance, "seed": seed}

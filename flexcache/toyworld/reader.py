@@ -261,6 +261,15 @@ def attribute_matches(clip: torch.Tensor, spec: ClipSpec) -> dict[str, bool]:
     return {name: getattr(seen, name) == getattr(spec, name) for name in ATTRIBUTES}
 
 
+def match_counts(clips, specs) -> dict[str, int]:
+    """Per attribute: how many of the `clips` show the value their `specs` request."""
+    counts = {name: 0 for name in ATTRIBUTES}
+    for clip, spec in zip(clips, specs, strict=True):
+        for name, ok in attribute_matches(clip, spec).items():
+            counts[name] += ok
+    return counts
+
+
 def adherence(clip: torch.Tensor, spec: ClipSpec) -> float:
     """Fraction of the five requested attributes the reader finds (0.0 to 1.0)."""
     matches = attribute_matches(clip, spec)
@@ -271,6 +280,7 @@ __all__ = [
     "adherence",
     "attribute_matches",
     "describe_clip",
+    "match_counts",
     "read_clip",
     "read_clips",
 ]
