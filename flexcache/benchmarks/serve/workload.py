@@ -256,8 +256,6 @@ def near_duplicate_share(prompts: list[str], embedder, threshold: float = 0.9) -
     VidProM and 59 % for DiffusionDB (unique vs semantically unique prompts;
     their own similarity criterion, not necessarily this threshold).
     """
-    import torch
-
     unique = sorted(set(prompts))
     if len(unique) < 2:
         return 0.0
