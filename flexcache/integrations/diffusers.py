@@ -77,6 +77,17 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _config_digest(config: Any) -> str:
+    """A digest of a diffusers config that every process computes alike.
+
+    Keys starting with ``_`` are diffusers' bookkeeping, not settings, and
+    ``_use_default_values`` is a list built from a set, so its order changes
+    with each process's hash seed: left in, no two workers of a fleet would
+    share a signature (and so an entry).
+    """
+    return _digest({key: value for key, value in dict(config).items() if not str(key).startswith("_")})
+
+
 class PipelineAdapter:
     """Knows one pipeline family's latent layout and generation signature."""
 
@@ -98,7 +109,7 @@ class PipelineAdapter:
 
     @staticmethod
     def _scheduler_id(pipe: Any) -> str:
-        return f"{type(pipe.scheduler).__name__}:{_digest(dict(pipe.scheduler.config))}"
+        return f"{type(pipe.scheduler).__name__}:{_config_digest(pipe.scheduler.config)}"
 
 
 class WanAdapter(PipelineAdapter):
@@ -210,8 +221,8 @@ def _default_model_id(pipe: Any) -> str:
     # Built in code: fall back to the architecture. Two differently trained
     # models with one architecture would share entries, so pass model_id.
     transformer = getattr(pipe, "transformer", None)
-    config = dict(transformer.config) if transformer is not None else {}
-    return f"{type(pipe).__name__}:{_digest(config)}"
+    config = transformer.config if transformer is not None else {}
+    return f"{type(pipe).__name__}:{_config_digest(config)}"
 
 
 # -- resuming: a scheduler that runs only steps K..N --------------------------------

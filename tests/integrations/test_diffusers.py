@@ -208,3 +208,20 @@ def test_unsupported_pipeline_names_the_supported_ones(make_cache):
 
     with pytest.raises(UnsupportedPipelineError, match="WanPipeline"):
         enable_flexcache(ImagePipeline(), make_cache())
+
+
+def test_the_signature_is_the_same_in_every_process():
+    """Fleet workers must agree on the signature, whatever their hash seed (diffusers keeps a set-built list
+    `_use_default_values` in scheduler configs; digesting it split a fleet into one signature per process)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from flexcache.integrations.diffusers import ADAPTERS, _default_model_id\n"
+            "from flexcache.integrations.tiny import tiny_wan_pipeline\n"
+            "pipe = tiny_wan_pipeline()\n"
+            "print(ADAPTERS['WanPipeline']._scheduler_id(pipe), _default_model_id(pipe))\n")
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip().splitlines()[-1]
+               for seed in (1, 2, 3)}
+    assert len(outputs) == 1, outputs
