@@ -321,3 +321,30 @@ def test_concurrent_readers_never_lose_a_pinned_entry(policy):
         held = sum(len(tier.get(k)) for k in tier.keys())
         assert tier.bytes_used == held <= tier.capacity_bytes
     store.close()
+
+
+def test_a_tier_that_is_down_warns_once_per_outage(caplog):
+    import logging
+
+    class FlakyTier(PersistentMemoryTier):
+        down = True
+
+        def put(self, key, blob, meta=b""):
+            if self.down:
+                raise FlexCacheError("server unavailable")
+            super().put(key, blob, meta)
+
+    flaky = FlakyTier(10_000)
+    store = TieredStore([MemoryTier(10_000), flaky], policy="lru", background=False)
+    with caplog.at_level(logging.DEBUG, logger="flexcache.engine.store.tiered"):
+        for n in range(3):
+            store.put(entry(n), blob_of(n), b"m")
+            store.drain()
+        flaky.down = False
+        store.put(entry(9), blob_of(9), b"m")
+        store.drain()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([m for m in warnings if "refused" in m]) == 1
+    assert len([r for r in caplog.records if r.levelno == logging.DEBUG and "refused" in r.getMessage()]) == 2
+    assert warnings[-1].endswith("takes writes again")
+    assert store.tiers_of(entry(9).key) == ["memory", "persistent-memory"]

@@ -94,6 +94,7 @@ class TieredStore:
         self._evicted: list[str] = []  # keys to report through on_evicted
         self._reserved = [0] * len(self.tiers)  # bytes of writes in flight, per tier
         self._writing: set[tuple[int, str]] = set()  # (tier, key) being written
+        self._refusing: set[int] = set()  # tiers whose last write failed (one warning per outage)
         self._pins: dict[str, int] = {}  # key -> pin count; pinned keys are never victims
         # Optional owner hooks, called outside the lock: a copy landed in / left a tier.
         self.on_placed: Callable[[str, int, bytes], None] | None = None
@@ -255,7 +256,15 @@ class TieredStore:
             tier.put(key, blob, meta)
             written = True
         except FlexCacheError as exc:
-            logger.warning("flexcache: %s tier refused %s: %s", tier.name, key, exc)
+            # One warning per outage: a tier that is down refuses every write until it is back.
+            first = index not in self._refusing
+            self._refusing.add(index)
+            logger.log(logging.WARNING if first else logging.DEBUG, "flexcache: %s tier refused %s: %s%s",
+                       tier.name, key, exc, " (further refusals are logged at debug level until it takes a write)"
+                       if first else "")
+        if written and index in self._refusing:
+            self._refusing.discard(index)
+            logger.warning("flexcache: %s tier takes writes again", tier.name)
         with self._lock:
             self._reserved[index] -= nbytes
             located = self._located.get(key)
