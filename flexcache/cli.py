@@ -149,33 +149,76 @@ def _bench_splitter(args: argparse.Namespace) -> int:
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    from flexcache.benchmarks.serve.profiles import get_profile
-    from flexcache.benchmarks.serve.run import format_serve_table, run_serve_bench
     from flexcache.benchmarks.serve.simulate import SYSTEMS
-    from flexcache.benchmarks.serve.workload import SyntheticWorkload, generate_trace, read_trace
+    from flexcache.benchmarks.serve.workload import read_trace
+
+    systems = _parse_list(args.systems, "--systems", str) if args.systems else None
+    unknown = [name for name in systems or () if name not in SYSTEMS]
+    if unknown or systems == ():
+        raise FlexCacheError(f"--systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
+    if (args.workers is not None and args.workers < 1) or args.budget_gb < 0:
+        raise FlexCacheError("--workers must be >= 1 and --budget-gb >= 0")
+    trace = read_trace(args.trace) if args.trace else None
+    if args.live:
+        return _bench_serve_live(args, systems, trace)
+    if args.redis_url or args.stop_redis_after is not None:
+        raise FlexCacheError("--redis-url and --stop-redis-after belong to --live")
+    return _bench_serve_simulated(args, systems, trace)
+
+
+def _bench_serve_simulated(args: argparse.Namespace, systems, trace) -> int:
+    from flexcache.benchmarks.serve.profiles import get_profile, measure_toyworld_profile
+    from flexcache.benchmarks.serve.run import DEFAULT_SWEEP_GB, format_serve_table, run_serve_bench
+    from flexcache.benchmarks.serve.simulate import SYSTEMS
+    from flexcache.benchmarks.serve.workload import SyntheticWorkload, generate_trace
 
     if args.quick:
-        args.requests, args.profile, args.workers = 120, "wan2.1-1.3b-480p", 2
-    profile = get_profile(args.profile)
-    systems = _parse_list(args.systems, "--systems", str)
-    unknown = [name for name in systems if name not in SYSTEMS]
-    if unknown or not systems:
-        raise FlexCacheError(f"--systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
-    if args.workers < 1 or args.budget_gb < 0:
-        raise FlexCacheError("--workers must be >= 1 and --budget-gb >= 0")
-    if args.trace:
-        trace = read_trace(args.trace)
-    else:
+        args.requests, args.profile, args.workers = 120, "wan2.1-1.3b-480p", args.workers or 2
+    workers = args.workers or 8
+    profile = measure_toyworld_profile() if args.profile == "measure" else get_profile(args.profile)
+    if trace is None:
         # Offered load: 80 % of what the workers serve uncached, unless given.
-        rate = args.rph or 0.8 * args.workers * 3600 / profile.seconds_full
-        trace = generate_trace(SyntheticWorkload(requests=args.requests, users=args.users, seed=args.seed,
+        rate = args.rph or 0.8 * workers * 3600 / profile.seconds_full
+        trace = generate_trace(SyntheticWorkload(requests=args.requests or 2000, users=args.users, seed=args.seed,
                                                  requests_per_hour=rate))
-    result = run_serve_bench(trace, profile, systems=systems, budget_bytes=int(args.budget_gb * 1e9),
-                             workers=args.workers, gpu_price=args.gpu_price, storage_price=args.storage_price,
+    sweep = DEFAULT_SWEEP_GB if args.sweep_gb is None else _parse_list(args.sweep_gb, "--sweep-gb", float)
+    if any(b < 0 for b in sweep):
+        raise FlexCacheError("--sweep-gb budgets must be >= 0")
+    result = run_serve_bench(trace, profile, systems=systems or tuple(SYSTEMS),
+                             budget_bytes=int(args.budget_gb * 1e9), sweep_bytes=tuple(int(b * 1e9) for b in sweep),
+                             workers=workers, gpu_price=args.gpu_price, storage_price=args.storage_price,
                              progress=not args.no_progress)
     print(format_serve_table(result))
     _write_json(args.json, result, "results")
+    prefix = args.plots or (str(Path(args.json).with_suffix("")) if args.json else None)
+    if prefix and sweep:
+        from flexcache.benchmarks.serve.plots import write_sweep_plots
+
+        for path in write_sweep_plots(result, prefix):
+            print(f"plot written to {path}")
     return 0
+
+
+def _bench_serve_live(args: argparse.Namespace, systems, trace) -> int:
+    from flexcache.benchmarks.serve.live import format_live_table, run_live_bench, toyworld_trace
+
+    if args.profile not in ("wan2.1-14b-720p", "measure"):  # the default, or the toy world it measures
+        raise FlexCacheError("--live serves the toy-world pipeline on this machine; --profile applies to the "
+                             "simulated mode only")
+    if args.quick:
+        args.requests = args.requests or 24
+    trace = trace if trace is not None else toyworld_trace(args.requests or 60, args.seed)
+    result = run_live_bench(trace, systems=systems or ("nocache", "nirvana", "flexcache"), workers=args.workers or 3,
+                            budget_bytes=int(args.budget_gb * 1e9), redis_url=args.redis_url,
+                            stop_redis_after=args.stop_redis_after, time_scale=args.time_scale,
+                            gpu_price=args.gpu_price, storage_price=args.storage_price,
+                            progress=not args.no_progress)
+    print(format_live_table(result))
+    _write_json(args.json, result, "results")
+    failed = sum(row["failed"] for row in result["systems"].values())
+    if failed:
+        print(f"{failed} live requests failed; see 'errors' in the JSON", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -243,16 +286,20 @@ def build_parser() -> argparse.ArgumentParser:
     splitter.add_argument("--json", metavar="PATH", help="write the scores (and listed failures) as JSON here")
     splitter.set_defaults(run=_bench_splitter)
 
-    serve = bench.add_parser("serve", help="simulated serving: throughput, latency, cost and hit rate per system")
-    serve.add_argument("--trace", help="JSONL request trace (default: a synthetic one)")
+    serve = bench.add_parser("serve", help="serving benchmark: throughput, latency, cost and hit rate per system "
+                             "(simulated GPUs, or --live worker processes)")
+    serve.add_argument("--trace", help="JSONL request trace (default: a synthetic one; docs: bench/e2e/README.md)")
     serve.add_argument("--profile", default="wan2.1-14b-720p",
                        help="model profile (wan2.1-1.3b-480p, wan2.1-14b-720p, hunyuanvideo-720p, cogvideox-5b, "
-                            "ltx-video; default wan2.1-14b-720p)")
-    serve.add_argument("--systems", default="nocache,nirvana,flexcache,flexcache-no-decoupling,"
-                       "flexcache-no-compression,flexcache-no-policy", help="systems to compare")
+                            "ltx-video, or 'measure': time the toy-world pipeline here; default wan2.1-14b-720p)")
+    serve.add_argument("--systems", help="systems to compare (default: all six simulated; "
+                       "nocache,nirvana,flexcache live)")
     serve.add_argument("--budget-gb", type=float, default=16.0, help="storage budget per system, GB (default 16)")
-    serve.add_argument("--workers", type=int, default=8, help="simulated GPUs (default 8)")
-    serve.add_argument("--requests", type=int, default=2000, help="synthetic trace length (default 2000)")
+    serve.add_argument("--sweep-gb", help="also run at these budgets, for the plots (default 1,4,16,64; '' for none)")
+    serve.add_argument("--plots", metavar="PREFIX", help="write PREFIX-throughput.png and PREFIX-hit-rate.png "
+                       "(default: next to --json)")
+    serve.add_argument("--workers", type=int, help="simulated GPUs (default 8) or live worker processes (default 3)")
+    serve.add_argument("--requests", type=int, help="synthetic trace length (default 2000; live: 60)")
     serve.add_argument("--users", type=int, default=200, help="synthetic users (default 200)")
     serve.add_argument("--rph", type=float, help="synthetic offered load, requests/hour (default: 80%% of the "
                        "workers' uncached capacity)")
@@ -261,7 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="USD per GB-month (default 0.11, S3 Express 2026)")
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
-    serve.add_argument("--quick", action="store_true", help="120 requests, Wan2.1-1.3B profile, 2 workers")
+    serve.add_argument("--quick", action="store_true",
+                       help="small preset: 120 requests, Wan2.1-1.3B profile, 2 workers (live: 24 requests)")
+    serve.add_argument("--live", action="store_true", help="run real toy-world worker processes sharing one Redis")
+    serve.add_argument("--redis-url", help="live: the shared Redis (default: start a local redis-server per system)")
+    serve.add_argument("--stop-redis-after", type=int, metavar="N",
+                       help="live: stop the local Redis after N requests (checks the fall-back to local tiers)")
+    serve.add_argument("--time-scale", type=float, default=0.0,
+                       help="live: release requests at trace time x this (default 0: all at once, saturation)")
     serve.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     serve.set_defaults(run=_bench_serve)
 

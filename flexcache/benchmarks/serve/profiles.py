@@ -67,3 +67,78 @@ def get_profile(name: str) -> ModelProfile:
         return PROFILES[name]
     except KeyError:
         raise ConfigError(f"unknown model profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+
+
+def measure_profile(pipe, call_kwargs: dict, *, name: str, model_id: str, steps: int, encode=None,
+                    decoded_output: str | None = "pt", repeats: int = 3, device: str = "cpu") -> ModelProfile:
+    """Time a real diffusers pipeline here: seconds per denoising step, text encoding and decoding.
+
+    `call_kwargs` are what one request passes (prompt embeddings, size,
+    guidance); `encode` is the text encoder as a zero-argument callable, timed
+    on its own when given. Each figure is the median of `repeats` runs after
+    one warm-up call. Step time comes from the gaps between step callbacks;
+    decoding is a call with `decoded_output` minus one that stops at the
+    latents (None: the pipeline has no decoder worth timing).
+    """
+    import os
+    import platform
+    import statistics
+    import time
+
+    import torch
+
+    def timed_call(output_type: str) -> tuple[float, list[float], torch.Tensor]:
+        marks: list[float] = []
+
+        def on_step(_pipe, _step, _t, kwargs):
+            marks.append(time.perf_counter())
+            return kwargs
+
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = pipe(**call_kwargs, num_inference_steps=steps, output_type=output_type,
+                       callback_on_step_end=on_step)
+        total = time.perf_counter() - started
+        gaps = [b - a for a, b in zip([started] + marks, marks)]
+        return total, gaps, out.frames
+
+    timed_call("latent")  # warm-up
+    totals, latent_totals, gaps, encodes = [], [], [], []
+    latents = None
+    for _ in range(repeats):
+        total, step_gaps, latents = timed_call("latent")
+        latent_totals.append(total)
+        gaps += step_gaps[1:]  # the first gap also holds the call's set-up
+        if decoded_output is not None:
+            totals.append(timed_call(decoded_output)[0])
+        if encode is not None:
+            started = time.perf_counter()
+            encode()
+            encodes.append(time.perf_counter() - started)
+    latent = latents[0]
+    per_step = statistics.median(gaps)
+    return ModelProfile(
+        name, model_id, f"{device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "x".join(str(call_kwargs.get(k, "?")) for k in ("width", "height", "num_frames")), steps, per_step, 2 if call_kwargs.get("guidance_scale", 1.0) > 1.0 else 1,
+        tuple(latent.shape), str(latent.dtype).removeprefix("torch."),
+        f"measured here: median of {repeats} calls ({len(gaps)} step gaps)",
+        text_encoder_s=statistics.median(encodes) if encodes else 0.0,
+        vae_decode_s=max(0.0, statistics.median(totals) - statistics.median(latent_totals)) if totals else 0.0,
+        overheads_in_step_time=False)
+
+
+def measure_toyworld_profile(repeats: int = 3) -> ModelProfile:
+    """`--profile measure`: the toy-world pipeline (the only weights shipped) timed on this machine."""
+    from flexcache.toyworld.model import DEFAULT_STEPS, MODEL_ID, WEIGHTS, PromptEncoder, pipeline_kwargs
+    from flexcache.toyworld.model import initial_noise, toyworld_pipeline
+
+    prompt = "a red circle moving left on a blue background with stripes"
+    encoder = PromptEncoder()
+    pipe = toyworld_pipeline(WEIGHTS)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = pipeline_kwargs(encoder([prompt]), steps=DEFAULT_STEPS) | {"latents": initial_noise([0])}
+    for owned in ("num_inference_steps", "output_type"):
+        kwargs.pop(owned)
+    # The toy world denoises pixels: its "latent" is the clip, so there is no decoder to time.
+    return measure_profile(pipe, kwargs, name="toyworld-measured", model_id=MODEL_ID, steps=DEFAULT_STEPS,
+                           encode=lambda: encoder([prompt]), decoded_output=None, repeats=repeats)

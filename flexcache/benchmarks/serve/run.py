@@ -9,35 +9,48 @@ from typing import Any
 import torch
 
 from flexcache.benchmarks.serve.profiles import ModelProfile
-from flexcache.benchmarks.serve.simulate import SYSTEMS, CachePathCosts, measure_entry_sizes, simulate, summarize
+from flexcache.benchmarks.serve.simulate import (SYSTEMS, CachePathCosts, MemoizedEmbedder, measure_entry_sizes,
+                                                  simulate, summarize)
 from flexcache.benchmarks.serve.workload import TraceRequest, near_duplicate_share
 
 # On-demand prices as published (shared/SERVING-FACTS.md, 2026-11).
 DEFAULT_GPU_PRICE = 3.0  # USD per H100-hour (Lambda ~3, GCP A3 ~3, AWS ~3.9, RunPod ~2)
 DEFAULT_STORAGE_PRICE = 0.11  # USD per GB-month (S3 Express; host memory / NVMe comes with the GPU)
+DEFAULT_SWEEP_GB = (1.0, 4.0, 16.0, 64.0)  # the storage budgets the plots span
 
 
 def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems: tuple[str, ...] = tuple(SYSTEMS),
-                    budget_bytes: int = 16 * 10**9, workers: int = 8, gpu_price: float = DEFAULT_GPU_PRICE,
-                    storage_price: float = DEFAULT_STORAGE_PRICE, costs: CachePathCosts = CachePathCosts(),
-                    progress: bool = True) -> dict[str, Any]:
+                    budget_bytes: int = 16 * 10**9, sweep_bytes: tuple[int, ...] = (), workers: int = 8,
+                    gpu_price: float = DEFAULT_GPU_PRICE, storage_price: float = DEFAULT_STORAGE_PRICE,
+                    costs: CachePathCosts = CachePathCosts(), progress: bool = True) -> dict[str, Any]:
+    """Every system over `trace` at `budget_bytes`, and at each budget of `sweep_bytes` (the plots' points)."""
     from tqdm.auto import tqdm
 
     from flexcache.config import EmbedderConfig, PlannerConfig
     from flexcache.engine.embedder import SentenceTransformerEmbedder
 
     started = time.perf_counter()
-    embedder = SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
+    embedder = MemoizedEmbedder(SentenceTransformerEmbedder(EmbedderConfig(device="cpu")))
     sizes = measure_entry_sizes(profile, PlannerConfig().checkpoint_fractions)
     span_h = max(trace[-1].t - trace[0].t, 1.0) / 3600
     offered = len(trace) / span_h
-    out: dict[str, Any] = {}
-    with tqdm(total=len(trace) * len(systems), desc="requests", unit="req", disable=not progress) as bar:
-        for name in systems:
-            result = simulate(trace, profile, SYSTEMS[name], budget_bytes=budget_bytes, workers=workers,
+    budgets = sorted(set(sweep_bytes) | {budget_bytes})
+    # nocache does not depend on the budget: one run serves every point.
+    runs = [(name, budget) for name in systems for budget in (budgets if SYSTEMS[name].cached else budgets[:1])]
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    with tqdm(total=len(trace) * len(runs), desc="requests", unit="req", disable=not progress) as bar:
+        for name, budget in runs:
+            bar.set_postfix_str(f"{name} @ {budget / 1e9:g} GB")
+            result = simulate(trace, profile, SYSTEMS[name], budget_bytes=budget, workers=workers,
                               embedder=embedder, entry_sizes=sizes, costs=costs, on_request=lambda: bar.update(1))
-            out[name] = summarize(result, workers=workers, gpu_price_per_hour=gpu_price,
-                                  storage_price_per_gb_month=storage_price, offered_rph=offered)
+            rows[name, budget] = summarize(result, workers=workers, gpu_price_per_hour=gpu_price,
+                                           storage_price_per_gb_month=storage_price, offered_rph=offered)
+    for name in systems:
+        if not SYSTEMS[name].cached:
+            for budget in budgets:
+                rows[name, budget] = rows[name, budgets[0]]
+    out = {name: rows[name, budget_bytes] for name in systems}
+    sweep = {name: [{"budget_bytes": b} | rows[name, b] for b in sorted(set(sweep_bytes))] for name in systems}
     ratios = {}
     for base in ("nirvana", "nocache"):
         if "flexcache" in out and base in out:
@@ -55,12 +68,14 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
         "workload": workload,
         "systems": out,
         "ratios": ratios,
+        "sweep": sweep,
         "profile": vars(profile) | {"latent_shape": list(profile.latent_shape)},
         "entry_bytes_by_step": sizes,
-        "settings": {"requests": len(trace), "budget_bytes": budget_bytes, "workers": workers,
+        "settings": {"requests": len(trace), "budget_bytes": budget_bytes, "sweep_bytes": sorted(set(sweep_bytes)),
+                     "workers": workers,
                      "gpu_price_per_hour": gpu_price, "storage_price_per_gb_month": storage_price,
                      "tier": "one host-memory tier of budget_bytes per system (accounted sizes)",
-                     "cache_path_costs": vars(costs) | {"tier_transfer": "not charged"}},
+                     "cache_path_costs": vars(costs)},
         "wall_seconds": time.perf_counter() - started,
         "machine": {"platform": platform.platform(), "torch": torch.__version__,
                     "cuda": torch.cuda.is_available()},
@@ -85,4 +100,13 @@ def format_serve_table(result: dict[str, Any]) -> str:
     for name, ratio in result["ratios"].items():
         lines.append(f"\n{name}: throughput x{ratio['throughput']:.3f}, "
                      f"cost per video {ratio['cost_reduction']:.1%} lower")
+    sweep = result.get("sweep") or {}
+    budgets = [point["budget_bytes"] for point in next(iter(sweep.values()), [])]
+    if budgets:
+        heads = " | ".join(f"{b / 1e9:g} GB" for b in budgets)
+        lines += ["", "Throughput (req/h) / hit rate by storage budget:", "", f"| system | {heads} |",
+                  "|---|" + "---|" * len(budgets)]
+        for name, points in sweep.items():
+            cells = " | ".join(f"{p['throughput_rph']:.2f} / {p['hit_rate']:.0%}" for p in points)
+            lines.append(f"| {name} | {cells} |")
     return "\n".join(lines)

@@ -15,8 +15,9 @@ checkpoints when it completes, so a hit needs its source finished first.
 
 Cache-path costs are charged from measured figures, fixed so runs reproduce
 (`CachePathCosts`; CPU figures until a GPU run is recorded): every request of
-a cached system pays one `plan`, and a hit on a compressed entry pays its
-decode at the measured decode throughput. Tier transfers are not charged.
+a cached system pays one `plan`, every hit pays the read of its blob from the
+host-memory tier at the measured tier throughput, and a hit on a compressed
+entry also pays its decode at the measured decode throughput.
 """
 
 from __future__ import annotations
@@ -97,13 +98,39 @@ class AccountedTier(MemoryTier):
             return True
 
 
+class MemoizedEmbedder:
+    """An embedder that computes each distinct text once (systems and budgets replay the same prompts).
+
+    Vectors are kept per text as first computed, so every replay sees the
+    very same vectors whatever it batches together.
+    """
+
+    def __init__(self, embedder) -> None:
+        self.embedder = embedder
+        self._vectors: dict[str, torch.Tensor] = {}
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    def embed(self, texts) -> torch.Tensor:
+        texts = list(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if missing:
+            for text, vector in zip(missing, self.embedder.embed(missing)):
+                self._vectors[text] = vector
+        return torch.stack([self._vectors[t] for t in texts])
+
+
 @dataclass(frozen=True)
 class CachePathCosts:
     """Seconds the cache path adds to a request (defaults: this repo's CPU measurements, 2026-11-26)."""
 
     plan_s: float = 0.00825  # bench/results/2026-11-26-cpu-engine.md: FlexCache.plan end to end, MiniLM on CPU
     decode_gb_per_s: float = 0.0172  # bench/results/2026-11-26-cpu-codec.json: median decode, proxy 16x21x60x104
-    source: str = "2-core Xeon CPU (bench/results/2026-11-26-cpu-engine.md, -cpu-codec.json); no GPU figures yet"
+    tier_get_gb_per_s: float = 11.1  # bench/results/2026-11-26-cpu-store.md: host tier, 8 MB get, median
+    source: str = ("2-core Xeon CPU (bench/results/2026-11-26-cpu-engine.md, -cpu-codec.json, -cpu-store.md); "
+                   "no GPU figures yet")
 
 
 @dataclass(frozen=True)
@@ -200,6 +227,7 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
             plan = cache.plan(request.prompt, signature, tenant=request.tenant, seed=request.seed or 0)
             if plan.hit and cache.fetch(plan) is not None:
                 skip = plan.skip_steps
+                overhead += sizes[skip] / (costs.tier_get_gb_per_s * 1e9)
                 if system.compressed:
                     overhead += raw / (costs.decode_gb_per_s * 1e9)
                 result.hits += 1
