@@ -164,12 +164,16 @@ class PlannerConfig:
             it meets, or what `similarity_table` allows for the full prompt,
             whichever is more. A prompt and an entry that both name no
             background count as a background match.
+        cache_resumed: a hit's resumed run also caches the checkpoints it
+            passes after K, under its own prompt, so a later repeat or edit of
+            it resumes deeper (NIRVANA caches full runs only: False).
     """
 
     similarity_table: tuple[tuple[float, float], ...] = NIRVANA_SIMILARITY_TABLE
     checkpoint_fractions: tuple[float, ...] = DEFAULT_CHECKPOINT_FRACTIONS
     lookup: str = "decoupled"
     part_table: tuple[tuple[float, float, float], ...] = PART_SIMILARITY_TABLE
+    cache_resumed: bool = True
 
     def __post_init__(self) -> None:
         # Lists given directly become tuples, so the config stays immutable.

@@ -64,6 +64,7 @@ class CacheCounters:
     steps_total: int = 0
     steps_saved: int = 0
     inserts: int = 0
+    resumed_inserts: int = 0  # of `inserts`, entries a hit's resumed run added
     duplicate_inserts: int = 0
     evictions: int = 0
     fetch_misses: int = 0
@@ -235,7 +236,8 @@ class FlexCache:
         step, similarity, record, object_similarity, background_similarity, via_parts = best
         return Plan(hit=True, skip_steps=step, similarity=similarity, source_record=record.record_id,
                     source_prompt=record.prompt, object_similarity=object_similarity,
-                    background_similarity=background_similarity, via_parts=via_parts, **common)
+                    background_similarity=background_similarity, via_parts=via_parts, source_seed=record.seed,
+                    **common)
 
     def _part_candidates(self, partition: tuple, vector: torch.Tensor, k: int) -> set[int]:
         _, ids = self.index.search(partition, vector.unsqueeze(0), k)
@@ -296,10 +298,13 @@ class FlexCache:
 
     def insert(self, plan: Plan, latents: Mapping[int, torch.Tensor],
                sigmas: Mapping[int, float] | None = None) -> list[str]:
-        """Store the latents a full run captured, keyed by the step they follow.
+        """Store the latents a run captured, keyed by the step they follow.
 
         Args:
-            plan: the miss plan the run was made from (its seed drew the noise).
+            plan: the plan the run was made from. A miss: its seed drew the
+                noise. A hit (with ``planner.cache_resumed``): the resumed
+                run's checkpoints after K, `plan.resumed_checkpoints`; they
+                carry the source's noise, so they are coded against its seed.
             latents: ``{step: x_step}``; steps in ``1 .. N-1``, each latent of
                 the signature's shape (a leading batch dimension of 1 is
                 accepted) and dtype, all values finite.
@@ -311,19 +316,25 @@ class FlexCache:
             are kept, not replaced (first writer wins).
 
         Raises:
-            InvalidPlanError: `plan` is a hit (its latents did not start from its seed).
-            InvalidLatentError: a step out of range, or a latent of the wrong
+            InvalidPlanError: `plan` is a hit and ``planner.cache_resumed`` is off.
+            InvalidLatentError: a step out of range (for a hit: at or before K), or a latent of the wrong
                 shape or dtype, or with NaN/inf values. Nothing is stored then.
             CapacityError: an encoded latent is larger than the whole store.
         """
+        seed = plan.seed
         if plan.hit:
-            raise InvalidPlanError(
-                "insert() takes the plan of a full run (a miss); a resumed run did not start from its seed"
-            )
+            if not self.config.planner.cache_resumed:
+                raise InvalidPlanError("insert() of a hit plan needs planner.cache_resumed; this cache stores "
+                                       "full runs (misses) only")
+            early = sorted(step for step in latents if isinstance(step, int) and step <= plan.skip_steps)
+            if early:
+                raise InvalidLatentError(f"a run resumed at step {plan.skip_steps} did not compute steps {early}; "
+                                         "insert only its later checkpoints (plan.resumed_checkpoints)")
+            seed = plan.source_seed if plan.source_seed is not None else plan.seed
         signature = plan.signature
         checked = {step: self._checked_latent(step, latent, signature) for step, latent in latents.items()}
         sigmas = sigmas or {}
-        blobs = {step: self.codec.encode(latent, seed=plan.seed, sigma=sigmas.get(step),
+        blobs = {step: self.codec.encode(latent, seed=seed, sigma=sigmas.get(step),
                                          frame_axis=signature.frame_axis)
                  for step, latent in sorted(checked.items())}
         for step, blob in blobs.items():
@@ -335,7 +346,7 @@ class FlexCache:
         stored: list[str] = []
         with self._lock:
             candidate = PromptRecord(stable_record_id(plan.tenant, signature.key(), plan.prompt), plan.tenant,
-                                     plan.prompt, signature, plan.seed, plan.embedding.detach())
+                                     plan.prompt, signature, seed, plan.embedding.detach())
             if plan.parts is not None and plan.part_embeddings is not None:
                 candidate.parts = plan.parts
                 candidate.object_embedding = plan.part_embeddings[0].detach()
@@ -359,6 +370,7 @@ class FlexCache:
                         logger.warning("flexcache: could not store %s: %s", entry.key, exc)
                         continue
                     self._counters.inserts += 1
+                    self._counters.resumed_inserts += plan.hit
                     stored.append(entry.key)
             finally:
                 self._inserting.discard(record.record_id)
@@ -497,6 +509,7 @@ class FlexCache:
                 "bytes_stored": self.store.bytes_used,
                 "capacity_bytes": self.store.capacity_bytes,
                 "inserts": c.inserts,
+                "resumed_inserts": c.resumed_inserts,
                 "duplicate_inserts": c.duplicate_inserts,
                 "evictions": c.evictions,
                 "fetch_misses": c.fetch_misses,

@@ -88,6 +88,8 @@ class Plan:
             partition was empty).
         source_record: the record a hit resumes from.
         source_prompt: that record's prompt (for reports; same tenant only).
+        source_seed: the seed that record's noise came from: a resumed run
+            carries that noise, so its later checkpoints are coded against it.
         seed: the seed of the initial noise for a full run.
         checkpoint_steps: steps after which a full run captures latents.
         embedding: the prompt's unit vector, reused by `insert`.
@@ -116,6 +118,7 @@ class Plan:
     object_similarity: float | None = None
     background_similarity: float | None = None
     via_parts: bool = False
+    source_seed: int | None = None
 
     @property
     def num_steps(self) -> int:
@@ -123,4 +126,10 @@ class Plan:
 
     def as_miss(self) -> "Plan":
         return dataclasses.replace(self, hit=False, skip_steps=0, source_record=None, source_prompt=None,
-                                   object_similarity=None, background_similarity=None, via_parts=False)
+                                   object_similarity=None, background_similarity=None, via_parts=False,
+                                   source_seed=None)
+
+    @property
+    def resumed_checkpoints(self) -> tuple[int, ...]:
+        """The checkpoint steps a hit's resumed run passes (after K): what `insert` takes from it."""
+        return tuple(step for step in self.checkpoint_steps if step > self.skip_steps) if self.hit else ()

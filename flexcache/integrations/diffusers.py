@@ -287,7 +287,9 @@ class _CallContext:
     def __init__(self, plan: Plan, user_callback: Callable | None) -> None:
         self.plan = plan
         self.user_callback = user_callback
-        self.checkpoints = set(plan.checkpoint_steps)
+        # A resumed run's step indexes count from K (its scheduler is sliced there).
+        self.offset = plan.skip_steps if plan.hit else 0
+        self.checkpoints = set(plan.resumed_checkpoints if plan.hit else plan.checkpoint_steps)
         self.captured: dict[int, torch.Tensor] = {}
         self.sigmas: dict[int, float] = {}
 
@@ -295,11 +297,11 @@ class _CallContext:
         outputs = callback_kwargs
         if self.user_callback is not None:
             outputs = self.user_callback(pipe, step_index, timestep, callback_kwargs) or {}
-        steps_done = step_index + 1
+        steps_done = self.offset + step_index + 1
         if steps_done in self.checkpoints:
             latents = outputs.get("latents", callback_kwargs["latents"])
             self.captured[steps_done] = latents.detach().clone()
-            sigma = noise_level(pipe.scheduler, steps_done)
+            sigma = noise_level(pipe.scheduler, step_index + 1)
             if sigma is not None:
                 self.sigmas[steps_done] = sigma
         return outputs
@@ -363,6 +365,15 @@ class _Binding:
         report.num_steps = signature.num_steps
         report.similarity = plan.similarity
 
+        capture = not plan.hit or (self.cache.config.planner.cache_resumed and bool(plan.resumed_checkpoints))
+        context = _CallContext(plan, pipeline_args.get("callback_on_step_end"))
+        if capture:
+            tensor_inputs = list(pipeline_args.get("callback_on_step_end_tensor_inputs") or [])
+            tensor_inputs = list(getattr(context.user_callback, "tensor_inputs", tensor_inputs))
+            if "latents" not in tensor_inputs:
+                tensor_inputs.append("latents")
+            pipeline_args["callback_on_step_end"] = context.on_step_end
+            pipeline_args["callback_on_step_end_tensor_inputs"] = tensor_inputs
         if plan.hit:
             report.hit, report.skip_steps, report.source_prompt = True, plan.skip_steps, plan.source_prompt
             report.object_similarity, report.background_similarity = plan.object_similarity, plan.background_similarity
@@ -376,21 +387,12 @@ class _Binding:
                     result = original_call(pipe, **pipeline_args)
                 finally:
                     pipe.__dict__["scheduler"] = original_scheduler
-            report.seconds = time.perf_counter() - started
-            return result
-
-        report.seed = plan.seed
-        context = _CallContext(plan, pipeline_args.get("callback_on_step_end"))
-        tensor_inputs = list(pipeline_args.get("callback_on_step_end_tensor_inputs") or [])
-        tensor_inputs = list(getattr(context.user_callback, "tensor_inputs", tensor_inputs))
-        if "latents" not in tensor_inputs:
-            tensor_inputs.append("latents")
-        pipeline_args["callback_on_step_end"] = context.on_step_end
-        pipeline_args["callback_on_step_end_tensor_inputs"] = tensor_inputs
-        noise = seeded_noise(signature.latent_shape, plan.seed, device=device, dtype=signature.torch_dtype)
-        pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, noise, resume=False)
-        with self.run_lock:
-            result = original_call(pipe, **pipeline_args)
+        else:
+            report.seed = plan.seed
+            noise = seeded_noise(signature.latent_shape, plan.seed, device=device, dtype=signature.torch_dtype)
+            pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, noise, resume=False)
+            with self.run_lock:
+                result = original_call(pipe, **pipeline_args)
         if context.captured:
             try:
                 report.inserted = self.cache.insert(plan, context.captured, context.sigmas)

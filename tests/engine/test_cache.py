@@ -156,8 +156,32 @@ def test_insert_from_hit_plan_and_fetch_from_miss_plan_are_refused(make_cache, s
     with pytest.raises(InvalidPlanError):
         cache.fetch(miss)
     hit = cache.plan(PROMPT, signature)
-    with pytest.raises(InvalidPlanError):
+    with pytest.raises(InvalidLatentError, match="did not compute steps"):  # a resumed run has no steps <= K
         cache.insert(hit, latents_for(hit))
+    strict = make_cache(planner={"cache_resumed": False})
+    fill(strict, PROMPT, signature)
+    hit = strict.plan(NEAR, signature)
+    assert hit.hit and hit.resumed_checkpoints
+    with pytest.raises(InvalidPlanError, match="cache_resumed"):
+        strict.insert(hit, {step: torch.randn(signature.latent_shape) for step in hit.resumed_checkpoints})
+    assert strict.stats()["entries"] == len(hit.checkpoint_steps)
+
+
+def test_a_resumed_run_caches_its_later_checkpoints_under_its_own_prompt(make_cache, signature):
+    cache = make_cache(codec={"name": "lossless"})
+    source, _ = fill(cache, PROMPT, signature)
+    hit = cache.plan(NEAR, signature, seed=7)
+    assert hit.hit and 0 < hit.skip_steps < max(hit.checkpoint_steps)
+    assert hit.source_seed == source.seed
+    later = {step: torch.randn(signature.latent_shape) for step in hit.resumed_checkpoints}
+    assert set(later) == {s for s in hit.checkpoint_steps if s > hit.skip_steps}
+    keys = cache.insert(hit, later)
+    assert len(keys) == len(later) and cache.stats()["resumed_inserts"] == len(later)
+    # An exact repeat of the resumed prompt now resumes from its own, deepest checkpoint.
+    again = cache.plan(NEAR, signature)
+    assert again.hit and again.source_prompt == NEAR and again.skip_steps == max(hit.checkpoint_steps)
+    assert torch.equal(cache.fetch(again), later[again.skip_steps])
+    assert again.source_seed == source.seed  # its noise is the source's: the codec codes against that seed
 
 
 def test_entry_larger_than_capacity_is_refused_and_cache_stays_usable(make_cache, signature):

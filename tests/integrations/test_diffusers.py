@@ -126,6 +126,34 @@ def test_near_duplicate_prompt_hits(pipe, make_cache):
     assert report.hit and report.source_prompt == PROMPT and 0.65 <= report.similarity < 1.0
 
 
+def test_a_hit_caches_its_resumed_checkpoints_and_a_repeat_reproduces_it(pipe, make_cache):
+    cache = make_cache(codec={"name": "lossless"})
+    enable_flexcache(pipe, cache)
+    near = "a red fox running through deep snow at night"  # cosine 0.84: K = 20 % of N
+    run(pipe, generator=torch.Generator().manual_seed(1))
+    served = run(pipe, prompt=near, generator=torch.Generator().manual_seed(2))
+    report = last_call_report(pipe)
+    assert report.hit and 0 < report.skip_steps < STEPS // 2
+    later = [s for s in cache.planner.checkpoint_steps(STEPS) if s > report.skip_steps]
+    assert len(report.inserted) == len(later) and cache.stats()["resumed_inserts"] == len(later)
+    # The repeat resumes from the near prompt's own deepest checkpoint and, Euler being
+    # one-step, reproduces what the first near request was served.
+    again = run(pipe, prompt=near, generator=torch.Generator().manual_seed(3))
+    report = last_call_report(pipe)
+    assert report.hit and report.source_prompt == near and report.skip_steps == max(later)
+    assert not report.inserted  # nothing after the deepest checkpoint
+    torch.testing.assert_close(again, served, rtol=1e-4, atol=1e-4)
+
+
+def test_without_cache_resumed_a_hit_inserts_nothing(pipe, make_cache):
+    cache = make_cache(planner={"cache_resumed": False})
+    enable_flexcache(pipe, cache)
+    run(pipe)
+    run(pipe, prompt="a red fox runs through fresh snow in a pine forest")
+    report = last_call_report(pipe)
+    assert report.hit and not report.inserted and cache.stats()["resumed_inserts"] == 0
+
+
 def test_uncacheable_calls_are_served_uncached(pipe, make_cache):
     cache = make_cache()
     enable_flexcache(pipe, cache)

@@ -137,7 +137,7 @@ def _cache_config(setup: WorkerSetup):
     if setup.redis_url:
         tiers.append({"kind": "redis", "capacity_bytes": setup.budget_bytes, "url": setup.redis_url})
     return CacheConfig.from_dict({
-        "name": setup.cache_name, "policy": spec.policy, "planner": {"lookup": spec.lookup},
+        "name": setup.cache_name, "policy": spec.policy, "planner": spec.planner_config(),
         "codec": {"name": "flexcache" if spec.compressed else "lossless"},
         "embedder": {"device": "cpu"}, "index": {"device": "cpu"},
         "store": {"tiers": tiers},
