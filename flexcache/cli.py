@@ -148,6 +148,17 @@ def _bench_splitter(args: argparse.Namespace) -> int:
     return 0
 
 
+# The synthetic workload's shape, one flag each (defaults and sources: `serve.workload`).
+WORKLOAD_FLAGS = {
+    "session_mean": "mean prompts per user session",
+    "session_median": "median prompts per session",
+    "edit_share": "share of in-session prompts that edit the previous one",
+    "repeat_share": "share of exact resubmissions",
+    "zipf_exponent": "topic popularity Zipf exponent",
+    "trough_to_peak": "diurnal arrival trough / peak",
+}
+
+
 def _bench_serve(args: argparse.Namespace) -> int:
     from flexcache.benchmarks.serve.simulate import SYSTEMS
     from flexcache.benchmarks.serve.workload import read_trace
@@ -179,8 +190,9 @@ def _bench_serve_simulated(args: argparse.Namespace, systems, trace) -> int:
     if trace is None:
         # Offered load: 80 % of what the workers serve uncached, unless given.
         rate = args.rph or 0.8 * workers * 3600 / profile.seconds_full
+        shape = {name: getattr(args, name) for name in WORKLOAD_FLAGS if getattr(args, name) is not None}
         trace = generate_trace(SyntheticWorkload(requests=args.requests or 2000, users=args.users, seed=args.seed,
-                                                 requests_per_hour=rate))
+                                                 requests_per_hour=rate, **shape))
     sweep = DEFAULT_SWEEP_GB if args.sweep_gb is None else _parse_list(args.sweep_gb, "--sweep-gb", float)
     if any(b < 0 for b in sweep):
         raise FlexCacheError("--sweep-gb budgets must be >= 0")
@@ -227,6 +239,7 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flexcache.benchmarks.serve.workload import DEFAULT_SOURCES, SyntheticWorkload
     parser = argparse.ArgumentParser(prog="flexcache", description="Approximate latent cache for video diffusion.")
     parser.add_argument("--version", action="version", version=f"flexcache {__version__}")
     parser.add_argument("--config", help="YAML config file (default: $FLEXCACHE_CONFIG, then built-in defaults)")
@@ -301,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="simulated GPUs (default 8) or live worker processes (default 3)")
     serve.add_argument("--requests", type=int, help="synthetic trace length (default 2000; live: 60)")
     serve.add_argument("--users", type=int, default=200, help="synthetic users (default 200)")
+    for name, help_text in WORKLOAD_FLAGS.items():
+        serve.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float,
+                           help=f"synthetic: {help_text} (default {getattr(SyntheticWorkload, name)}; "
+                                f"{DEFAULT_SOURCES[name]})")
     serve.add_argument("--rph", type=float, help="synthetic offered load, requests/hour (default: 80%% of the "
                        "workers' uncached capacity)")
     serve.add_argument("--gpu-price", type=float, default=3.0, help="USD per GPU-hour (default 3, H100 on-demand 2026)")
