@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from flexcache.benchmarks.serve.simulate import SYSTEMS, SystemSpec
+from flexcache.benchmarks.serve.simulate import SYSTEMS, SystemSpec, flexcache_ratios
 from flexcache.benchmarks.serve.workload import TraceRequest
 from flexcache.errors import FlexCacheError
 
@@ -370,13 +370,7 @@ def run_live_bench(trace: list[TraceRequest], *, systems: tuple[str, ...] = ("no
             out[name] = summarize_live(result, workers=workers, gpu_price_per_hour=gpu_price,
                                        storage_price_per_gb_month=storage_price)
             out[name]["rows"] = [asdict(row) for row in result.rows]
-    ratios = {}
-    for base in ("nirvana", "nocache"):
-        if "flexcache" in out and base in out and out[base]["throughput_rph"]:
-            ratios[f"flexcache_vs_{base}"] = {
-                "throughput": out["flexcache"]["throughput_rph"] / out[base]["throughput_rph"],
-                "cost_reduction": 1 - out["flexcache"]["cost_per_1k_videos"] / out[base]["cost_per_1k_videos"],
-            }
+    ratios = flexcache_ratios(out)
     prompts = [r.prompt for r in trace]
     return {
         "mode": "live",

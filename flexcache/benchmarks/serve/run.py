@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from flexcache.benchmarks.serve.profiles import ModelProfile
-from flexcache.benchmarks.serve.simulate import (SYSTEMS, CachePathCosts, MemoizedEmbedder, measure_entry_sizes,
-                                                  simulate, summarize)
+from flexcache.benchmarks.serve.simulate import (SYSTEMS, CachePathCosts, MemoizedEmbedder, flexcache_ratios,
+                                                  measure_entry_sizes, simulate, summarize)
 from flexcache.benchmarks.serve.workload import TraceRequest, near_duplicate_share
 
 # On-demand prices as published (shared/SERVING-FACTS.md, 2026-11).
@@ -51,13 +51,7 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
                 rows[name, budget] = rows[name, budgets[0]]
     out = {name: rows[name, budget_bytes] for name in systems}
     sweep = {name: [{"budget_bytes": b} | rows[name, b] for b in sorted(set(sweep_bytes))] for name in systems}
-    ratios = {}
-    for base in ("nirvana", "nocache"):
-        if "flexcache" in out and base in out:
-            ratios[f"flexcache_vs_{base}"] = {
-                "throughput": out["flexcache"]["throughput_rph"] / out[base]["throughput_rph"],
-                "cost_reduction": 1 - out["flexcache"]["cost_per_1k_videos"] / out[base]["cost_per_1k_videos"],
-            }
+    ratios = flexcache_ratios(out)
     prompts = [r.prompt for r in trace]
     workload = {"requests": len(trace), "unique_prompts": len(set(prompts)),
                 "near_duplicate_share": near_duplicate_share(prompts, embedder),

@@ -307,3 +307,15 @@ def summarize(result: SystemResult, *, workers: int, gpu_price_per_hour: float,
         "bytes_peak": result.bytes_peak,
         "requests": result.completed,
     }
+
+
+def flexcache_ratios(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """flexcache's throughput ratio and cost reduction against nirvana and nocache, where all were run."""
+    ratios = {}
+    for base in ("nirvana", "nocache"):
+        if "flexcache" in systems and base in systems and systems[base]["throughput_rph"]:
+            ratios[f"flexcache_vs_{base}"] = {
+                "throughput": systems["flexcache"]["throughput_rph"] / systems[base]["throughput_rph"],
+                "cost_reduction": 1 - systems["flexcache"]["cost_per_1k_videos"] / systems[base]["cost_per_1k_videos"],
+            }
+    return ratios
