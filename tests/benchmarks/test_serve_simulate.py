@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flexcache.benchmarks.serve.profiles import get_profile
-from flexcache.benchmarks.serve.simulate import SYSTEMS, AccountedTier, SizedCodec, simulate, summarize
+from flexcache.benchmarks.serve.simulate import SYSTEMS, simulate, summarize
+from flexcache.benchmarks.serve.sized import AccountedTier, SizedCodec
 from flexcache.benchmarks.serve.workload import TraceRequest
 from flexcache.engine.planner import checkpoint_steps
 

@@ -348,3 +348,16 @@ def test_a_tier_that_is_down_warns_once_per_outage(caplog):
     assert len([r for r in caplog.records if r.levelno == logging.DEBUG and "refused" in r.getMessage()]) == 2
     assert warnings[-1].endswith("takes writes again")
     assert store.tiers_of(entry(9).key) == ["memory", "persistent-memory"]
+
+
+def test_a_policy_naming_a_forgotten_key_does_not_fail_the_write():
+    # Containment for a race not yet pinned down (see _leave_tier): the policy outlives the store's record.
+    store, tiers, _ = make(capacities=(300, 1000))
+    stale = entry(1)
+    store.put(stale, blob_of(1), b"m")
+    del store._located[stale.key]  # what the race leaves behind
+    for n in range(2, 5):
+        store.put(entry(n), blob_of(n), b"m")  # the third needs room: the stale key is the LRU victim
+    assert store.counters["stale_victims"] == 1
+    assert stale.key not in tiers[0].keys() and tiers[0].bytes_used == 300
+    assert all(store.get(entry(n).key) == blob_of(n) for n in range(2, 5))

@@ -10,7 +10,8 @@ import torch
 
 from flexcache.benchmarks.serve.profiles import ModelProfile
 from flexcache.benchmarks.serve.simulate import (SYSTEMS, CachePathCosts, MemoizedEmbedder, flexcache_ratios,
-                                                  measure_entry_sizes, simulate, summarize)
+                                                  simulate, summarize)
+from flexcache.benchmarks.serve.sized import measure_entry_sizes
 from flexcache.benchmarks.serve.workload import TraceRequest, near_duplicate_share
 
 # On-demand prices as published (shared/SERVING-FACTS.md, 2026-11).

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from flexcache.engine.store.base import Tier, TierStats
 from flexcache.errors import CapacityError, FlexCacheError
 
 logger = logging.getLogger(__name__)
+
+WRITE_WAIT_S = 1.0  # how long a put waits for a racing write of the same key before giving up
 
 
 @dataclass
@@ -87,7 +90,7 @@ class TieredStore:
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
         self.counters = {"promotions": 0, "demotions": 0, "evictions": 0, "write_behind": 0,
-                         "dropped_moves": 0, "tier_errors": 0}
+                         "dropped_moves": 0, "tier_errors": 0, "stale_victims": 0}
         self._background = background
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._inline: list[tuple] = []  # moves waiting for drain() when background=False
@@ -207,10 +210,16 @@ class TieredStore:
         with self._lock:
             self._located[key] = mine
         placed = None
-        for index in range(len(self.tiers)):
-            if self._write(index, key, blob, meta, owner=mine):
-                placed = index
+        deadline = time.monotonic() + WRITE_WAIT_S
+        while True:
+            placed = next((i for i in range(len(self.tiers)) if self._write(i, key, blob, meta, owner=mine)), None)
+            with self._lock:
+                # Another version of this key still being written (a racing put, a background copy)
+                # blocks a tier; it finishes soon, so wait for it rather than report a full store.
+                blocked = placed is None and self._located.get(key) is mine and any(k == key for _, k in self._writing)
+            if not blocked or time.monotonic() > deadline:
                 break
+            time.sleep(0.001)
         if placed is None:
             with self._lock:
                 superseded = self._located.get(key) is not mine
@@ -305,8 +314,18 @@ class TieredStore:
 
     def _leave_tier(self, index: int, key: str) -> None:
         """Take `key` out of tier `index` (lock held): drop, demote or evict."""
-        located = self._located[key]
+        located = self._located.get(key)
         tier = self.tiers[index]
+        if located is None:
+            # The policy still named a key the store had forgotten: a race between concurrent puts of
+            # one key that is not pinned down yet (seen about once in 40 runs of the concurrency test).
+            # Drop the stale name rather than fail the write that needed room.
+            logger.debug("flexcache: %s tier policy named forgotten key %s; dropped", tier.name, key)
+            self.policies[index].on_remove(key)
+            self.counters["stale_victims"] += 1
+            if (index, key) not in self._writing:
+                tier.remove(key)
+            return
         has_lower_copy = any(i > index for i in located.tiers)
         blob = None
         if not has_lower_copy and index + 1 < len(self.tiers):
