@@ -205,10 +205,16 @@ class TieredStore:
         if len(blob) > self.largest_fit():
             raise CapacityError(f"a blob of {len(blob)} bytes is larger than every tier "
                                 f"({self.largest_fit()} bytes at most); raise the tier capacities")
-        self.remove(key)  # a replaced entry must not leave untracked copies behind
         mine = _Located(entry, meta, set())
-        with self._lock:
-            self._located[key] = mine
+        while True:
+            self.remove(key)  # a replaced entry must not leave untracked copies behind
+            with self._lock:
+                # A racing put of the same key may have registered (and placed) its version since
+                # remove() let go of the lock; overwriting it here would leave its copies and policy
+                # records behind with no entry. Remove that one too, then register.
+                if key not in self._located:
+                    self._located[key] = mine
+                    break
         placed = None
         deadline = time.monotonic() + WRITE_WAIT_S
         while True:
@@ -317,9 +323,9 @@ class TieredStore:
         located = self._located.get(key)
         tier = self.tiers[index]
         if located is None:
-            # The policy still named a key the store had forgotten: a race between concurrent puts of
-            # one key that is not pinned down yet (seen about once in 40 runs of the concurrency test).
-            # Drop the stale name rather than fail the write that needed room.
+            # The policy still named a key the store had forgotten. Racing puts of one key did this
+            # before put() registered atomically; should anything else, drop the stale name rather
+            # than fail the write that needed room.
             logger.debug("flexcache: %s tier policy named forgotten key %s; dropped", tier.name, key)
             self.policies[index].on_remove(key)
             self.counters["stale_victims"] += 1
