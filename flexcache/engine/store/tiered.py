@@ -39,7 +39,7 @@ from flexcache.errors import CapacityError, FlexCacheError
 
 logger = logging.getLogger(__name__)
 
-WRITE_WAIT_S = 1.0  # how long a put waits for a racing write of the same key before giving up
+WRITE_WAIT_S = 1.0  # how long a put that found no room waits for writes in flight before giving up
 
 
 @dataclass
@@ -220,9 +220,10 @@ class TieredStore:
         while True:
             placed = next((i for i in range(len(self.tiers)) if self._write(i, key, blob, meta, owner=mine)), None)
             with self._lock:
-                # Another version of this key still being written (a racing put, a background copy)
-                # blocks a tier; it finishes soon, so wait for it rather than report a full store.
-                blocked = placed is None and self._located.get(key) is mine and any(k == key for _, k in self._writing)
+                # Writes in flight hold room they will soon give back as evictable entries, and another
+                # version of this key being written (a racing put, a background copy) blocks a tier:
+                # wait for them rather than report a full store.
+                blocked = placed is None and self._located.get(key) is mine and bool(self._writing)
             if not blocked or time.monotonic() > deadline:
                 break
             time.sleep(0.001)
@@ -232,7 +233,7 @@ class TieredStore:
             if superseded:  # a concurrent put or remove of the same key won
                 self._flush_evictions()
                 return
-            self._forget_if_homeless(key)
+            self._forget_if_homeless(key, owner=mine)
             self._flush_evictions()
             raise CapacityError(f"no tier could store {key} ({len(blob)} bytes); see the tier errors in stats()")
         with self._lock:
@@ -345,10 +346,16 @@ class TieredStore:
                 self.counters["demotions"] += 1
         self._forget_if_homeless(key)
 
-    def _forget_if_homeless(self, key: str) -> None:
+    def _forget_if_homeless(self, key: str, owner: _Located | None = None) -> None:
+        """Forget `key` when no tier holds it and no move is pending; with `owner`, only that version.
+
+        A caller that worked on one version passes it: a newer version of the
+        key, registered meanwhile with its first write still in flight, also
+        has no tier yet and must not be forgotten for the old one.
+        """
         with self._lock:
             located = self._located.get(key)
-            if located is None or located.tiers or located.pending:
+            if located is None or located.tiers or located.pending or (owner is not None and located is not owner):
                 return
             del self._located[key]
             self.counters["evictions"] += 1
@@ -491,7 +498,7 @@ class TieredStore:
                 owner.pending = max(0, owner.pending - 1)
                 self._in_flight -= 1
                 self._idle.notify_all()
-            self._forget_if_homeless(key)
+            self._forget_if_homeless(key, owner=owner)
             self._flush_evictions()
 
     def _run(self) -> None:
