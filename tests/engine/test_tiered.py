@@ -317,9 +317,12 @@ def test_concurrent_readers_never_lose_a_pinned_entry(policy):
     assert not errors, errors
     assert reads[0] > 0
     assert not any(store.is_pinned(e.key) for e in hot)
-    for tier in tiers:
+    assert store.counters["stale_victims"] == 0  # every policy record still had its entry
+    for index, tier in enumerate(tiers):
         held = sum(len(tier.get(k)) for k in tier.keys())
         assert tier.bytes_used == held <= tier.capacity_bytes
+        # No orphaned copies: a tier holds exactly the keys the store places there.
+        assert set(tier.keys()) == {k for k, placed in store._located.items() if index in placed.tiers}
     store.close()
 
 
