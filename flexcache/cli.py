@@ -184,9 +184,10 @@ def _bench_serve_simulated(args: argparse.Namespace, systems, trace) -> int:
     from flexcache.benchmarks.serve.workload import SyntheticWorkload, generate_trace
 
     if args.quick:
-        args.requests, args.profile, args.workers = 120, "wan2.1-1.3b-480p", args.workers or 2
+        args.requests, args.profile, args.workers = 120, args.profile or "wan2.1-1.3b-480p", args.workers or 2
     workers = args.workers or 8
-    profile = measure_toyworld_profile() if args.profile == "measure" else get_profile(args.profile)
+    name = args.profile or "wan2.1-14b-720p"
+    profile = measure_toyworld_profile() if name == "measure" else get_profile(name)
     if trace is None:
         # Offered load: 80 % of what the workers serve uncached, unless given.
         rate = args.rph or 0.8 * workers * 3600 / profile.seconds_full
@@ -214,7 +215,7 @@ def _bench_serve_simulated(args: argparse.Namespace, systems, trace) -> int:
 def _bench_serve_live(args: argparse.Namespace, systems, trace) -> int:
     from flexcache.benchmarks.serve.live import format_live_table, run_live_bench, toyworld_trace
 
-    if args.profile not in ("wan2.1-14b-720p", "measure"):  # the default, or the toy world it measures
+    if args.profile not in (None, "measure"):  # the toy world is what live mode serves (and measures)
         raise FlexCacheError("--live serves the toy-world pipeline on this machine; --profile applies to the "
                              "simulated mode only")
     if args.quick:
@@ -302,10 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = bench.add_parser("serve", help="serving benchmark: throughput, latency, cost and hit rate per system "
                              "(simulated GPUs, or --live worker processes)")
     serve.add_argument("--trace", help="JSONL request trace (default: a synthetic one; docs: bench/e2e/README.md)")
-    serve.add_argument("--profile", default="wan2.1-14b-720p",
+    serve.add_argument("--profile",
                        help="model profile (wan2.1-1.3b-480p, wan2.1-14b-720p, hunyuanvideo-720p, cogvideox-5b, "
                             "ltx-video, or 'measure': time the toy-world pipeline here; default wan2.1-14b-720p)")
-    serve.add_argument("--systems", help="systems to compare (default: all six simulated; "
+    serve.add_argument("--systems", help="systems to compare (default: every system simulated; "
                        "nocache,nirvana,flexcache live)")
     serve.add_argument("--budget-gb", type=float, default=16.0, help="storage budget per system, GB (default 16)")
     serve.add_argument("--sweep-gb", help="also run at these budgets, for the plots (default 1,4,16,64; '' for none)")
@@ -326,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
     serve.add_argument("--quick", action="store_true",
-                       help="small preset: 120 requests, Wan2.1-1.3B profile, 2 workers (live: 24 requests)")
+                       help="small preset: 120 requests, 2 workers, the Wan2.1-1.3B profile unless --profile "
+                            "(live: 24 requests)")
     serve.add_argument("--live", action="store_true", help="run real toy-world worker processes sharing one Redis")
     serve.add_argument("--redis-url", help="live: the shared Redis (default: start a local redis-server per system)")
     serve.add_argument("--stop-redis-after", type=int, metavar="N",

@@ -303,7 +303,7 @@ class FlexCache:
         Args:
             plan: the plan the run was made from. A miss: its seed drew the
                 noise. A hit (with ``planner.cache_resumed``): the resumed
-                run's checkpoints after K, `plan.resumed_checkpoints`; they
+                run's checkpoints after K, `plan.run_checkpoints`; they
                 carry the source's noise, so they are coded against its seed.
             latents: ``{step: x_step}``; steps in ``1 .. N-1``, each latent of
                 the signature's shape (a leading batch dimension of 1 is
@@ -329,7 +329,7 @@ class FlexCache:
             early = sorted(step for step in latents if isinstance(step, int) and step <= plan.skip_steps)
             if early:
                 raise InvalidLatentError(f"a run resumed at step {plan.skip_steps} did not compute steps {early}; "
-                                         "insert only its later checkpoints (plan.resumed_checkpoints)")
+                                         "insert only its later checkpoints (plan.run_checkpoints)")
             seed = plan.source_seed if plan.source_seed is not None else plan.seed
         signature = plan.signature
         checked = {step: self._checked_latent(step, latent, signature) for step, latent in latents.items()}

@@ -130,6 +130,6 @@ class Plan:
                                    source_seed=None)
 
     @property
-    def resumed_checkpoints(self) -> tuple[int, ...]:
-        """The checkpoint steps a hit's resumed run passes (after K): what `insert` takes from it."""
-        return tuple(step for step in self.checkpoint_steps if step > self.skip_steps) if self.hit else ()
+    def run_checkpoints(self) -> tuple[int, ...]:
+        """The checkpoints the run this plan starts passes: all on a miss, those after K on a hit."""
+        return tuple(step for step in self.checkpoint_steps if step > self.skip_steps)

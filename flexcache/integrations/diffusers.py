@@ -288,8 +288,8 @@ class _CallContext:
         self.plan = plan
         self.user_callback = user_callback
         # A resumed run's step indexes count from K (its scheduler is sliced there).
-        self.offset = plan.skip_steps if plan.hit else 0
-        self.checkpoints = set(plan.resumed_checkpoints if plan.hit else plan.checkpoint_steps)
+        self.offset = plan.skip_steps
+        self.checkpoints = set(plan.run_checkpoints)
         self.captured: dict[int, torch.Tensor] = {}
         self.sigmas: dict[int, float] = {}
 
@@ -365,7 +365,7 @@ class _Binding:
         report.num_steps = signature.num_steps
         report.similarity = plan.similarity
 
-        capture = not plan.hit or (self.cache.config.planner.cache_resumed and bool(plan.resumed_checkpoints))
+        capture = bool(plan.run_checkpoints) and (not plan.hit or self.cache.config.planner.cache_resumed)
         context = _CallContext(plan, pipeline_args.get("callback_on_step_end"))
         if capture:
             tensor_inputs = list(pipeline_args.get("callback_on_step_end_tensor_inputs") or [])

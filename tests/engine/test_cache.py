@@ -161,9 +161,9 @@ def test_insert_from_hit_plan_and_fetch_from_miss_plan_are_refused(make_cache, s
     strict = make_cache(planner={"cache_resumed": False})
     fill(strict, PROMPT, signature)
     hit = strict.plan(NEAR, signature)
-    assert hit.hit and hit.resumed_checkpoints
+    assert hit.hit and hit.run_checkpoints
     with pytest.raises(InvalidPlanError, match="cache_resumed"):
-        strict.insert(hit, {step: torch.randn(signature.latent_shape) for step in hit.resumed_checkpoints})
+        strict.insert(hit, {step: torch.randn(signature.latent_shape) for step in hit.run_checkpoints})
     assert strict.stats()["entries"] == len(hit.checkpoint_steps)
 
 
@@ -173,7 +173,7 @@ def test_a_resumed_run_caches_its_later_checkpoints_under_its_own_prompt(make_ca
     hit = cache.plan(NEAR, signature, seed=7)
     assert hit.hit and 0 < hit.skip_steps < max(hit.checkpoint_steps)
     assert hit.source_seed == source.seed
-    later = {step: torch.randn(signature.latent_shape) for step in hit.resumed_checkpoints}
+    later = {step: torch.randn(signature.latent_shape) for step in hit.run_checkpoints}
     assert set(later) == {s for s in hit.checkpoint_steps if s > hit.skip_steps}
     keys = cache.insert(hit, later)
     assert len(keys) == len(later) and cache.stats()["resumed_inserts"] == len(later)

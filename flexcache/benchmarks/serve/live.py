@@ -26,7 +26,6 @@ import platform
 import queue
 import shutil
 import socket
-import statistics
 import subprocess
 import tempfile
 import time
@@ -37,7 +36,7 @@ from typing import Any
 
 import torch
 
-from flexcache.benchmarks.serve.simulate import SYSTEMS, SystemSpec, flexcache_ratios
+from flexcache.benchmarks.serve.simulate import SYSTEMS, SystemSpec, flexcache_ratios, latency_percentiles
 from flexcache.benchmarks.serve.workload import TraceRequest
 from flexcache.errors import FlexCacheError
 
@@ -111,7 +110,7 @@ class LiveRow:
 @dataclass
 class WorkerSetup:
     worker: int
-    system: dict[str, Any]
+    system: SystemSpec
     cache_name: str
     redis_url: str | None
     budget_bytes: int
@@ -130,18 +129,10 @@ class LiveSystemResult:
 
 
 def _cache_config(setup: WorkerSetup):
-    from flexcache.config import CacheConfig
-
-    spec = SystemSpec(**setup.system)
     tiers = [{"kind": "memory", "capacity_bytes": setup.budget_bytes}]
     if setup.redis_url:
         tiers.append({"kind": "redis", "capacity_bytes": setup.budget_bytes, "url": setup.redis_url})
-    return CacheConfig.from_dict({
-        "name": setup.cache_name, "policy": spec.policy, "planner": spec.planner_config(),
-        "codec": {"name": "flexcache" if spec.compressed else "lossless"},
-        "embedder": {"device": "cpu"}, "index": {"device": "cpu"},
-        "store": {"tiers": tiers},
-    })
+    return setup.system.cache_config(name=setup.cache_name, store={"tiers": tiers})
 
 
 def _worker_main(setup: WorkerSetup, requests, results) -> None:
@@ -155,8 +146,7 @@ def _worker_main(setup: WorkerSetup, requests, results) -> None:
         from flexcache.toyworld.reader import adherence
         from flexcache.toyworld.world import parse_prompt
 
-        spec = SystemSpec(**setup.system)
-        cache = FlexCache(_cache_config(setup)) if spec.cached and setup.budget_bytes > 0 else None
+        cache = FlexCache(_cache_config(setup)) if setup.system.cached and setup.budget_bytes > 0 else None
         encoder = PromptEncoder()
         pipe = toyworld_pipeline(WEIGHTS)
         pipe.set_progress_bar_config(disable=True)
@@ -218,7 +208,7 @@ def _serve_system(trace: list[TraceRequest], spec: SystemSpec, *, workers: int, 
     name = f"live-{spec.name}-{uuid.uuid4().hex[:8]}"
     threads = max(1, (os.cpu_count() or 1) // workers)
     processes = [context.Process(target=_worker_main, daemon=True,
-                                 args=(WorkerSetup(w, asdict(spec), name, redis_url, budget_bytes, steps, guidance,
+                                 args=(WorkerSetup(w, spec, name, redis_url, budget_bytes, steps, guidance,
                                                    threads), requests, results))
                  for w in range(workers)]
     for process in processes:
@@ -299,7 +289,6 @@ def summarize_live(result: LiveSystemResult, *, workers: int, gpu_price_per_hour
                    storage_price_per_gb_month: float) -> dict[str, Any]:
     rows = result.rows
     served = [r for r in rows if r.ok]
-    latencies = sorted(r.seconds for r in served) or [0.0]
     scored = [r.adherence for r in served if r.adherence is not None]
     steps_total = sum(r.num_steps for r in rows) or 1
     bytes_stored = sum(sum(s.get("tiers", {}).values()) for s in result.worker_stats)
@@ -308,8 +297,7 @@ def summarize_live(result: LiveSystemResult, *, workers: int, gpu_price_per_hour
     storage_cost = storage_price_per_gb_month * bytes_stored / 1e9 * result.wall_seconds / (30 * 86_400)
     return {
         "throughput_rph": len(served) / result.wall_seconds * 3600 if result.wall_seconds else 0.0,
-        "p50_latency_s": statistics.median(latencies),
-        "p95_latency_s": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
+        **latency_percentiles([r.seconds for r in served] or [0.0]),
         "offered_load_rph": "saturation (every request queued at once)",
         "hit_rate": sum(r.hit for r in rows) / len(rows),
         "remote_hits": sum(r.remote_hit for r in rows),

@@ -116,12 +116,13 @@ def measure_profile(pipe, call_kwargs: dict, *, name: str, model_id: str, steps:
             encode()
             encodes.append(time.perf_counter() - started)
     latent = latents[0]
-    per_step = statistics.median(gaps)
     return ModelProfile(
-        name, model_id, f"{device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-        "x".join(str(call_kwargs.get(k, "?")) for k in ("width", "height", "num_frames")), steps, per_step, 2 if call_kwargs.get("guidance_scale", 1.0) > 1.0 else 1,
-        tuple(latent.shape), str(latent.dtype).removeprefix("torch."),
-        f"measured here: median of {repeats} calls ({len(gaps)} step gaps)",
+        name, model_id, gpu=f"{device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        resolution="x".join(str(call_kwargs.get(k, "?")) for k in ("width", "height", "num_frames")),
+        steps=steps, seconds_per_step=statistics.median(gaps),
+        cfg_passes=2 if call_kwargs.get("guidance_scale", 1.0) > 1.0 else 1,
+        latent_shape=tuple(latent.shape), latent_dtype=str(latent.dtype).removeprefix("torch."),
+        source=f"measured here: median of {repeats} calls ({len(gaps)} step gaps)",
         text_encoder_s=statistics.median(encodes) if encodes else 0.0,
         vae_decode_s=max(0.0, statistics.median(totals) - statistics.median(latent_totals)) if totals else 0.0,
         overheads_in_step_time=False)

@@ -89,7 +89,8 @@ def format_serve_table(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["systems"].items():
-        lines.append(f"| {name} | {row['throughput_rph']:.2f} | {row['p50_latency_s']:.0f} | {row['p95_latency_s']:.0f} "
+        lines.append(f"| {name} | {row['throughput_rph']:.2f} | {row['p50_latency_s']:.0f} | "
+                     f"{row['p95_latency_s']:.0f} "
                      f"| {row['hit_rate']:.1%} | {row['decoupled_hits']} | {row['steps_saved_frac']:.1%} | "
                      f"{row['cost_per_1k_videos']:.2f} | {row['bytes_peak'] / 1e9:.2f} |")
     for name, ratio in result["ratios"].items():

@@ -83,8 +83,15 @@ class SystemSpec:
     compressed: bool = True
     cache_resumed: bool = True  # a hit also caches the checkpoints its resumed run passes after K
 
-    def planner_config(self) -> dict:
-        return {"lookup": self.lookup, "cache_resumed": self.cache_resumed}
+    def cache_config(self, **settings: Any):
+        """The `CacheConfig` of this design (CPU embedder and index), with `settings` (name, store) added."""
+        from flexcache import CacheConfig
+
+        return CacheConfig.from_dict({
+            "policy": self.policy, "planner": {"lookup": self.lookup, "cache_resumed": self.cache_resumed},
+            "codec": {"name": "flexcache" if self.compressed else "lossless"},
+            "embedder": {"device": "cpu"}, "index": {"device": "cpu"}, **settings,
+        })
 
 
 SYSTEMS: dict[str, SystemSpec] = {s.name: s for s in (
@@ -119,7 +126,7 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
              workers: int, embedder, entry_sizes: dict[int, int], costs: CachePathCosts = CachePathCosts(),
              on_request: Callable[[], None] | None = None) -> SystemResult:
     """Serve `trace` on `workers` simulated GPUs with `system`'s cache; returns its counters."""
-    from flexcache import CacheConfig, FlexCache
+    from flexcache import FlexCache
 
     steps = profile.steps
     raw = profile.latent_bytes
@@ -131,10 +138,8 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
                                     width=1, num_frames=1, latent_shape=(1, 1, 1, 1),
                                     latent_dtype=profile.latent_dtype)
     if cached:
-        config = CacheConfig.from_dict({"policy": system.policy, "planner": system.planner_config(),
-                                        "embedder": {"device": "cpu"}, "index": {"device": "cpu"}})
         sizes = entry_sizes if system.compressed else {step: raw for step in entry_sizes}
-        cache = FlexCache(config, embedder=embedder, codec=SizedCodec(sizes),
+        cache = FlexCache(system.cache_config(), embedder=embedder, codec=SizedCodec(sizes),
                           tiers=[AccountedTier(budget_bytes)])
         zeros = torch.zeros(signature.latent_shape, dtype=getattr(torch, profile.latent_dtype))
     result = SystemResult(system.name)
@@ -146,15 +151,17 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         start = max(request.t, heapq.heappop(free_at))
         while completions and completions[0][0] <= start:  # finished misses fill the cache first
             _, _, plan = heapq.heappop(completions)
-            steps_run = plan.resumed_checkpoints if plan.hit else plan.checkpoint_steps
-            cache.insert(plan, {s: zeros for s in steps_run}, {s: float(s) for s in steps_run})
+            cache.insert(plan, {s: zeros for s in plan.run_checkpoints}, {s: float(s) for s in plan.run_checkpoints})
             result.bytes_peak = max(result.bytes_peak, cache.store.bytes_used)
         skip = 0
         overhead = 0.0
+        run = None  # the plan of the run that fills the cache when it completes, if any
         if cached:
             overhead = costs.plan_s
             plan = cache.plan(request.prompt, signature, tenant=request.tenant, seed=request.seed or 0)
+            run = plan.as_miss() if plan.hit else plan
             if plan.hit and cache.fetch(plan) is not None:
+                run = plan if system.cache_resumed and plan.run_checkpoints else None
                 skip = plan.skip_steps
                 overhead += sizes[skip] / (costs.tier_get_gb_per_s * 1e9)
                 if system.compressed:
@@ -164,9 +171,9 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         service = (steps - skip) * profile.seconds_per_step + profile.text_encoder_s + profile.vae_decode_s + overhead
         end = start + service
         heapq.heappush(free_at, end)
-        if cached and (skip == 0 or (system.cache_resumed and plan.resumed_checkpoints)):
+        if run is not None:
             order += 1
-            heapq.heappush(completions, (end, order, plan.as_miss() if plan.hit and skip == 0 else plan))
+            heapq.heappush(completions, (end, order, run))
         result.completed += 1
         result.steps_total += steps
         result.steps_saved += skip
@@ -181,20 +188,25 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
     return result
 
 
+def latency_percentiles(latencies) -> dict[str, float]:
+    """`p50_latency_s` and `p95_latency_s` of some latencies (a nearest-rank p95)."""
+    import statistics
+
+    ordered = sorted(latencies)
+    return {"p50_latency_s": statistics.median(ordered),
+            "p95_latency_s": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]}
+
+
 def summarize(result: SystemResult, *, workers: int, gpu_price_per_hour: float,
               storage_price_per_gb_month: float, offered_rph: float) -> dict[str, Any]:
     """The JSON row of one system."""
-    import statistics
-
     mean_service = result.gpu_seconds / result.completed
-    latencies = sorted(result.latencies)
     months = result.makespan / (30 * 86_400)
     gpu_cost = gpu_price_per_hour * result.gpu_seconds / 3600
     storage_cost = storage_price_per_gb_month * result.bytes_peak / 1e9 * months
     return {
         "throughput_rph": workers * 3600 / mean_service,  # at saturation: every worker always busy
-        "p50_latency_s": statistics.median(latencies),
-        "p95_latency_s": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
+        **latency_percentiles(result.latencies),
         "offered_load_rph": offered_rph,
         "hit_rate": result.hits / result.completed,
         "decoupled_hits": result.decoupled_hits,
