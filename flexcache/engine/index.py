@@ -25,6 +25,11 @@ from flexcache.engine.embedder import resolve_device
 from flexcache.errors import BackendUnavailableError, ConfigError
 
 MISSING_ID = -1
+# Cosines this close are ties. Identical rows are not bit-equal ties everywhere: under MKL,
+# ten copies of one unit row times the same query gave 1.0 for eight rows and 0.99999994
+# (1 ulp below) for the last two. The tolerance is far above float32 rounding of a cosine
+# (~1e-7) and far below any similarity difference the planner acts on (0.01 and more).
+TIE_TOLERANCE = 1e-6
 
 
 class VectorIndex(abc.ABC):
@@ -45,7 +50,8 @@ class VectorIndex(abc.ABC):
         """Top-k by inner product: ``(similarities, ids)`` of shape ``(n, k)``.
 
         Slots beyond the live row count hold similarity ``-inf`` and id ``-1``.
-        Ties are broken by the lower id, so backends agree.
+        Similarities within `TIE_TOLERANCE` of each other are ties, broken by
+        the lower id, so backends (and BLAS kernels) agree.
         """
 
     @abc.abstractmethod
@@ -63,17 +69,35 @@ def _pad(sims: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, t
 
 
 def _tied_count(sims: torch.Tensor, kth: torch.Tensor) -> int:
-    """Per query, how many rows score at least the k-th best; the largest over queries."""
+    """Per query, how many rows score within `TIE_TOLERANCE` of the k-th best or above; the largest."""
     kth = torch.where(torch.isinf(kth), torch.full_like(kth, float("inf")), kth)
-    return int((sims >= kth.unsqueeze(1)).sum(dim=1).max())
+    return int((sims >= (kth - TIE_TOLERANCE).unsqueeze(1)).sum(dim=1).max())
 
 
 def _sort_ties_by_id(sims: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # Order by (similarity desc, id asc) so both backends agree on exact ties.
-    order = torch.argsort(ids, dim=1, stable=True)
-    sims, ids = sims.gather(1, order), ids.gather(1, order)
+    """Order each row by similarity, descending, with ties (within `TIE_TOLERANCE`) by id, ascending.
+
+    A tie group is led by its highest similarity and holds every following
+    value within the tolerance of that leader, so groups never chain.
+    """
     order = torch.argsort(sims, dim=1, descending=True, stable=True)
-    return sims.gather(1, order), ids.gather(1, order)
+    sims, ids = sims.gather(1, order), ids.gather(1, order)
+    sims_rows, ids_rows = sims.tolist(), ids.tolist()
+    out_sims, out_ids = [], []
+    for row_sims, row_ids in zip(sims_rows, ids_rows):  # rows and k are small: one query, a few candidates
+        pairs: list[tuple[float, int]] = []
+        start = 0
+        while start < len(row_sims):
+            end = start + 1
+            while end < len(row_sims) and row_sims[end] >= row_sims[start] - TIE_TOLERANCE:
+                end += 1
+            group = sorted(zip(row_sims[start:end], row_ids[start:end]), key=lambda pair: pair[1])
+            pairs.extend(group)
+            start = end
+        out_sims.append([value for value, _ in pairs])
+        out_ids.append([item for _, item in pairs])
+    return (torch.tensor(out_sims, dtype=sims.dtype, device=sims.device).reshape(sims.shape),
+            torch.tensor(out_ids, dtype=ids.dtype, device=ids.device).reshape(ids.shape))
 
 
 class TorchFlatIndex(VectorIndex):

@@ -10,6 +10,7 @@ import torch
 from flexcache.config import IndexConfig
 from flexcache.engine.index import (
     MISSING_ID,
+    TIE_TOLERANCE,
     FaissFlatIndex,
     PartitionedIndex,
     TorchFlatIndex,
@@ -284,9 +285,20 @@ def test_torch_index_agrees_with_faiss_through_compactions():
 # -- tie breaking ----------------------------------------------------------------
 
 
+def exact_unit_vector(dim: int = 16) -> torch.Tensor:
+    """A unit vector whose products with itself are exact in any summation order: entries +-1/4."""
+    signs = torch.tensor([1.0 if i % 3 else -1.0 for i in range(dim)])
+    return (signs / math.sqrt(dim)).unsqueeze(0)
+
+
+def test_the_exact_vector_gives_bit_equal_similarities():
+    vector = exact_unit_vector()
+    assert torch.equal(vector.repeat(10, 1) @ vector.T, torch.ones(10, 1))
+
+
 @pytest.mark.parametrize("backend", ["torch", "faiss"])
 def test_exact_ties_at_the_k_boundary_prefer_lower_ids(backend):
-    vector = unit_vectors(1, dim=16, seed=0)
+    vector = exact_unit_vector()
     ids = torch.tensor([17, 4, 30, 2, 11, 25, 8, 40, 1, 33])
     index = TorchFlatIndex(16) if backend == "torch" else FaissFlatIndex(16)
     index.add(ids, vector.repeat(10, 1))
@@ -295,8 +307,36 @@ def test_exact_ties_at_the_k_boundary_prefer_lower_ids(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "faiss"])
-def test_exact_ties_within_k_are_ordered_by_id(backend):
+def test_ties_within_the_tolerance_at_the_k_boundary_prefer_lower_ids(backend):
+    # What BLAS kernels do to identical rows: similarities a few ulps apart, in no particular order.
     vector = unit_vectors(1, dim=16, seed=0)
+    wobble = 1e-5 * unit_vectors(10, dim=16, seed=1)
+    rows = torch.nn.functional.normalize(vector + wobble, dim=1)
+    spread = (rows @ vector.T).flatten()
+    assert 0 < float(spread.max() - spread.min()) < TIE_TOLERANCE
+    # The lower the id, the lower its similarity: an exact comparison would return the highest ids.
+    ranked = sorted([17, 4, 30, 2, 11, 25, 8, 40, 1, 33])
+    ids = torch.empty(10, dtype=torch.int64)
+    ids[torch.argsort(spread)] = torch.tensor(ranked)
+    index = TorchFlatIndex(16) if backend == "torch" else FaissFlatIndex(16)
+    index.add(ids, rows)
+    _, found = index.search(vector, 3)
+    assert found.tolist() == [[1, 2, 4]]
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_similarities_further_apart_than_the_tolerance_are_not_ties(backend):
+    vector = exact_unit_vector()
+    farther = torch.nn.functional.normalize(vector + 0.01 * unit_vectors(1, dim=16, seed=3), dim=1)
+    index = TorchFlatIndex(16) if backend == "torch" else FaissFlatIndex(16)
+    index.add(torch.tensor([9, 3]), torch.cat([vector, farther]))
+    _, found = index.search(vector, 2)
+    assert found.tolist() == [[9, 3]]
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_exact_ties_within_k_are_ordered_by_id(backend):
+    vector = exact_unit_vector()
     other = unit_vectors(1, dim=16, seed=1)
     ids = torch.tensor([9, 3, 7, 5])
     index = TorchFlatIndex(16) if backend == "torch" else FaissFlatIndex(16)
