@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flexcache.config import CacheConfig
-from flexcache.errors import *  # noqa: F401,F403
-from flexcache.errors import __all__ as _error_names
+from flexcache.core.config import CacheConfig
+from flexcache.core.errors import *  # noqa: F401,F403
+from flexcache.core.errors import __all__ as _error_names
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "FlexCache": ("flexcache.engine.cache", "FlexCache"),
-    "GenerationSignature": ("flexcache.engine.entry", "GenerationSignature"),
+    "GenerationSignature": ("flexcache.engine.records", "GenerationSignature"),
     "Plan": ("flexcache.engine.planner", "Plan"),
     "enable_flexcache": ("flexcache.integrations.diffusers", "enable_flexcache"),
     "disable_flexcache": ("flexcache.integrations.diffusers", "disable_flexcache"),
@@ -27,9 +27,13 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from flexcache.engine.cache import FlexCache
-    from flexcache.engine.entry import GenerationSignature
     from flexcache.engine.planner import Plan
-    from flexcache.integrations.diffusers import disable_flexcache, enable_flexcache, last_call_report
+    from flexcache.engine.records import GenerationSignature
+    from flexcache.integrations.diffusers import (
+        disable_flexcache,
+        enable_flexcache,
+        last_call_report,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 from flexcache import __version__
-from flexcache.config import CacheConfig
-from flexcache.errors import FlexCacheError
+from flexcache.core import LOOKUPS, POLICIES, CacheConfig, FlexCacheError
 
 
 def _config(args: argparse.Namespace) -> CacheConfig:
@@ -111,7 +110,10 @@ def _parse_list(text: str, flag: str, parse) -> tuple:
 
 
 def _bench_quality(args: argparse.Namespace) -> int:
-    from flexcache.benchmarks.quality_bench import format_quality_table, run_quality_bench
+    from flexcache.benchmarks.quality_bench import (
+        format_quality_table,
+        run_quality_bench,
+    )
     from flexcache.toyworld.model import WEIGHTS
 
     if args.quick:
@@ -131,7 +133,11 @@ def _bench_quality(args: argparse.Namespace) -> int:
 
 
 def _bench_splitter(args: argparse.Namespace) -> int:
-    from flexcache.benchmarks.splitter_bench import evaluate_splits, failures, format_splitter_table
+    from flexcache.benchmarks.splitter_bench import (
+        evaluate_splits,
+        failures,
+        format_splitter_table,
+    )
 
     labels = Path(args.labels)
     if not labels.is_file():
@@ -178,8 +184,15 @@ def _bench_serve(args: argparse.Namespace) -> int:
 
 
 def _bench_serve_simulated(args: argparse.Namespace, systems, trace) -> int:
-    from flexcache.benchmarks.serve.profiles import get_profile, measure_toyworld_profile
-    from flexcache.benchmarks.serve.run import DEFAULT_SWEEP_GB, format_serve_table, run_serve_bench
+    from flexcache.benchmarks.serve.profiles import (
+        get_profile,
+        measure_toyworld_profile,
+    )
+    from flexcache.benchmarks.serve.run import (
+        DEFAULT_SWEEP_GB,
+        format_serve_table,
+        run_serve_bench,
+    )
     from flexcache.benchmarks.serve.simulate import SYSTEMS
     from flexcache.benchmarks.serve.workload import SyntheticWorkload, generate_trace
 
@@ -213,7 +226,11 @@ def _bench_serve_simulated(args: argparse.Namespace, systems, trace) -> int:
 
 
 def _bench_serve_live(args: argparse.Namespace, systems, trace) -> int:
-    from flexcache.benchmarks.serve.live import format_live_table, run_live_bench, toyworld_trace
+    from flexcache.benchmarks.serve.live import (
+        format_live_table,
+        run_live_bench,
+        toyworld_trace,
+    )
 
     if args.profile not in (None, "measure"):  # the toy world is what live mode serves (and measures)
         raise FlexCacheError("--live serves the toy-world pipeline on this machine; --profile applies to the "
@@ -253,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=20, help="denoising steps per request (default 20)")
     demo.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the prompt order and the noise")
-    demo.add_argument("--policy", choices=["lru", "lcbfu", "flexcache"], help="replacement policy (overrides config)")
-    demo.add_argument("--lookup", choices=["full", "decoupled"],
+    demo.add_argument("--policy", choices=POLICIES, help="replacement policy (overrides config)")
+    demo.add_argument("--lookup", choices=LOOKUPS,
                       help="full-prompt (NIRVANA) or decoupled object/background look-up (overrides config)")
     demo.add_argument("--capacity", help="store capacity, e.g. 64MiB (overrides config)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")

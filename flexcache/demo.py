@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from flexcache.config import CacheConfig
+from flexcache.core import CacheConfig
 from flexcache.toyworld.cases import CASES, Request, related_request, request_for
 from flexcache.toyworld.world import all_specs
 
@@ -75,10 +75,16 @@ def run_demo(*, requests: int = 36, steps: int = 20, guidance: float = 3.0, seed
     """Serve the demo stream; returns the JSON-ready summary and the served clips (N, 3, F, H, W)."""
     from tqdm.auto import tqdm
 
-    from flexcache.engine.cache import FlexCache
+    from flexcache.engine import FlexCache
     from flexcache.integrations.diffusers import enable_flexcache, last_call_report
-    from flexcache.toyworld.model import MODEL_ID, WEIGHTS, PromptEncoder, initial_noise, pipeline_kwargs
-    from flexcache.toyworld.model import toyworld_pipeline
+    from flexcache.toyworld.model import (
+        MODEL_ID,
+        WEIGHTS,
+        PromptEncoder,
+        initial_noise,
+        pipeline_kwargs,
+        toyworld_pipeline,
+    )
     from flexcache.toyworld.reader import adherence
 
     config = config or CacheConfig.load()

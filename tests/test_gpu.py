@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from flexcache.codec.latent import LosslessCodec
 from flexcache.engine.index import FaissFlatIndex, TorchFlatIndex
-from flexcache.engine.noise import seeded_noise
-from flexcache.kernels.codec import LosslessCodec
+from flexcache.kernels.noise import seeded_noise
 
 pytestmark = pytest.mark.gpu
 

@@ -21,9 +21,9 @@ import time
 
 import torch
 
+from flexcache.codec.latent import LosslessCodec
 from flexcache.engine.index import TorchFlatIndex
-from flexcache.engine.noise import seeded_noise
-from flexcache.kernels.codec import LosslessCodec
+from flexcache.kernels.noise import seeded_noise
 
 DIM = 384
 
@@ -93,7 +93,8 @@ def kernel_rows(dev: str, cuda: bool) -> list[str]:
 
 def nvcomp_rows(dev: str, cuda: bool) -> list[str]:
     """nvCOMP compress/decompress per algorithm on 4-bit packed latent bytes; CPU decodes GPU output."""
-    from flexcache.kernels import lossless, ops
+    from flexcache.codec import lossless
+    from flexcache.kernels import ops
 
     rows = []
     shape = (16, 21, 60, 104)
@@ -119,7 +120,7 @@ def nvcomp_rows(dev: str, cuda: bool) -> list[str]:
 
 def store_rows(cuda: bool) -> list[str]:
     """Pinned host pool and HBM tier round trips, and the copy rates they rely on."""
-    from flexcache.engine.store.host import HostTier
+    from flexcache.store.host import HostTier
 
     rows = []
     size = 32 << 20
@@ -130,7 +131,7 @@ def store_rows(cuda: bool) -> list[str]:
     same = host.get("gpucheck.0123456789abcdef") == payload.numpy().tobytes()
     rows.append(f"| host tier, 32 MB blob, pinned={pinned} | | | | round trip {same} |")
     if cuda:
-        from flexcache.engine.store.hbm import HBMTier
+        from flexcache.store.hbm import HBMTier
 
         to_gpu = host.get_tensor("gpucheck.0123456789abcdef", device="cuda")
         rows.append(f"| host tier -> CUDA tensor | | | | equal {bool(torch.equal(to_gpu.cpu(), payload))} |")

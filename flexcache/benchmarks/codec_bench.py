@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from flexcache.config import CodecConfig
-from flexcache.engine.noise import seeded_noise
-from flexcache.engine.planner import checkpoint_steps
-from flexcache.kernels.codec import QuantizedCodec, describe_blob
+from flexcache.codec import QuantizedCodec, describe_blob
+from flexcache.core import CodecConfig
+from flexcache.engine import checkpoint_steps
+from flexcache.kernels import seeded_noise
 
 PROXY_ASSUMPTIONS = {
     "x0": "Gaussian random field, unit variance before per-channel scaling",

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from flexcache.config import CodecConfig
+from flexcache.core import CodecConfig
 from flexcache.toyworld.cases import CASES, related_request, request_for
 from flexcache.toyworld.model import (
     DEFAULT_GUIDANCE,
@@ -54,7 +54,7 @@ def _sigmas(pipe, steps: int) -> list[float]:
 
 def _code(latents: torch.Tensor, seeds: list[int], sigma: float, budget: float | None) -> tuple[torch.Tensor, int]:
     """x_K as a cache entry would return it, and the bytes it took."""
-    from flexcache.kernels.codec import build_codec
+    from flexcache.codec import build_codec
 
     if budget is None:
         return latents, latents.numel() * latents.element_size()
@@ -69,7 +69,7 @@ def _code(latents: torch.Tensor, seeds: list[int], sigma: float, budget: float |
 
 def _pair_similarities(embedder, targets: list[str], sources: list[str]):
     """Cosines of the full prompts, the object parts and the background parts (`engine.splitter`)."""
-    from flexcache.engine.splitter import split_prompt
+    from flexcache.engine import split_prompt
 
     def cosines(a: list[str], b: list[str]) -> torch.Tensor:
         return (embedder.embed(a).cpu() * embedder.embed(b).cpu()).sum(dim=1)
@@ -95,8 +95,8 @@ def run_quality_bench(*, weights=WEIGHTS, pairs: int = 24, skips: tuple[int, ...
                       budgets: tuple[float | None, ...] = DEFAULT_BUDGETS, steps: int = DEFAULT_STEPS,
                       guidance: float = DEFAULT_GUIDANCE, held_out_prompts: int = 2, seed: int = 0,
                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from flexcache.config import EmbedderConfig
-    from flexcache.engine.embedder import SentenceTransformerEmbedder
+    from flexcache.core import EmbedderConfig
+    from flexcache.engine import SentenceTransformerEmbedder
     from flexcache.toyworld.evaluate import evaluate
 
     say = progress or (lambda message: None)
@@ -222,7 +222,7 @@ def part_similarity_tails(embedder, *, count: int = 1500, seed: int = 0) -> dict
     Thresholds need many negatives and the generation runs give few; embedding
     `count` random toy-world prompts gives about a million pairs for free.
     """
-    from flexcache.engine.splitter import split_prompt
+    from flexcache.engine import split_prompt
     from flexcache.toyworld.world import all_specs
 
     rng = random.Random(seed)

@@ -13,13 +13,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from flexcache.engine.splitter import _TOKEN, PromptParts, normalise, split_prompt
+from flexcache.engine import PromptParts, split_prompt, words
 
 DEFAULT_LABELS = Path("tests/data/prompt_splits.jsonl")
 
 
 def _tokens(text: str) -> list[str]:
-    return _TOKEN.findall(normalise(text))
+    return words(text)
 
 
 def _f1(predicted: str, labelled: str) -> float:

@@ -21,10 +21,15 @@ from typing import Any
 
 import torch
 
-from flexcache.config import TierConfig
-from flexcache.engine.store.base import Tier
-from flexcache.engine.store.factory import build_tier
-from flexcache.errors import FlexCacheError
+from flexcache.core import (
+    DiskTierConfig,
+    FlexCacheError,
+    HBMTierConfig,
+    HostTierConfig,
+    MemoryTierConfig,
+    RedisTierConfig,
+)
+from flexcache.store import Tier, build_tier
 
 MB = 10**6
 
@@ -92,14 +97,14 @@ def run_store_bench(*, sizes_mb: tuple[int, ...] = (1, 8, 32), repeats: int = 20
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="flexcache-bench-") as tmp:
-        configs = [TierConfig("memory", capacity), TierConfig("host", capacity),
-                   TierConfig("disk", capacity, path=disk_path or os.path.join(tmp, "disk"))]
+        configs = [MemoryTierConfig(capacity), HostTierConfig(capacity),
+                   DiskTierConfig(capacity, path=disk_path or os.path.join(tmp, "disk"))]
         if redis_url:
-            configs.append(TierConfig("redis", capacity, url=redis_url))
+            configs.append(RedisTierConfig(capacity, url=redis_url))
         else:
             skipped["redis"] = "no --redis-url given"
         if torch.cuda.is_available():
-            configs.insert(0, TierConfig("hbm", capacity))
+            configs.insert(0, HBMTierConfig(capacity))
         else:
             skipped["hbm"] = "no CUDA device"
         for config in configs:

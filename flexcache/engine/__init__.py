@@ -1,1 +1,30 @@
-"""The cache itself: embedding, index, planner, policy, store and the engine."""
+"""The cache engine: the `FlexCache` facade over embedding, the vector index, prompt
+parts, the planner, the records of what is cached, and sharing between processes."""
+
+from flexcache.engine.cache import DEFAULT_TENANT, FlexCache
+from flexcache.engine.embedder import (
+    SentenceTransformerEmbedder,
+    TextEmbedder,
+    build_embedder,
+)
+from flexcache.engine.index import (
+    MISSING_ID,
+    PartitionedIndex,
+    TorchFlatIndex,
+    build_index,
+)
+from flexcache.engine.planner import Plan, SimilarityPlanner, checkpoint_steps
+from flexcache.engine.records import CacheEntry, GenerationSignature, PromptRecord
+from flexcache.engine.splitter import (
+    PromptParts,
+    normalise,
+    parts_from,
+    split_prompt,
+    words,
+)
+
+__all__ = [
+    "CacheEntry", "DEFAULT_TENANT", "FlexCache", "GenerationSignature", "MISSING_ID", "PartitionedIndex", "Plan",
+    "PromptParts", "PromptRecord", "SentenceTransformerEmbedder", "SimilarityPlanner", "TextEmbedder",
+    "TorchFlatIndex", "build_embedder", "build_index", "checkpoint_steps", "normalise", "parts_from", "split_prompt", "words",
+]

@@ -6,8 +6,10 @@ into a skip depth K. A hit is served by `fetch`, which decodes the stored
 latent x_K. A miss runs all N steps from noise seeded by `plan.seed` and
 hands the latents captured at `plan.checkpoint_steps` to `insert`.
 
-Thread-safety: one lock guards the index, records, policy and store
-bookkeeping; embedding, encoding and decoding run outside it.
+Thread-safety: one short lock guards the index and the records (what is
+cached; where it lives is the store's alone). Embedding, encoding, decoding
+and every store call run outside it, so a plan never waits on another
+request's write, demotion or eviction.
 """
 
 from __future__ import annotations
@@ -21,35 +23,36 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flexcache.config import CacheConfig
-from flexcache.engine.embedder import TextEmbedder, build_embedder, validate_prompts
-from flexcache.engine.entry import (
-    CacheEntry,
-    GenerationSignature,
-    PromptRecord,
-    decode_entry_meta,
-    dtype_name,
-    encode_entry_meta,
-    entry_store_key,
-    stable_record_id,
-)
-from flexcache.engine.index import MISSING_ID, PartitionedIndex
-from flexcache.engine.noise import is_valid_seed
-from flexcache.engine.planner import Plan, SimilarityPlanner
-from flexcache.engine.policy import build_policy
-from flexcache.engine.sharing import EventFollower, event_tiers
-from flexcache.engine.splitter import PromptParts, parts_from
-from flexcache.engine.store.base import TENANT_PATTERN, Tier
-from flexcache.engine.store.factory import build_tier
-from flexcache.engine.store.tiered import TieredStore
-from flexcache.errors import (
+from flexcache.codec.latent import LatentCodec, build_codec
+from flexcache.core.blob import Blob
+from flexcache.core.config import CacheConfig
+from flexcache.core.errors import (
     CapacityError,
     CorruptBlobError,
     InvalidLatentError,
     InvalidPlanError,
     InvalidPromptError,
 )
-from flexcache.kernels.codec import LatentCodec, build_codec
+from flexcache.core.types import TENANT_PATTERN, dtype_name, is_valid_seed
+from flexcache.engine.embedder import TextEmbedder, build_embedder, validate_prompts
+from flexcache.engine.index import MISSING_ID, PartitionedIndex
+from flexcache.engine.planner import Plan, SimilarityPlanner
+from flexcache.engine.records import (
+    CacheEntry,
+    GenerationSignature,
+    PromptRecord,
+    decode_entry_meta,
+    encode_entry_meta,
+    entry_store_key,
+    stable_record_id,
+)
+from flexcache.engine.sharing import EventFollower, event_tiers
+from flexcache.engine.splitter import PromptParts, parts_from
+from flexcache.store.base import Tier
+from flexcache.store.factory import build_tier
+from flexcache.store.integrity import ChecksummedTier
+from flexcache.store.policy import build_policy
+from flexcache.store.tiered import TieredStore
 
 logger = logging.getLogger(__name__)
 
@@ -117,18 +120,22 @@ class FlexCache:
         self.planner = SimilarityPlanner(self.config.planner)
         self._index: PartitionedIndex | None = None
         self._records: dict[int, PromptRecord] = {}
+        # key -> entry: how a store notice finds its record. Existence only, never a tier.
         self._entries: dict[str, CacheEntry] = {}
-        self._inserting: set[int] = set()
+        self._inserting: dict[int, int] = {}  # record id -> inserts in flight (its record must stay)
         self._counters = CacheCounters()
         self._lock = threading.RLock()
         if tiers is None:
             tiers = [build_tier(t, cache_name=self.config.name) for t in self.config.store.effective_tiers()]
+        else:  # what leaves process memory is checksummed, whoever built the tier
+            tiers = [ChecksummedTier(t) if (t.persistent or t.shared) and not isinstance(t, ChecksummedTier) else t
+                     for t in tiers]
         self.store = TieredStore(tiers, policy=self.config.policy, queue_size=self.config.store.queue_size,
                                  on_evicted=self._on_store_evicted)
         self._follower: EventFollower | None = None
         shared = event_tiers(self.store.tiers)
         if shared:
-            self._follower = EventFollower(self, shared)
+            self._follower = EventFollower(self.adopt, self.store.disown, shared)
             self.store.on_placed, self.store.on_left = self._follower.published_insert, self._follower.published_evict
         if any(t.persistent or t.shared for t in self.store.tiers):
             self.restore()
@@ -249,6 +256,12 @@ class FlexCache:
         None means: the entry was evicted after `plan`, or its blob failed its
         checksum (it is then removed); serve the request as ``plan.as_miss()``.
 
+        Args:
+            plan: a hit plan from `plan`.
+            device: where the latent is wanted. An entry in device memory (the
+                HBM tier) is decoded there from the device blob itself: the
+                blob never passes through the host.
+
         Raises:
             InvalidPlanError: `plan` is a miss.
         """
@@ -257,13 +270,17 @@ class FlexCache:
         with self._lock:
             record = self._records.get(plan.source_record)  # type: ignore[arg-type]
             entry = record.entries.get(plan.skip_steps) if record else None
+            entry = entry if entry is not None and entry.ready else None
         blob = None
         if entry is not None:
             with self.store.pinned(entry.key):  # no concurrent insert evicts it while it is read
-                blob = self.store.get(entry.key)
+                blob = self.store.get(entry.key, device=device)
         if blob is None:
+            gone = entry is not None and not self.store.contains(entry.key)
             with self._lock:
                 self._counters.fetch_misses += 1
+                if gone and self._entries.get(entry.key) is entry:
+                    self._forget_entry(entry.key)  # the store no longer has it: stop planning on it
             return None
         try:
             latent = self.codec.decode(blob, device=device)
@@ -338,43 +355,56 @@ class FlexCache:
                                          frame_axis=signature.frame_axis)
                  for step, latent in sorted(checked.items())}
         for step, blob in blobs.items():
-            if len(blob) > self.store.largest_fit():
+            if not self.store.can_hold(len(blob)):
                 raise CapacityError(
                     f"an encoded latent of {len(blob)} bytes does not fit any tier (the largest holds "
                     f"{self.store.largest_fit()} bytes); raise the store's capacity"
                 )
-        stored: list[str] = []
+        candidate = PromptRecord(stable_record_id(plan.tenant, signature.key(), plan.prompt), plan.tenant,
+                                 plan.prompt, signature, seed, plan.embedding.detach())
+        if plan.parts is not None and plan.part_embeddings is not None:
+            candidate.parts = plan.parts
+            candidate.object_embedding = plan.part_embeddings[0].detach()
+            if plan.part_embeddings[1] is not None:
+                candidate.background_embedding = plan.part_embeddings[1].detach()
+        # Registered under the lock, written outside it: plans see an entry once its write landed.
+        writes: list[tuple[CacheEntry, Blob, bytes]] = []
         with self._lock:
-            candidate = PromptRecord(stable_record_id(plan.tenant, signature.key(), plan.prompt), plan.tenant,
-                                     plan.prompt, signature, seed, plan.embedding.detach())
-            if plan.parts is not None and plan.part_embeddings is not None:
-                candidate.parts = plan.parts
-                candidate.object_embedding = plan.part_embeddings[0].detach()
-                if plan.part_embeddings[1] is not None:
-                    candidate.background_embedding = plan.part_embeddings[1].detach()
             record = self._record_for(candidate)
-            self._inserting.add(record.record_id)
-            try:
-                for step, blob in blobs.items():
-                    if step in record.entries:
-                        self._counters.duplicate_inserts += 1
-                        continue
-                    entry = CacheEntry(record.record_id, step, signature.num_steps, len(blob), "",
-                                       store_key=entry_store_key(record.tenant, record.record_id, step))
-                    record.entries[step] = entry
-                    self._entries[entry.key] = entry
-                    try:
-                        self.store.put(entry, blob, encode_entry_meta(record, entry))
-                    except CapacityError as exc:  # every tier refused (errors); keep serving
-                        self._forget_entry(entry.key)
-                        logger.warning("flexcache: could not store %s: %s", entry.key, exc)
-                        continue
+            self._inserting[record.record_id] = self._inserting.get(record.record_id, 0) + 1
+            for step, blob in blobs.items():
+                if step in record.entries:
+                    self._counters.duplicate_inserts += 1
+                    continue
+                entry = CacheEntry(record.record_id, step, signature.num_steps, len(blob),
+                                   entry_store_key(record.tenant, record.record_id, step), ready=False)
+                record.entries[step] = entry
+                self._entries[entry.key] = entry
+                writes.append((entry, blob, encode_entry_meta(record, entry)))
+        stored: list[str] = []
+        try:
+            for entry, blob, meta in writes:
+                try:
+                    self.store.put(entry.key, blob, meta, step=entry.step, token=entry)
+                except CapacityError as exc:  # every tier refused (errors); keep serving
+                    with self._lock:
+                        if self._entries.get(entry.key) is entry:
+                            self._forget_entry(entry.key)
+                    logger.warning("flexcache: could not store %s: %s", entry.key, exc)
+                    continue
+                with self._lock:
+                    entry.ready = True  # (if the store already evicted it, it is forgotten too)
                     self._counters.inserts += 1
                     self._counters.resumed_inserts += plan.hit
-                    stored.append(entry.key)
-            finally:
-                self._inserting.discard(record.record_id)
-                if not record.entries and self._records.get(record.record_id) is record:
+                stored.append(entry.key)
+        finally:
+            with self._lock:
+                left = self._inserting[record.record_id] - 1
+                if left:
+                    self._inserting[record.record_id] = left
+                else:
+                    del self._inserting[record.record_id]
+                if not record.entries and self._records.get(record.record_id) is record and not left:
                     self._drop_record(record)
         return stored
 
@@ -413,8 +443,8 @@ class FlexCache:
             record = self._record_for(candidate)
             known = record.entries.setdefault(entry.step, entry)
             self._entries.setdefault(known.key, known)
-            known.tier = known.tier or tier.name
-        self.store.adopt(known, meta, tier_index)
+            known.ready = True  # a tier holds it: servable, whoever wrote it
+        self.store.adopt(key, meta, tier_index, step=known.step, nbytes=known.nbytes, token=known)
         return True
 
     def restore(self) -> int:
@@ -448,9 +478,9 @@ class FlexCache:
             raise InvalidLatentError(f"latent for step {step} holds NaN or infinite values; it was not stored")
         return latent.detach()
 
-    def _on_store_evicted(self, key: str) -> None:
+    def _on_store_evicted(self, key: str, token: object) -> None:
         with self._lock:
-            if key in self._entries:
+            if self._entries.get(key) is token:  # not a newer entry re-inserted under the same key
                 self._counters.evictions += 1
                 self._forget_entry(key)
 
@@ -462,7 +492,8 @@ class FlexCache:
         record = self._records.get(entry.record_id)
         if record is None:
             return
-        record.entries.pop(entry.step, None)
+        if record.entries.get(entry.step) is entry:
+            del record.entries[entry.step]
         if not record.entries and record.record_id not in self._inserting:
             self._drop_record(record)
 
@@ -483,9 +514,10 @@ class FlexCache:
             keys = [e.key for e in self._entries.values()
                     if tenant is None or self._records[e.record_id].tenant == tenant]
             for key in keys:
-                self.store.remove(key)
                 self._forget_entry(key)
-            return len(keys)
+        for key in keys:  # tier I/O, outside the lock
+            self.store.remove(key)
+        return len(keys)
 
     def stats(self) -> dict:
         """Counters and sizes as a plain dict (JSON-safe).
@@ -493,6 +525,13 @@ class FlexCache:
         ``hit_rate`` is hits / requests, where a request is a `plan` call and a
         hit is a successful `fetch`.
         """
+        store_counters = dict(self.store.counters)
+        tiers = [
+            {"name": t.name, "entries": t.entries, "bytes_used": t.bytes_used, "capacity_bytes": t.capacity_bytes,
+             "corrupt": t.corrupt, "errors": t.errors, "latency_ms": t.latency_ms}
+            for t in self.store.tier_stats()  # tier calls (a Redis round trip): outside the cache lock
+        ]
+        bytes_stored, capacity = self.store.bytes_used, self.store.capacity_bytes
         with self._lock:
             c = self._counters
             return {
@@ -504,10 +543,10 @@ class FlexCache:
                 "hit_rate": c.hits / c.requests if c.requests else 0.0,
                 "steps_total": c.steps_total,
                 "steps_saved": c.steps_saved,
-                "entries": len(self._entries),
+                "entries": sum(entry.ready for entry in self._entries.values()),
                 "records": len(self._records),
-                "bytes_stored": self.store.bytes_used,
-                "capacity_bytes": self.store.capacity_bytes,
+                "bytes_stored": bytes_stored,
+                "capacity_bytes": capacity,
                 "inserts": c.inserts,
                 "resumed_inserts": c.resumed_inserts,
                 "duplicate_inserts": c.duplicate_inserts,
@@ -517,20 +556,15 @@ class FlexCache:
                 "policy": self.config.policy,
                 "codec": self.codec.name,
                 "tenants": {name: dict(values) for name, values in c.by_tenant.items()},
-                "store": dict(self.store.counters),
-                "tiers": [
-                    {"name": t.name, "entries": t.entries, "bytes_used": t.bytes_used,
-                     "capacity_bytes": t.capacity_bytes, "corrupt": t.corrupt, "errors": t.errors,
-                     "latency_ms": t.latency_ms}
-                    for t in self.store.tier_stats()
-                ],
+                "store": store_counters,
+                "tiers": tiers,
             }
 
     def entries(self, tenant: str | None = None) -> list[CacheEntry]:
         """A snapshot of the entries' metadata (copies)."""
         with self._lock:
             return [CacheEntry(**vars(e)) for e in self._entries.values()
-                    if tenant is None or self._records[e.record_id].tenant == tenant]
+                    if e.ready and (tenant is None or self._records[e.record_id].tenant == tenant)]
 
 
 def _part_similarities(record: PromptRecord, part_vectors: tuple) -> tuple[float | None, float | None]:

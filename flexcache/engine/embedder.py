@@ -14,8 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from flexcache.config import EmbedderConfig
-from flexcache.errors import BackendUnavailableError, InvalidPromptError
+from flexcache.core.config import EmbedderConfig
+from flexcache.core.errors import BackendUnavailableError, InvalidPromptError
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
 

@@ -20,9 +20,9 @@ from collections.abc import Hashable
 import numpy as np
 import torch
 
-from flexcache.config import IndexConfig
+from flexcache.core.config import IndexConfig
+from flexcache.core.errors import BackendUnavailableError, ConfigError
 from flexcache.engine.embedder import resolve_device
-from flexcache.errors import BackendUnavailableError, ConfigError
 
 MISSING_ID = -1
 # Cosines this close are ties. Identical rows are not bit-equal ties everywhere: under MKL,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from flexcache.config import PlannerConfig
-from flexcache.engine.entry import GenerationSignature
+from flexcache.core.config import PlannerConfig
+from flexcache.engine.records import GenerationSignature
 
 
 def checkpoint_steps(num_steps: int, fractions: tuple[float, ...]) -> tuple[int, ...]:

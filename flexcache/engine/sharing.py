@@ -5,7 +5,7 @@ Every process that writes an entry to a shared tier (Redis) publishes an
 copy there publishes an ``evict``. Each process follows the stream on a
 background thread and updates its own index, so an entry inserted by one
 process becomes a hit for another within about `poll_ms` plus the write-behind
-delay. A process that starts late first scans the shared tier (`FlexCache.restore`)
+delay. A process that starts late first scans the shared tier (the cache's restore)
 and then follows the stream from the position it read *before* the scan, so
 nothing that happens during the scan is missed (applying an event twice is
 harmless).
@@ -17,14 +17,11 @@ import base64
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from flexcache.errors import FlexCacheError
-
-if TYPE_CHECKING:
-    from flexcache.engine.cache import FlexCache
-    from flexcache.engine.store.base import Tier
+from flexcache.core.errors import FlexCacheError
+from flexcache.store.base import Tier
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +41,18 @@ def event_tiers(tiers: Sequence[Tier]) -> list[tuple[int, Any]]:
 
 
 class EventFollower:
-    """Publishes this process's inserts/evictions and applies everyone else's."""
+    """Publishes this process's inserts/evictions and applies everyone else's.
 
-    def __init__(self, cache: FlexCache, tiers: list[tuple[int, Any]], poll_ms: int = 200) -> None:
-        self.cache = cache
+    Args:
+        adopt: ``adopt(key, meta, tier_index)``, called for another process's insert.
+        disown: ``disown(key, tier_index)``, called for another process's eviction.
+        tiers: ``(index, tier)`` of the shared tiers (`event_tiers`).
+        poll_ms: how long one poll waits for events.
+    """
+
+    def __init__(self, adopt: Callable[[str, bytes, int], Any], disown: Callable[[str, int], Any],
+                 tiers: list[tuple[int, Any]], poll_ms: int = 200) -> None:
+        self._adopt, self._disown = adopt, disown
         self.tiers = dict(tiers)
         self.poll_ms = poll_ms
         self.origin = uuid.uuid4().hex
@@ -89,9 +94,9 @@ class EventFollower:
                     continue
                 try:
                     if event.get("type") == "insert":
-                        self.cache.adopt(event["key"], base64.b64decode(event["meta"]), index)
+                        self._adopt(event["key"], base64.b64decode(event["meta"]), index)
                     elif event.get("type") == "evict":
-                        self.cache.store.disown(event["key"], index)
+                        self._disown(event["key"], index)
                     applied += 1
                 except (KeyError, ValueError, FlexCacheError) as exc:
                     logger.warning("flexcache: skipped a malformed %s event: %s", event.get("type"), exc)

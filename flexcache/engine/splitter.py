@@ -58,136 +58,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from flexcache.errors import InvalidPromptError
-
-# ---------------------------------------------------------------------------
-# Lexicons
-# ---------------------------------------------------------------------------
-
-_PLACES = frozenset(
-    """
-    park parks street streets road roads highway freeway avenue boulevard alley alleyway lane
-    path trail sidewalk crosswalk intersection square plaza city cities town village countryside
-    suburb neighborhood neighbourhood downtown skyline metropolis beach beaches shore shoreline
-    coast coastline ocean oceans sea seas lake river stream creek pond waterfront bay harbor
-    harbour port dock docks pier boardwalk marina lagoon reef seabed seafloor forest forests woods
-    woodland jungle rainforest meadow field fields garden gardens backyard yard farm farmland
-    orchard vineyard desert deserts dunes canyon valley mountain mountains mountainside hill hills
-    hilltop hillside cliff cliffs peak peaks summit volcano glacier savanna savannah prairie
-    tundra steppe island swamp marsh wetlands cave cavern grassland kitchen room bedroom bathroom
-    office classroom library cafe café coffeeshop restaurant bar pub nightclub club diner
-    bakery shop store supermarket market mall station subway airport terminal stadium arena ring
-    stage hall auditorium theater theatre cinema museum gallery church cathedral temple shrine
-    castle palace mansion house home apartment cabin hut barn cottage factory warehouse workshop
-    garage laboratory lab hospital school campus gym pool lot rooftop roof balcony terrace porch
-    bridge tunnel trench battlefield wasteland ruins space planet moon mars jupiter saturn
-    spaceship spacecraft starship void galaxy universe cosmos orbit surface floor ground sky skies
-    clouds horizon snow ice grass lawn sand mud windowsill window sofa couch bed bench table desk
-    counter countertop fireplace campfire wall walls scene setting landscape cityscape
-    seascape world earth underworld dungeon corridor hallway lobby courtyard arcade studio
-    spotlight edge middle center centre outskirts heart shade darkness distance branch
-    branches treetop treetops
-    """.split()
-)
-_TIMES = frozenset(
-    """
-    night nights nighttime day daytime evening morning afternoon dawn dusk sunrise sunset
-    twilight midnight noon daybreak hour winter summer autumn fall spring christmas halloween
-    """.split()
-)
-_WEATHER = frozenset(
-    """
-    rain rainfall rainstorm downpour drizzle storm storms thunderstorm lightning blizzard
-    snowstorm snowfall sandstorm hurricane fog mist haze wind winds breeze smoke
-    """.split()
-)
-_LIGHT = frozenset(
-    """
-    light lights lighting sunlight moonlight starlight candlelight lamplight firelight
-    neon glow sun stars
-    """.split()
-)
-_BACKDROPS = frozenset(
-    "background backdrop backgrounds backdrops wall walls sky skyline horizon screen".split()
-)
-# Heads that only make a background after or beside one (the toy world's pattern words).
-_PATTERNS = frozenset(
-    "pattern patterns stripes gradient fade checkerboard checker fill colour color texture".split()
-)
-_SETTING_NOUNS = _PLACES | _TIMES | _WEATHER | _LIGHT | _BACKDROPS
-_TIME_WEATHER = _TIMES | _WEATHER
-_SETTING_ADVERBS = frozenset("underwater outdoors indoors offshore".split())
-
-_SETTING_PREPS = frozenset(
-    """
-    in on at inside within across through throughout along over above under underneath beneath
-    below atop amid amidst among around near beside by into onto down outside behind against
-    during after before
-    """.split()
-)
-_COMPOUND_PREPS: tuple[tuple[str, ...], ...] = (
-    ("in", "front", "of"), ("on", "top", "of"), ("out", "of"), ("next", "to"),
-    ("deep", "in"), ("deep", "inside"), ("deep", "within"), ("high", "above"), ("high", "in"),
-    ("far", "above"), ("far", "below"), ("somewhere", "in"),
-)
-# Words that end a noun phrase (besides punctuation).
-_OTHER_PREPS = frozenset(
-    "of with from to toward towards past like for about without via up off than per".split()
-)
-_ALL_PREPS = _SETTING_PREPS | _OTHER_PREPS
-_PLACE_NAME_PREPS = frozenset(
-    "in on at inside within across through throughout along over above around near outside "
-    "into onto down beside amid among of".split()
-)
-_CONJUNCTIONS = frozenset(
-    "and or but that which who whom whose where while as when then so".split()
-)
-_DETERMINERS = frozenset(("a", "an", "the"))
-_POSSESSIVES = frozenset("his her its their my your our".split())
-# Continue a setting: "filled with neon", "surrounded by fog", "overlooking a valley".
-_ATTACH: tuple[tuple[str, ...], ...] = (
-    ("filled", "with"), ("full", "of"), ("surrounded", "by"), ("covered", "in"),
-    ("covered", "with"), ("lined", "with"), ("lit", "by"), ("bathed", "in"), ("overlooking",),
-    ("of",), ("with",),
-)
-
-_STYLE_WORDS = frozenset(
-    """
-    cinematic cinematography 4k 8k hd uhd hdr highly detailed ultra hyper realistic
-    photorealistic hyperrealistic realism trending on artstation unreal engine octane render
-    rendered 3d 2d pixar disney anime manga studio ghibli oil painting watercolor watercolour
-    film grain 35mm slow motion slowmo timelapse time-lapse macro shot drone aerial view
-    national geographic funny viral video fantasy psychedelic vibrant colors colours colorful
-    dramatic lighting volumetric epic masterpiece award winning beautiful sharp focus bokeh depth
-    field wide angle close-up closeup tracking quality high resolution surreal dreamy moody
-    atmospheric intricate black and white sepia vintage retro minimalist artistic stunning
-    gorgeous cute style photography professional 16k 1080p 720p 60fps 24fps lens shallow
-    dof masterful best trending award-winning concept art digital illustration cgi vfx
-    """.split()
-)
-_STYLE_HEADS = frozenset(
-    "style photography render rendering aesthetic aesthetics artwork illustration shot footage "
-    "grain quality resolution video animation".split()
-)
-_STYLE_TOKEN = re.compile(r"^\d+(?:k|p|fps|mm)$")
-_FRAMING_HEADS = frozenset(
-    "video footage shot view close-up closeup portrait time-lapse timelapse clip animation photo "
-    "photograph image film movie scene".split()
-)
-# "-ing" words that are nouns, not verbs.
-_ING_NOUNS = frozenset(
-    "morning evening spring ring king wing thing string ceiling building clearing lighting "
-    "clothing setting swing wedding pudding icing earring landing ceiling bedding railing "
-    "painting".split()
-)
-
-# Tell "the misty woods" (adjective) from "a trench coat lights" (noun, then a verb).
-_ADJECTIVE_SUFFIXES = (
-    "y", "ful", "ous", "ic", "al", "ed", "ing", "en", "ish", "less", "ive", "ant", "ent",
-)
-_ADJECTIVES = frozenset(
-    "dark old big small deep tall quiet busy vast wide narrow open green red".split()
-)
+from flexcache.core.errors import InvalidPromptError
+from flexcache.engine import lexicon as lx
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['\u2019\-][A-Za-z0-9]+)*|[,;:.!?()\[\]\"]")
 _TOKEN = re.compile(r"[a-z0-9]+(?:['\u2019\-][a-z0-9]+)*")
@@ -245,6 +117,16 @@ def normalise(text: str) -> str:
     text = _SURROUNDING.sub("", text)
     text = _LEADING_ARTICLE.sub("", text)
     return _SURROUNDING.sub("", text)
+
+
+def words(text: str) -> list[str]:
+    """The words of `text` as the splitter sees them (normalised, punctuation dropped).
+
+    Example:
+        >>> words("A dog's ball, in the park!")
+        ["dog's", 'ball', 'in', 'the', 'park']
+    """
+    return _TOKEN.findall(normalise(text))
 
 
 def split_prompt(text: str) -> PromptParts:
@@ -343,22 +225,6 @@ def _tokenise(text: str) -> tuple[list[str], list[list[int]]]:
     return words, [s for s in segments if s]
 
 
-def _in(word: str, lexicon: frozenset[str]) -> bool:
-    if word in lexicon:
-        return True
-    if word.endswith("es") and word[:-2] in lexicon:
-        return True
-    return word.endswith("s") and word[:-1] in lexicon
-
-
-def _looks_like_noun(word: str) -> bool:
-    return word not in _ADJECTIVES and not word.endswith(_ADJECTIVE_SUFFIXES)
-
-
-def _is_ing(word: str) -> bool:
-    return word.endswith("ing") and len(word) > 4 and word not in _ING_NOUNS
-
-
 class _Scanner:
     """Rule matching over one prompt's lowercased words."""
 
@@ -368,32 +234,32 @@ class _Scanner:
 
     def prep_at(self, i: int, end: int) -> tuple[str, ...] | None:
         """The (possibly multi-word) setting preposition starting at word i."""
-        for compound in _COMPOUND_PREPS:
+        for compound in lx.COMPOUND_PREPS:
             if tuple(self.low[i : i + len(compound)]) == compound and i + len(compound) <= end:
                 return compound
-        return (self.low[i],) if self.low[i] in _SETTING_PREPS else None
+        return (self.low[i],) if self.low[i] in lx.SETTING_PREPS else None
 
     def np_end(self, j: int, end: int, allow_and: bool = False) -> int:
         """End (exclusive) of the noun phrase starting at j."""
         k, content, seen_setting = j, 0, False
         while k < end:
             w = self.low[k]
-            if w in _ALL_PREPS or w in _CONJUNCTIONS or self.attach_at(k, end):
+            if w in lx.ALL_PREPS or w in lx.CONJUNCTIONS or self.attach_at(k, end):
                 if not (allow_and and w == "and" and content):
                     break
-            elif (w in _DETERMINERS or w in _POSSESSIVES) and content:
+            elif (w in lx.DETERMINERS or w in lx.POSSESSIVES) and content:
                 break
-            elif _is_ing(w) and seen_setting:
+            elif lx.is_ing(w) and seen_setting:
                 break
-            if w not in _DETERMINERS:
+            if w not in lx.DETERMINERS:
                 content += 1
-            seen_setting = _in(w, _SETTING_NOUNS)
+            seen_setting = lx.in_lexicon(w, lx.SETTING_NOUNS)
             k += 1
         # "a trench coat lights a cigarette": after a noun, an -s word followed by a
         # determiner is a verb ("the misty woods the ..." keeps "woods": "misty" is no noun).
-        if content >= 2 and k < end and self.low[k] in _DETERMINERS | _POSSESSIVES:
+        if content >= 2 and k < end and self.low[k] in lx.DETERMINERS | lx.POSSESSIVES:
             verb, before = self.low[k - 1], self.low[k - 2]
-            if verb.endswith("s") and not verb.endswith("ss") and _looks_like_noun(before):
+            if verb.endswith("s") and not verb.endswith("ss") and lx.looks_like_noun(before):
                 k -= 1
         return k if content else j
 
@@ -401,14 +267,14 @@ class _Scanner:
         """Whether word k heads a setting after `prep`."""
         word, last = self.low[k], prep[-1]
         if last == "against":
-            return _in(word, _BACKDROPS)
+            return lx.in_lexicon(word, lx.BACKDROPS)
         if last in ("during", "after", "before"):
-            return _in(word, _TIME_WEATHER)
-        if _in(word, _SETTING_NOUNS):
+            return lx.in_lexicon(word, lx.TIME_WEATHER)
+        if lx.in_lexicon(word, lx.SETTING_NOUNS):
             return True
         # A capitalised word after "in Paris", "on Mars", "through Central Park".
         return (
-            last in _PLACE_NAME_PREPS
+            last in lx.PLACE_NAME_PREPS
             and k > 0
             and self.orig[k][0].isupper()
             and not self.orig[k].isupper()
@@ -433,7 +299,7 @@ class _Scanner:
         return i
 
     def attach_at(self, k: int, end: int) -> tuple[str, ...] | None:
-        for words in _ATTACH:
+        for words in lx.ATTACH:
             if tuple(self.low[k : k + len(words)]) == words and k + len(words) <= end:
                 return words
         return None
@@ -448,7 +314,7 @@ class _Scanner:
             attach = self.attach_at(k, end)
             if attach is not None:
                 j = k + len(attach)
-                if attach == ("with",) and j < end and self.low[j] in _POSSESSIVES:
+                if attach == ("with",) and j < end and self.low[j] in lx.POSSESSIVES:
                     break
                 m = self.np_end(j, end, allow_and=True)
                 if m == j:
@@ -457,7 +323,7 @@ class _Scanner:
                 continue
             if self.low[k] == "and":
                 m = self.np_end(k + 1, end)
-                if m > k + 1 and _in(self.low[m - 1], _SETTING_NOUNS):
+                if m > k + 1 and lx.in_lexicon(self.low[m - 1], lx.SETTING_NOUNS):
                     k = m
                     continue
             break
@@ -472,14 +338,14 @@ class _Scanner:
         if k == start:
             return False
         head = self.low[k - 1]
-        heads = _SETTING_NOUNS | _PATTERNS if after_background else _SETTING_NOUNS
-        if not _in(head, heads):
+        heads = lx.SETTING_NOUNS | lx.PATTERNS if after_background else lx.SETTING_NOUNS
+        if not lx.in_lexicon(head, heads):
             return False
         m = self.chain(k, end)
         if m == end:
             return True
         # "wind blowing", "rain falling": weather doing something is still weather.
-        return m + 1 == end and _is_ing(self.low[m]) and _in(head, _WEATHER | _LIGHT)
+        return m + 1 == end and lx.is_ing(self.low[m]) and lx.in_lexicon(head, lx.WEATHER | lx.LIGHT)
 
     def is_style(self, seg: list[int]) -> bool:
         words = [self.low[i] for i in seg]
@@ -487,30 +353,30 @@ class _Scanner:
             return True
         if words[0] == "by" and self.setting_pp(seg[0], seg[-1] + 1) == seg[0]:
             return True  # "by <artist>"
-        content = [w for w in words if w not in _DETERMINERS and w != "and"]
-        if all(w in _STYLE_WORDS or _STYLE_TOKEN.match(w) for w in content):
+        content = [w for w in words if w not in lx.DETERMINERS and w != "and"]
+        if all(w in lx.STYLE_WORDS or lx.STYLE_TOKEN.match(w) for w in content):
             return True
         return (
             len(words) <= 4
-            and words[-1] in _STYLE_HEADS
-            and not any(_is_ing(w) for w in words)
-            and not any(_in(w, _SETTING_NOUNS) for w in words[:-1])
+            and words[-1] in lx.STYLE_HEADS
+            and not any(lx.is_ing(w) for w in words)
+            and not any(lx.in_lexicon(w, lx.SETTING_NOUNS) for w in words[:-1])
         )
 
 
 def _framing_end(scan: _Scanner, seg: list[int]) -> int:
     """Index after a leading "a video of" / "a drone shot of" / "close up of", or seg[0]."""
     low, start = scan.low, seg[0]
-    i = start + (low[start] in _DETERMINERS)
+    i = start + (low[start] in lx.DETERMINERS)
     for length in range(0, 4):
         head = i + length
         if head + 1 > seg[-1]:
             break
         w = low[head]
-        is_head = w in _FRAMING_HEADS or (w == "up" and head > 0 and low[head - 1] == "close")
+        is_head = w in lx.FRAMING_HEADS or (w == "up" and head > 0 and low[head - 1] == "close")
         if is_head and low[head + 1] == "of":
             return head + 2
-        if w in _ALL_PREPS or w in _CONJUNCTIONS:
+        if w in lx.ALL_PREPS or w in lx.CONJUNCTIONS:
             break
     return start
 
@@ -518,7 +384,7 @@ def _framing_end(scan: _Scanner, seg: list[int]) -> int:
 def _drop_inline_style(scan: _Scanner, seg: list[int], roles: list[int]) -> None:
     low, end = scan.low, seg[-1] + 1
     for i in seg:
-        if _STYLE_TOKEN.match(low[i]):
+        if lx.STYLE_TOKEN.match(low[i]):
             roles[i] = _DROP
         if low[i] != "in":
             continue
@@ -552,8 +418,8 @@ def _scan_clause(scan: _Scanner, idx: list[int], roles: list[int]) -> None:
             i = k
             continue
         w = scan.low[i]
-        alone = i + 1 == end or scan.low[i + 1] in _ALL_PREPS | _CONJUNCTIONS
-        if w in _SETTING_ADVERBS and alone:  # "swimming underwater", not "an underwater city"
+        alone = i + 1 == end or scan.low[i + 1] in lx.ALL_PREPS | lx.CONJUNCTIONS
+        if w in lx.SETTING_ADVERBS and alone:  # "swimming underwater", not "an underwater city"
             roles[i] = _BG
         i += 1
 
@@ -565,9 +431,9 @@ def _behind_split(scan: _Scanner) -> int | None:
         return None
     b = low.index("behind")
     before = low[:b]
-    if not before or any(_is_ing(w) for w in before):
+    if not before or any(lx.is_ing(w) for w in before):
         return None
-    if not any(_in(w, _PATTERNS | _BACKDROPS) for w in before):
+    if not any(lx.in_lexicon(w, lx.PATTERNS | lx.BACKDROPS) for w in before):
         return None
     return b
 

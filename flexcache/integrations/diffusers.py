@@ -39,11 +39,12 @@ from typing import Any
 
 import torch
 
+from flexcache.core.errors import FlexCacheError, UnsupportedPipelineError
+from flexcache.core.types import dtype_name
 from flexcache.engine.cache import DEFAULT_TENANT, FlexCache
-from flexcache.engine.entry import GenerationSignature, dtype_name
-from flexcache.engine.noise import seeded_noise
 from flexcache.engine.planner import Plan
-from flexcache.errors import FlexCacheError, UnsupportedPipelineError
+from flexcache.engine.records import GenerationSignature
+from flexcache.kernels.noise import seeded_noise
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,11 @@ def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2):
 
     Latents are (16, T, H/8, W/8) for T = (frames - 1) / 4 + 1.
     """
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
 
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel(
@@ -38,7 +42,11 @@ def tiny_cogvideox_pipeline(seed: int = 0, num_frames: int = 9, height: int = 16
     CogVideoX's learned positional embedding fixes the size: call it with the
     same `num_frames`, `height` and `width`. Latents are (T, 4, H/8, W/8).
     """
-    from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+    from diffusers import (
+        CogVideoXDDIMScheduler,
+        CogVideoXPipeline,
+        CogVideoXTransformer3DModel,
+    )
 
     torch.manual_seed(seed)
     transformer = CogVideoXTransformer3DModel(

@@ -1,1 +1,9 @@
-"""Latent codecs and (later) their Triton kernels; torch-only on import."""
+"""Compute kernels: Triton (`triton/`, @triton.jit only), their wrappers (`ops`) and the torch reference.
+
+Triton is imported only when a Triton kernel is chosen; importing this package needs torch alone.
+"""
+
+from flexcache.kernels.noise import seeded_noise
+from flexcache.kernels.ops import Backend, resolve_backend
+
+__all__ = ["Backend", "resolve_backend", "seeded_noise"]

@@ -16,8 +16,12 @@ import os
 
 import torch
 
-from flexcache.engine.noise import is_valid_seed
-from flexcache.errors import BackendUnavailableError, ConfigError, InvalidLatentError
+from flexcache.core.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    InvalidLatentError,
+)
+from flexcache.core.types import is_valid_seed
 from flexcache.kernels import reference
 
 BLOCK_SIZES = tuple(2**k for k in range(4, 13))  # 16 .. 4096

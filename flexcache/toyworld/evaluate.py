@@ -13,9 +13,22 @@ import json
 import random
 from typing import Any
 
-from flexcache.toyworld.model import DEFAULT_GUIDANCE, DEFAULT_STEPS, WEIGHTS, PromptEncoder, generate, toyworld_pipeline
+from flexcache.toyworld.model import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    WEIGHTS,
+    PromptEncoder,
+    generate,
+    toyworld_pipeline,
+)
 from flexcache.toyworld.reader import match_counts
-from flexcache.toyworld.world import ATTRIBUTES, ClipSpec, held_out_specs, prompt_for, training_specs
+from flexcache.toyworld.world import (
+    ATTRIBUTES,
+    ClipSpec,
+    held_out_specs,
+    prompt_for,
+    training_specs,
+)
 
 
 def evaluate(pipe, encoder: PromptEncoder, specs: list[ClipSpec], *, prompts_per_spec: int = 2,

@@ -64,8 +64,8 @@ class PromptEncoder:
     """MiniLM token embeddings, padded or cut to `TEXT_TOKENS` (zeros past the prompt)."""
 
     def __init__(self) -> None:
-        from flexcache.config import EmbedderConfig
-        from flexcache.engine.embedder import SentenceTransformerEmbedder
+        from flexcache.core import EmbedderConfig
+        from flexcache.engine import SentenceTransformerEmbedder
 
         self._embedder = SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
 
@@ -131,7 +131,7 @@ def generate(pipe, prompt_embeds: torch.Tensor, *, steps: int = DEFAULT_STEPS, s
 
 def initial_noise(seeds: list[int], frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE) -> torch.Tensor:
     """x_0 for each seed, drawn as FlexCache draws it on a miss (`engine.noise.seeded_noise`)."""
-    from flexcache.engine.noise import seeded_noise
+    from flexcache.kernels import seeded_noise
 
     return torch.stack([seeded_noise((3, frames, size, size), seed) for seed in seeds])
 

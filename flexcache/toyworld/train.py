@@ -21,7 +21,13 @@ from pathlib import Path
 
 import torch
 
-from flexcache.toyworld.model import TRANSFORMER_CONFIG, WEIGHTS, PromptEncoder, build_transformer, weights_config
+from flexcache.toyworld.model import (
+    TRANSFORMER_CONFIG,
+    WEIGHTS,
+    PromptEncoder,
+    build_transformer,
+    weights_config,
+)
 from flexcache.toyworld.world import prompt_for, render, training_specs
 
 PROMPTS_PER_SPEC = 6

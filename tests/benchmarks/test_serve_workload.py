@@ -84,8 +84,9 @@ def test_synthetic_arrivals_follow_the_rate_and_the_daily_wave():
 
 
 def test_session_lengths_have_the_configured_median():
-    from flexcache.benchmarks.serve.workload import _session_length
     import random
+
+    from flexcache.benchmarks.serve.workload import _session_length
 
     rng = random.Random(0)
     spec = SyntheticWorkload()

@@ -330,8 +330,8 @@ def test_signature_key_is_stable_and_sensitive(signature):
 
 
 def test_default_codec_compresses_within_its_budget(make_cache, signature):
-    from flexcache.engine.noise import seeded_noise
-    from flexcache.kernels.codec import describe_blob
+    from flexcache.codec.latent import describe_blob
+    from flexcache.kernels.noise import seeded_noise
 
     cache = make_cache()
     plan = cache.plan(PROMPT, signature, seed=4242)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flexcache.engine.entry import decode_entry_meta, encode_entry_meta
+from flexcache.engine.records import decode_entry_meta, encode_entry_meta
 from flexcache.errors import InvalidPromptError
 
 # The full-prompt table alone never hits below 0.999, so every hit here comes from the part rules.

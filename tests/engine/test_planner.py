@@ -7,7 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from flexcache.config import DEFAULT_CHECKPOINT_FRACTIONS, NIRVANA_SIMILARITY_TABLE, PlannerConfig
+from flexcache.config import (
+    DEFAULT_CHECKPOINT_FRACTIONS,
+    NIRVANA_SIMILARITY_TABLE,
+    PlannerConfig,
+)
 from flexcache.engine.planner import Plan, SimilarityPlanner, checkpoint_steps
 
 # similarity -> expected skip steps for N=50 and N=20 under the NIRVANA table.

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from flexcache import CacheConfig, FlexCache
-from flexcache.engine.store.base import ChecksummedTier
-from flexcache.engine.store.memory import MemoryTier
+from flexcache.store.integrity import ChecksummedTier
+from flexcache.store.memory import MemoryTier
 
 pytestmark = pytest.mark.redis
 
@@ -22,7 +22,7 @@ PROMPT = "a street musician playing violin under neon lights at night"
 
 
 def shared_cache(url, prefix, embedder, memory_bytes=1 << 20):
-    from flexcache.engine.store.redis import RedisTier
+    from flexcache.store.redis import RedisTier
 
     config = CacheConfig.from_dict({"embedder": {"device": "cpu"}, "index": {"device": "cpu"}})
     tiers = [MemoryTier(memory_bytes),
@@ -73,7 +73,7 @@ def test_a_late_joiner_catches_up_by_scanning(redis_url, redis_prefix, embedder,
 
 
 def test_redis_down_keeps_serving_from_local_tiers(redis_prefix, embedder, signature):
-    from flexcache.engine.store.redis import RedisTier
+    from flexcache.store.redis import RedisTier
 
     config = CacheConfig.from_dict({"embedder": {"device": "cpu"}, "index": {"device": "cpu"}})
     dead = RedisTier("redis://127.0.0.1:1/0", 64 << 20, prefix=redis_prefix, cache_name="down",
@@ -90,9 +90,9 @@ def test_two_processes_share_one_redis(redis_url, redis_prefix, embedder, signat
     script = textwrap.dedent(f"""
         import json, sys, torch
         from flexcache import CacheConfig, FlexCache, GenerationSignature
-        from flexcache.engine.store.base import ChecksummedTier
-        from flexcache.engine.store.memory import MemoryTier
-        from flexcache.engine.store.redis import RedisTier
+        from flexcache.store.integrity import ChecksummedTier
+        from flexcache.store.memory import MemoryTier
+        from flexcache.store.redis import RedisTier
         signature = GenerationSignature.from_dict(json.loads(sys.argv[1]))
         config = CacheConfig.from_dict({{"embedder": {{"device": "cpu"}}, "index": {{"device": "cpu"}}}})
         tiers = [MemoryTier(1 << 20), ChecksummedTier(RedisTier({redis_url!r}, 64 << 20,

@@ -11,8 +11,8 @@ from flexcache import (
     enable_flexcache,
     last_call_report,
 )
-from flexcache.engine.noise import seeded_noise
 from flexcache.integrations.tiny import tiny_prompt_embeds, tiny_wan_pipeline
+from flexcache.kernels.noise import seeded_noise
 
 PROMPT = "a red fox running through fresh snow in a pine forest"
 STEPS = 10
@@ -84,7 +84,7 @@ def test_hit_with_classifier_free_guidance(pipe, make_cache):
 
 
 def test_hit_from_compressed_entry_stays_close_to_the_full_run(pipe, make_cache):
-    from flexcache.kernels.codec import describe_blob
+    from flexcache.codec.latent import describe_blob
 
     cache = make_cache()  # the default, lossy codec
     enable_flexcache(pipe, cache)

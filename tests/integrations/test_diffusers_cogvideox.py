@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from flexcache import enable_flexcache, last_call_report
-from flexcache.engine.noise import seeded_noise
 from flexcache.integrations.diffusers import ADAPTERS
 from flexcache.integrations.tiny import tiny_cogvideox_pipeline, tiny_prompt_embeds
+from flexcache.kernels.noise import seeded_noise
 
 PROMPT = "a paper boat drifting down a rain-soaked city street"
 STEPS = 10
@@ -51,7 +51,7 @@ def test_signature_follows_cogvideox_layout_and_dtype(pipe, make_cache):
     assert record.signature.latent_shape == LATENT
     assert record.signature.latent_dtype == "float32"
     assert record.signature.frame_axis == 0  # (T, C, H, W): the codec's delta runs over frames
-    from flexcache.kernels.codec import describe_blob
+    from flexcache.codec.latent import describe_blob
 
     assert {describe_blob(cache.tier.get(e.key)).get("frame_axis", 0) for e in cache.entries()} == {0}
     # The pipeline denoises in the prompt embeddings' dtype, so the signature follows them.

@@ -36,9 +36,14 @@ from typing import Any
 
 import torch
 
-from flexcache.benchmarks.serve.simulate import SYSTEMS, SystemSpec, flexcache_ratios, latency_percentiles
+from flexcache.benchmarks.serve.simulate import (
+    SYSTEMS,
+    SystemSpec,
+    flexcache_ratios,
+    latency_percentiles,
+)
 from flexcache.benchmarks.serve.workload import TraceRequest
-from flexcache.errors import FlexCacheError
+from flexcache.core import FlexCacheError
 
 READY_TIMEOUT_S = 300.0  # a worker loads MiniLM and the pipeline; slow under load on 2 cores
 RESULT_TIMEOUT_S = 300.0  # one request, worst case, before the run is declared stuck
@@ -139,10 +144,16 @@ def _worker_main(setup: WorkerSetup, requests, results) -> None:
     """One worker process: build the cache and the pipeline, then serve requests until a None arrives."""
     torch.set_num_threads(setup.threads)  # N workers share the machine's cores
     try:
-        from flexcache.engine.cache import FlexCache
+        from flexcache.engine import FlexCache
         from flexcache.integrations.diffusers import enable_flexcache, last_call_report
-        from flexcache.toyworld.model import MODEL_ID, WEIGHTS, PromptEncoder, initial_noise, pipeline_kwargs
-        from flexcache.toyworld.model import toyworld_pipeline
+        from flexcache.toyworld.model import (
+            MODEL_ID,
+            WEIGHTS,
+            PromptEncoder,
+            initial_noise,
+            pipeline_kwargs,
+            toyworld_pipeline,
+        )
         from flexcache.toyworld.reader import adherence
         from flexcache.toyworld.world import parse_prompt
 

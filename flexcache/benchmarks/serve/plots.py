@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flexcache.errors import BackendUnavailableError, FlexCacheError
+from flexcache.core import BackendUnavailableError, FlexCacheError
 
 MARKERS = ("o", "s", "^", "D", "v", "x", "P", "*")
 PLOTTED = (("throughput_rph", "throughput (requests / hour)", "throughput"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flexcache.errors import ConfigError
+from flexcache.core import ConfigError
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,15 @@ def measure_profile(pipe, call_kwargs: dict, *, name: str, model_id: str, steps:
 
 def measure_toyworld_profile(repeats: int = 3) -> ModelProfile:
     """`--profile measure`: the toy-world pipeline (the only weights shipped) timed on this machine."""
-    from flexcache.toyworld.model import DEFAULT_STEPS, MODEL_ID, WEIGHTS, PromptEncoder, pipeline_kwargs
-    from flexcache.toyworld.model import initial_noise, toyworld_pipeline
+    from flexcache.toyworld.model import (
+        DEFAULT_STEPS,
+        MODEL_ID,
+        WEIGHTS,
+        PromptEncoder,
+        initial_noise,
+        pipeline_kwargs,
+        toyworld_pipeline,
+    )
 
     prompt = "a red circle moving left on a blue background with stripes"
     encoder = PromptEncoder()

@@ -9,8 +9,14 @@ from typing import Any
 import torch
 
 from flexcache.benchmarks.serve.profiles import ModelProfile
-from flexcache.benchmarks.serve.simulate import (SYSTEMS, CachePathCosts, MemoizedEmbedder, flexcache_ratios,
-                                                  simulate, summarize)
+from flexcache.benchmarks.serve.simulate import (
+    SYSTEMS,
+    CachePathCosts,
+    MemoizedEmbedder,
+    flexcache_ratios,
+    simulate,
+    summarize,
+)
 from flexcache.benchmarks.serve.sized import measure_entry_sizes
 from flexcache.benchmarks.serve.workload import TraceRequest, near_duplicate_share
 
@@ -27,8 +33,8 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
     """Every system over `trace` at `budget_bytes`, and at each budget of `sweep_bytes` (the plots' points)."""
     from tqdm.auto import tqdm
 
-    from flexcache.config import EmbedderConfig, PlannerConfig
-    from flexcache.engine.embedder import SentenceTransformerEmbedder
+    from flexcache.core import EmbedderConfig, PlannerConfig
+    from flexcache.engine import SentenceTransformerEmbedder
 
     started = time.perf_counter()
     embedder = MemoizedEmbedder(SentenceTransformerEmbedder(EmbedderConfig(device="cpu")))

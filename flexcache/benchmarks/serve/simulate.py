@@ -33,8 +33,7 @@ import torch
 from flexcache.benchmarks.serve.profiles import ModelProfile
 from flexcache.benchmarks.serve.sized import AccountedTier, SizedCodec
 from flexcache.benchmarks.serve.workload import TraceRequest
-from flexcache.engine.entry import GenerationSignature
-
+from flexcache.engine import GenerationSignature
 
 
 class MemoizedEmbedder:

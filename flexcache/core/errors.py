@@ -1,0 +1,67 @@
+"""Typed errors raised by FlexCache.
+
+Every error a caller can act on is a `FlexCacheError`; the subclasses say what
+went wrong and their messages say what to do. Messages never include tensor
+contents, only shapes, dtypes and names.
+"""
+
+from __future__ import annotations
+
+
+class FlexCacheError(Exception):
+    """Base class of every error FlexCache raises on purpose."""
+
+
+class ConfigError(FlexCacheError, ValueError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+class InvalidPromptError(FlexCacheError, ValueError):
+    """A prompt is empty, not a string, or otherwise unusable as a cache key."""
+
+
+class InvalidLatentError(FlexCacheError, ValueError):
+    """A latent offered to the cache has the wrong shape or dtype, or non-finite values."""
+
+
+class InvalidPlanError(FlexCacheError, ValueError):
+    """A plan was used for something it cannot do (for example inserting from a hit plan)."""
+
+
+class CapacityError(FlexCacheError):
+    """An entry does not fit in the store even when it is empty."""
+
+
+class CorruptBlobError(FlexCacheError):
+    """A stored blob failed its checksum or could not be parsed; the entry is treated as a miss."""
+
+
+class TierUnavailableError(FlexCacheError):
+    """A storage tier cannot serve right now (server down, disk full); the store skips it."""
+
+
+class UnsupportedPipelineError(FlexCacheError, TypeError):
+    """`enable_flexcache` was given a pipeline class it has no adapter for."""
+
+
+class BackendUnavailableError(FlexCacheError, ImportError):
+    """An optional backend (faiss, CUDA, Triton, nvCOMP) was requested but cannot be loaded."""
+
+
+class InvalidTraceError(FlexCacheError, ValueError):
+    """A request trace (JSONL) line that is not a valid request."""
+
+
+__all__ = [
+    "FlexCacheError",
+    "ConfigError",
+    "InvalidPromptError",
+    "InvalidLatentError",
+    "InvalidPlanError",
+    "CapacityError",
+    "CorruptBlobError",
+    "TierUnavailableError",
+    "UnsupportedPipelineError",
+    "BackendUnavailableError",
+    "InvalidTraceError",
+]

@@ -1,0 +1,21 @@
+"""The one list of every name a config can choose: config validation, the registries that
+implement the names, the CLI's choices and docs/config.md all read them from here (a test
+checks that each registry implements exactly its list)."""
+
+from __future__ import annotations
+
+POLICIES: tuple[str, ...] = ("lru", "lcbfu", "flexcache")  # store.policy.POLICY_REGISTRY
+CODECS: tuple[str, ...] = ("flexcache", "lossless")  # codec.latent.CODEC_REGISTRY
+BUDGET_MODES: tuple[str, ...] = ("auto", "sigma", "relative_l2")
+LOSSLESS_ALGORITHMS: tuple[str, ...] = ("none", "zstd", "deflate", "lz4", "ans", "bitcomp")  # codec.lossless
+KERNEL_BACKENDS: tuple[str, ...] = ("auto", "triton", "torch")  # kernels.ops.Backend
+INDEX_BACKENDS: tuple[str, ...] = ("auto", "faiss", "torch")  # engine.index.build_index
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+TIER_KINDS: tuple[str, ...] = ("hbm", "host", "memory", "disk", "redis")  # core.tiers + store.factory
+LOOKUPS: tuple[str, ...] = ("full", "decoupled")
+
+ALL_NAMES: dict[str, tuple[str, ...]] = {
+    "policy": POLICIES, "codec.name": CODECS, "codec.budget_mode": BUDGET_MODES,
+    "codec.lossless": LOSSLESS_ALGORITHMS, "codec.backend": KERNEL_BACKENDS, "index.backend": INDEX_BACKENDS,
+    "device": DEVICES, "store.tiers[].kind": TIER_KINDS, "planner.lookup": LOOKUPS,
+}

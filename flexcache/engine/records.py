@@ -1,0 +1,223 @@
+"""Entry metadata: what the cache knows about each stored latent.
+
+A *record* is one earlier generation (one prompt, one seed, one signature)
+and owns the vector in the index; an *entry* is one latent of that record,
+captured after `step` of its `signature.num_steps` denoising steps. Entries are
+evicted one by one; a record leaves the index when its last entry goes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from flexcache.core.errors import CorruptBlobError, FlexCacheError, InvalidLatentError
+from flexcache.core.types import dtype_from_name
+
+
+@dataclass(frozen=True)
+class GenerationSignature:
+    """Everything that must match for a cached latent to be reusable.
+
+    An entry only serves requests with an equal signature: same model, same
+    scheduler and its config, same step count, resolution, frame count and
+    latent shape/dtype, same guidance. A mismatch is a miss, never a wrongly
+    shaped latent (DESIGN.md, "Generation signature").
+
+    Args:
+        model_id: the model's name or path (any stable string).
+        scheduler: scheduler class name plus a digest of its config.
+        num_steps: N, the number of denoising steps.
+        height, width, num_frames: output size in pixels and frames.
+        latent_shape: the latent's shape without the batch dimension.
+        latent_dtype: the latent's dtype name, e.g. ``"float32"``.
+        extra: other settings that change the trajectory (guidance scale,
+            negative prompt), as sorted ``(name, value)`` string pairs.
+        frame_axis: which latent dimension indexes frames (1 for Wan's
+            (C, T, H, W), 0 for CogVideoX's (T, C, H, W)); the codec's
+            temporal delta runs along it.
+    """
+
+    model_id: str
+    scheduler: str
+    num_steps: int
+    height: int
+    width: int
+    num_frames: int
+    latent_shape: tuple[int, ...]
+    latent_dtype: str = "float32"
+    extra: tuple[tuple[str, str], ...] = ()
+    frame_axis: int = 1
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 2:
+            raise InvalidLatentError(f"num_steps must be >= 2 to skip anything; got {self.num_steps}")
+        if not self.latent_shape or any(int(d) <= 0 for d in self.latent_shape):
+            raise InvalidLatentError(f"latent_shape must be positive sizes; got {self.latent_shape}")
+        object.__setattr__(self, "latent_shape", tuple(int(d) for d in self.latent_shape))
+        dtype_from_name(self.latent_dtype)
+        if not 0 <= self.frame_axis < len(self.latent_shape):
+            raise InvalidLatentError(f"frame_axis {self.frame_axis} is not a dimension of {self.latent_shape}")
+
+    def key(self) -> str:
+        """A stable hex digest (never Python's salted ``hash()``)."""
+        payload = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return dtype_from_name(self.latent_dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "scheduler": self.scheduler,
+            "num_steps": self.num_steps,
+            "height": self.height,
+            "width": self.width,
+            "num_frames": self.num_frames,
+            "latent_shape": list(self.latent_shape),
+            "latent_dtype": self.latent_dtype,
+            "extra": [list(pair) for pair in self.extra],
+            "frame_axis": self.frame_axis,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GenerationSignature":
+        fields = dict(data)
+        fields["latent_shape"] = tuple(fields["latent_shape"])
+        fields["extra"] = tuple(tuple(pair) for pair in fields.get("extra", ()))
+        return cls(**fields)
+
+
+@dataclass
+class CacheEntry:
+    """One cached latent: record `record_id` after `step` denoising steps.
+
+    What the engine knows of an entry: that it exists, its size and how it
+    was used. Where it lives (which tiers hold it) is the store's alone.
+
+    Attributes:
+        store_key: the key in the store (``<tenant>.<digest>``, see `entry_store_key`).
+        hits: fetches that served it.
+        ready: False while its first write to the store is in flight; plans
+            never choose an entry that is not ready.
+    """
+
+    record_id: int
+    step: int
+    num_steps: int
+    nbytes: int
+    store_key: str
+    created_at: float = field(default_factory=time.monotonic)
+    last_access: float = field(default_factory=time.monotonic)
+    hits: int = 0
+    ready: bool = True
+
+    @property
+    def key(self) -> str:
+        return self.store_key
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("\x00".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def stable_record_id(tenant: str, signature_key: str, prompt: str) -> int:
+    """A record id that every process derives alike for the same (tenant, signature, prompt)."""
+    return int(_digest("record", tenant, signature_key, prompt)[:15], 16)  # 60 bits: an int64 index id
+
+
+def entry_store_key(tenant: str, record_id: int, step: int) -> str:
+    """The store key of one entry: stable across processes and restarts."""
+    return f"{tenant}.{_digest('entry', record_id, step)[:32]}"
+
+
+META_VERSION = 1
+
+
+def encode_entry_meta(record: "PromptRecord", entry: CacheEntry) -> bytes:
+    """What a persistent or shared tier stores beside a blob, to rebuild the index from it."""
+    def b64(vector: torch.Tensor) -> str:
+        return base64.b64encode(vector.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).decode()
+
+    parts = {}
+    if record.parts is not None and record.object_embedding is not None:
+        parts = {"object": record.parts[0], "background": record.parts[1],
+                 "object_embedding": b64(record.object_embedding)}
+        if record.background_embedding is not None:
+            parts["background_embedding"] = b64(record.background_embedding)
+    return json.dumps({
+        "v": META_VERSION,
+        "tenant": record.tenant,
+        "prompt": record.prompt,
+        "signature": record.signature.to_dict(),
+        "seed": record.seed,
+        "record_id": record.record_id,
+        "step": entry.step,
+        "nbytes": entry.nbytes,
+        "embedding": b64(record.embedding),
+        **parts,
+    }, separators=(",", ":")).encode()
+
+
+def decode_entry_meta(meta: bytes, dim: int | None = None) -> tuple["PromptRecord", CacheEntry]:
+    """Inverse of `encode_entry_meta` (a record holding just this entry).
+
+    Raises:
+        CorruptBlobError: metadata that is not what `encode_entry_meta` wrote.
+    """
+    try:
+        data = json.loads(bytes(meta))
+        if data.get("v") != META_VERSION:
+            raise ValueError(f"metadata version {data.get('v')!r}")
+        signature = GenerationSignature.from_dict(data["signature"])
+
+        def vector(name: str) -> torch.Tensor:
+            raw = base64.b64decode(data[name], validate=True)
+            value = torch.frombuffer(bytearray(raw), dtype=torch.float32).clone()
+            if dim is not None and value.numel() != dim:
+                raise ValueError(f"{name} has {value.numel()} values, the index {dim}")
+            return value
+
+        record = PromptRecord(int(data["record_id"]), str(data["tenant"]), str(data["prompt"]), signature,
+                              int(data["seed"]), vector("embedding"))
+        if "object_embedding" in data:  # written under decoupled look-up
+            record.parts = (str(data["object"]), str(data["background"]))
+            record.object_embedding = vector("object_embedding")
+            if "background_embedding" in data:
+                record.background_embedding = vector("background_embedding")
+        step = int(data["step"])
+        entry = CacheEntry(record.record_id, step, signature.num_steps, int(data["nbytes"]),
+                           entry_store_key(record.tenant, record.record_id, step))
+    except (ValueError, KeyError, TypeError, FlexCacheError) as exc:
+        raise CorruptBlobError(f"entry metadata is unreadable: {exc}") from None
+    return record, entry
+
+
+@dataclass
+class PromptRecord:
+    """One earlier generation: its prompt, seed and the entries captured from it."""
+
+    record_id: int
+    tenant: str
+    prompt: str
+    signature: GenerationSignature
+    seed: int
+    embedding: torch.Tensor
+    entries: dict[int, CacheEntry] = field(default_factory=dict)
+    # Decoupled look-up: (object part, background part) and their vectors (background None when empty).
+    parts: tuple[str, str] | None = None
+    object_embedding: torch.Tensor | None = None
+    background_embedding: torch.Tensor | None = None
+
+    def deepest_step_at_most(self, step: int) -> int | None:
+        """The deepest stored (ready) step not beyond `step`, or None."""
+        candidates = [s for s, entry in self.entries.items() if s <= step and entry.ready]
+        return max(candidates) if candidates else None

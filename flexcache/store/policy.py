@@ -1,0 +1,272 @@
+"""Replacement policies: which entry leaves first under capacity pressure.
+
+All policies share one small interface; the store tells a policy about
+inserts, accesses and removals and asks it for the next victim. In a
+`TieredStore` every tier has its own policy instance, which hears only about
+the copies in its tier and the hits that tier serves.
+
+* ``lru``: least recently used first.
+* ``lcbfu``: NIRVANA's Least Computationally Beneficial and Frequently Used
+  (NSDI'24, section 4.3): evict the lowest ``K x access frequency`` first, so
+  shallow, rarely used latents go before deep, popular ones. Frequency counts
+  the insertion as one use; ties go to the least recently used.
+* ``flexcache``: evict the lowest expected compute saved per stored byte,
+  ``K x recent hit rate / compressed bytes``, where the hit rate decays with a
+  half-life on a logical clock; see `FlexCachePolicy`.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections import OrderedDict
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import Any
+
+from flexcache.core.errors import ConfigError
+
+_NOTHING: frozenset[str] = frozenset()
+
+
+@dataclass(eq=False)
+class RankedEntry:
+    """What a policy knows of one stored entry.
+
+    Args:
+        key: the entry's store key.
+        step: the denoising step the latent was captured after: the steps a hit on it skips.
+        nbytes: the stored blob's length.
+        hits: reads the store served of it, in any tier (the store counts them).
+
+    The store hands its own records (a subclass) to the policies; this plain
+    form is for tools and tests.
+    """
+
+    key: str
+    step: int
+    nbytes: int
+    hits: int = 0
+
+
+class ReplacementPolicy(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def on_insert(self, entry: RankedEntry) -> None:
+        """Track `entry` (a tracked key is re-inserted as a new entry)."""
+
+    @abc.abstractmethod
+    def on_access(self, entry: RankedEntry) -> None:
+        """One hit on `entry`; ignored when its key is not tracked."""
+
+    @abc.abstractmethod
+    def on_remove(self, key: str) -> None:
+        """Stop tracking `key`; unknown keys are ignored."""
+
+    @abc.abstractmethod
+    def victim(self, exclude: Container[str] = _NOTHING) -> str | None:
+        """Key of the entry to evict next, or None when the policy tracks nothing else.
+
+        Args:
+            exclude: keys that must not be chosen (pinned entries, the entry
+                being written); they keep their place and their history.
+        """
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+
+class LRUPolicy(ReplacementPolicy):
+    name = "lru"
+
+    def __init__(self) -> None:
+        self._order: OrderedDict[str, None] = OrderedDict()
+
+    def on_insert(self, entry: RankedEntry) -> None:
+        self._order[entry.key] = None
+        self._order.move_to_end(entry.key)
+
+    def on_access(self, entry: RankedEntry) -> None:
+        if entry.key in self._order:
+            self._order.move_to_end(entry.key)
+
+    def on_remove(self, key: str) -> None:
+        self._order.pop(key, None)
+
+    def victim(self, exclude: Container[str] = _NOTHING) -> str | None:
+        return next((key for key in self._order if key not in exclude), None)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
+class LCBFUPolicy(ReplacementPolicy):
+    name = "lcbfu"
+
+    def __init__(self) -> None:
+        self._entries: dict[str, RankedEntry] = {}
+        self._clock = 0
+        self._last_use: dict[str, int] = {}
+
+    @staticmethod
+    def score(entry: RankedEntry) -> int:
+        return entry.step * (entry.hits + 1)
+
+    def _touch(self, key: str) -> None:
+        self._clock += 1
+        self._last_use[key] = self._clock
+
+    def on_insert(self, entry: RankedEntry) -> None:
+        self._entries[entry.key] = entry
+        self._touch(entry.key)
+
+    def on_access(self, entry: RankedEntry) -> None:
+        if entry.key in self._entries:
+            self._touch(entry.key)
+
+    def on_remove(self, key: str) -> None:
+        self._entries.pop(key, None)
+        self._last_use.pop(key, None)
+
+    def victim(self, exclude: Container[str] = _NOTHING) -> str | None:
+        # O(n) scan: fine for the entry counts one store holds (tens of thousands).
+        candidates = (k for k in self._entries if k not in exclude)
+        return min(candidates, key=lambda k: (self.score(self._entries[k]), self._last_use[k]), default=None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class FlexCachePolicy(ReplacementPolicy):
+    """Evict the entry that saves the least compute per stored byte.
+
+    An entry's value is what keeping one of its bytes is expected to save::
+
+        value(e, t) = K_e * r_e(t) / nbytes_e
+        r_e(t)      = p * d**(t - t_insert) + sum over hits i of d**(t - t_i),   d = 2**(-1 / half_life)
+
+    where ``K_e`` is ``entry.step`` (the steps a hit skips), ``nbytes_e`` the
+    compressed size, and ``r_e`` the recent hit rate: a hit count that halves
+    every `half_life` events. ``t`` is a logical clock that counts this
+    policy's events (inserts and accesses of tracked entries), so the order is
+    deterministic and independent of wall time. The insertion counts as a
+    prior of `insert_prior` hits (half a hit by default): a new entry is worth
+    more than one whose hits stopped long ago, so it is not evicted at once,
+    and less than one hit recently.
+
+    Hits: an entry can be found through any of its look-up parts (full
+    prompt, object part, background part); the engine reads it once per hit
+    whatever part matched, and the store reports that read as one
+    `on_access`. The policy only counts accesses, never which part matched.
+
+    Victim: the lowest value; ties go to the least recently used (oldest last
+    event). Decay is lazy: every entry's value decays by the same factor per
+    event, so the order only changes when an entry's own event happens. Each
+    entry therefore keeps one rank, ``log2(value(e, t)) + t / half_life``,
+    computed at its last event and valid at every later ``t``; `victim` is an
+    O(n) scan over those ranks that touches no entry's state.
+
+    Args:
+        half_life: events after which a hit counts half; > 0.
+        insert_prior: hits an insertion counts as; > 0.
+
+    Raises:
+        ConfigError: a non-positive or non-finite `half_life` or `insert_prior`.
+
+    Example:
+        >>> policy = FlexCachePolicy(half_life=64)
+        >>> small = RankedEntry("t.00000001", step=20, nbytes=100)
+        >>> large = RankedEntry("t.00000002", step=20, nbytes=600)
+        >>> policy.on_insert(small); policy.on_insert(large)
+        >>> policy.victim() == large.key  # same K and hits, six times the bytes
+        True
+    """
+
+    name = "flexcache"
+
+    def __init__(self, half_life: float = 64.0, insert_prior: float = 0.5) -> None:
+        for label, value in (("half_life", half_life), ("insert_prior", insert_prior)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"flexcache policy {label} must be a positive number; got {value!r}")
+        self.half_life = float(half_life)
+        self.insert_prior = float(insert_prior)
+        self._clock = 0
+        # Per key: log2 of the decayed hit count, referred to clock 0 (log2 r(t) + t / half_life).
+        self._log_hits: dict[str, float] = {}
+        self._weight: dict[str, float] = {}  # log2(K / nbytes), fixed for an entry
+        self._rank: dict[str, tuple[float, int]] = {}  # (log2 value + t / half_life, last event)
+
+    def _record(self, key: str, log_hits: float) -> None:
+        self._log_hits[key] = log_hits
+        self._rank[key] = (log_hits + self._weight[key], self._clock)
+
+    def on_insert(self, entry: RankedEntry) -> None:
+        self._clock += 1
+        step, nbytes = entry.step, max(entry.nbytes, 1)
+        self._weight[entry.key] = math.log2(step / nbytes) if step > 0 else -math.inf
+        self._record(entry.key, self._clock / self.half_life + math.log2(self.insert_prior))
+
+    def on_access(self, entry: RankedEntry) -> None:
+        key = entry.key
+        if key not in self._rank:
+            return
+        self._clock += 1
+        now = self._clock / self.half_life
+        # r(t) = r(t_last) * d**(t - t_last) + 1, in the log domain; 2**(-large) underflows to 0, as it should.
+        self._record(key, now + math.log2(1.0 + 2.0 ** (self._log_hits[key] - now)))
+
+    def on_remove(self, key: str) -> None:
+        if self._rank.pop(key, None) is not None:
+            del self._log_hits[key], self._weight[key]
+
+    def hit_rate(self, key: str) -> float | None:
+        """The decayed hit count ``r(t)`` of `key` at the current clock, or None if untracked."""
+        log_hits = self._log_hits.get(key)
+        return None if log_hits is None else 2.0 ** (log_hits - self._clock / self.half_life)
+
+    def value(self, key: str) -> float | None:
+        """``K x r(t) / nbytes`` of `key` at the current clock, or None if untracked."""
+        rank = self._rank.get(key)
+        return None if rank is None else 2.0 ** (rank[0] - self._clock / self.half_life)
+
+    def victim(self, exclude: Container[str] = _NOTHING) -> str | None:
+        # O(n) over precomputed ranks (tens of thousands of entries: milliseconds).
+        ranks = self._rank
+        if not exclude:
+            return min(ranks, key=ranks.__getitem__, default=None)
+        return min((k for k in ranks if k not in exclude), key=ranks.__getitem__, default=None)
+
+    def __len__(self) -> int:
+        return len(self._rank)
+
+
+POLICY_REGISTRY: dict[str, type[ReplacementPolicy]] = {
+    LRUPolicy.name: LRUPolicy,
+    LCBFUPolicy.name: LCBFUPolicy,
+    FlexCachePolicy.name: FlexCachePolicy,
+}
+
+
+def build_policy(name: str, **options: Any) -> ReplacementPolicy:
+    """A fresh policy by registry name.
+
+    Args:
+        name: a key of `POLICY_REGISTRY` (``"lru"``, ``"lcbfu"``, ``"flexcache"``).
+        **options: constructor arguments of that policy (``half_life=`` for ``flexcache``).
+
+    Raises:
+        ConfigError: an unknown name, or options the policy does not take.
+
+    Example:
+        >>> build_policy("flexcache", half_life=32).half_life
+        32.0
+    """
+    try:
+        cls = POLICY_REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown replacement policy {name!r}; choose one of {', '.join(POLICY_REGISTRY)}") from None
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise ConfigError(f"replacement policy {name!r} does not take {sorted(options)}: {exc}") from None
