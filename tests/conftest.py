@@ -9,10 +9,6 @@ import pytest
 import redis
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-if not torch.cuda.is_available():
-    # Triton kernels run through its interpreter on CPU; it is read when a kernel is defined.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

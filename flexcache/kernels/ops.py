@@ -94,36 +94,65 @@ def _layout(shape: tuple[int, ...], block: int, frame_axis: int) -> tuple[int, i
     return groups, frames, span, -(-span // block)
 
 
+def _check_out(name: str, out: torch.Tensor, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A caller-owned output buffer, checked: contiguous, of `numel` values of `dtype` on `device`."""
+    if not isinstance(out, torch.Tensor) or out.dtype != dtype or out.numel() != numel or out.device != device \
+            or not out.is_contiguous():
+        raise ConfigError(
+            f"out {name} must be a contiguous {dtype} tensor of {numel} values on {device}; got "
+            f"{getattr(out, 'dtype', type(out).__name__)} of {getattr(out, 'numel', lambda: '?')()} values on "
+            f"{getattr(out, 'device', '?')}"
+        )
+    return out.reshape(-1)
+
+
 def encode(x: torch.Tensor, *, seed: int | None, noise_scale: float, bits: int, block: int,
-           temporal_delta: bool = False, frame_axis: int = 1,
-           backend: Backend | str = Backend.AUTO) -> tuple[torch.Tensor, torch.Tensor]:
+           temporal_delta: bool = False, frame_axis: int = 1, backend: Backend | str = Backend.AUTO,
+           out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Residual + (delta) + quantize + pack. Returns ``(packed uint8, float16 scales)`` on x's device.
+
+    Args:
+        out: ``(packed, scales)`` buffers the caller owns (a hot path then
+            allocates nothing); every element is written.
 
     Raises:
         InvalidLatentError: non-float, empty or non-finite latent, bad seed.
-        ConfigError: unsupported bit width, block size or frame axis.
+        ConfigError: unsupported bit width, block size or frame axis, or `out` of the wrong size or dtype.
     """
     check_latent(x)
     check_codec_params(bits=bits, block=block, frame_axis=frame_axis, ndim=x.dim(), seed=seed)
     chosen = resolve_backend(backend, x.device)
     residual = seed is not None and noise_scale != 0.0
-    if chosen is Backend.TORCH:
-        return reference.encode(x, seed=seed if residual else None, noise_scale=noise_scale, bits=bits,
-                                block=block, temporal_delta=temporal_delta, frame_axis=frame_axis)
     groups, frames, span, n_blocks = _layout(tuple(x.shape), block, frame_axis)
-    packed = torch.empty(groups * frames * n_blocks * block * bits // 8, dtype=torch.uint8, device=x.device)
-    scales = torch.empty(groups * frames * n_blocks, dtype=torch.float16, device=x.device)
+    packed_numel, scales_numel = groups * frames * n_blocks * block * bits // 8, groups * frames * n_blocks
+    if out is not None:
+        packed = _check_out("packed", out[0], packed_numel, torch.uint8, x.device)
+        scales = _check_out("scales", out[1], scales_numel, torch.float16, x.device)
+    if chosen is Backend.TORCH:
+        packed_r, scales_r = reference.encode(x, seed=seed if residual else None, noise_scale=noise_scale,
+                                              bits=bits, block=block, temporal_delta=temporal_delta,
+                                              frame_axis=frame_axis)
+        if out is None:
+            return packed_r, scales_r
+        packed.copy_(packed_r.reshape(-1))
+        scales.copy_(scales_r.reshape(-1))
+        return out[0], out[1]
+    if out is None:
+        packed = torch.empty(packed_numel, dtype=torch.uint8, device=x.device)
+        scales = torch.empty(scales_numel, dtype=torch.float16, device=x.device)
     _triton_kernels().encode_kernel[(groups * n_blocks,)](
         x.contiguous(), packed, scales, seed if residual else 0, float(noise_scale), frames, span, n_blocks,
         BITS=bits, BLOCK=block, RESIDUAL=residual, DELTA=bool(temporal_delta),
     )
+    if out is not None:
+        return out[0], out[1]
     return packed, scales.reshape(groups, frames, n_blocks)
 
 
 def decode(packed: torch.Tensor, scales: torch.Tensor, shape: tuple[int, ...], *, seed: int | None,
            noise_scale: float, bits: int, block: int, temporal_delta: bool = False, frame_axis: int = 1,
-           backend: Backend | str = Backend.AUTO) -> torch.Tensor:
-    """Inverse of `encode`: the float32 latent, on packed's device."""
+           backend: Backend | str = Backend.AUTO, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Inverse of `encode`: the float32 latent, on packed's device (in `out` when given)."""
     check_codec_params(bits=bits, block=block, frame_axis=frame_axis, ndim=len(shape), seed=seed)
     groups, frames, span, n_blocks = _layout(tuple(shape), block, frame_axis)
     expected = groups * frames * n_blocks * block * bits // 8
@@ -132,19 +161,25 @@ def decode(packed: torch.Tensor, scales: torch.Tensor, shape: tuple[int, ...], *
             f"packed data ({packed.numel()} bytes) or scales ({scales.numel()}) do not fit shape {tuple(shape)} "
             f"at {bits} bits, block {block}"
         )
+    flat_out = None if out is None else _check_out("latent", out, math.prod(shape), torch.float32, packed.device)
     chosen = resolve_backend(backend, packed.device)
     residual = seed is not None and noise_scale != 0.0
     scales = scales.reshape(groups, frames, n_blocks)
     if chosen is Backend.TORCH:
-        return reference.decode(packed, scales, tuple(shape), seed=seed if residual else None,
-                                noise_scale=noise_scale, bits=bits, block=block,
-                                temporal_delta=temporal_delta, frame_axis=frame_axis)
-    out = torch.empty(math.prod(shape), dtype=torch.float32, device=packed.device)
+        latent = reference.decode(packed, scales, tuple(shape), seed=seed if residual else None,
+                                  noise_scale=noise_scale, bits=bits, block=block,
+                                  temporal_delta=temporal_delta, frame_axis=frame_axis)
+        if flat_out is None:
+            return latent
+        flat_out.copy_(latent.reshape(-1))
+        return out
+    target = flat_out if flat_out is not None else torch.empty(math.prod(shape), dtype=torch.float32,
+                                                               device=packed.device)
     _triton_kernels().decode_kernel[(groups * n_blocks,)](
-        packed.contiguous(), scales.contiguous(), out, seed if residual else 0, float(noise_scale), frames, span,
-        n_blocks, BITS=bits, BLOCK=block, RESIDUAL=residual, DELTA=bool(temporal_delta),
+        packed.contiguous(), scales.contiguous(), target, seed if residual else 0, float(noise_scale), frames,
+        span, n_blocks, BITS=bits, BLOCK=block, RESIDUAL=residual, DELTA=bool(temporal_delta),
     )
-    return out.reshape(shape)
+    return out if out is not None else target.reshape(shape)
 
 
 def randn(seed: int, shape: tuple[int, ...], device: torch.device | str = "cpu",

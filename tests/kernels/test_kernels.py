@@ -62,16 +62,34 @@ def test_encode_and_decode_match_reference(same_noise, shape, frame_axis, block,
     torch.testing.assert_close(out_t, out_r, rtol=0, atol=1e-6)
 
 
-def test_kernels_write_every_output_element():
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_kernels_write_every_output_element(backend):
+    # Poisoned caller-owned buffers: a kernel that skipped any element would leave 0xAB / NaN behind.
     x = _random((3, 4, 37), seed=5)
-    poisoned = torch.full((3 * 4 * 3 * 16 * 4 // 8,), 0xAB, dtype=torch.uint8, device=DEVICE)
-    packed, _ = ops.encode(x, seed=None, noise_scale=0.0, bits=4, block=16, backend="triton")
-    assert packed.numel() == poisoned.numel()
-    reference_packed, _ = ops.encode(x, seed=None, noise_scale=0.0, bits=4, block=16, backend="torch")
-    assert torch.equal(packed.cpu(), reference_packed.cpu())
-    # Padding past S must decode to nothing: the output has exactly the latent's elements.
-    out = ops.decode(packed, _, (3, 4, 37), seed=None, noise_scale=0.0, bits=4, block=16, backend="triton")
-    assert out.shape == (3, 4, 37) and torch.isfinite(out).all()
+    packed_out = torch.full((3 * 4 * 3 * 16 * 4 // 8,), 0xAB, dtype=torch.uint8, device=DEVICE)
+    scales_out = torch.full((3 * 4 * 3,), float("nan"), dtype=torch.float16, device=DEVICE)
+    kwargs = dict(seed=None, noise_scale=0.0, bits=4, block=16)
+    packed, scales = ops.encode(x, backend=backend, out=(packed_out, scales_out), **kwargs)
+    assert packed is packed_out and scales is scales_out  # written in place, nothing allocated
+    reference_packed, reference_scales = ops.encode(x, backend="torch", **kwargs)
+    assert torch.equal(packed_out.cpu(), reference_packed.reshape(-1).cpu())
+    assert torch.equal(scales_out.cpu(), reference_scales.reshape(-1).cpu())
+    # Padding past S must decode to nothing: the output has exactly the latent's elements, all written.
+    latent_out = torch.full((3, 4, 37), float("nan"), device=DEVICE)
+    out = ops.decode(packed, scales, (3, 4, 37), backend=backend, out=latent_out, **kwargs)
+    assert out is latent_out and torch.isfinite(latent_out).all()
+    expected = ops.decode(reference_packed, reference_scales, (3, 4, 37), backend="torch", **kwargs)
+    torch.testing.assert_close(latent_out, expected, rtol=0, atol=1e-6)
+
+
+def test_out_buffers_of_the_wrong_size_or_dtype_are_refused():
+    x = _random((3, 4, 37), seed=5)
+    kwargs = dict(seed=None, noise_scale=0.0, bits=4, block=16, backend="torch")
+    good = torch.empty(3 * 4 * 3, dtype=torch.float16, device=DEVICE)
+    with pytest.raises(ConfigError, match="out packed"):
+        ops.encode(x, out=(torch.empty(7, dtype=torch.uint8, device=DEVICE), good), **kwargs)
+    with pytest.raises(ConfigError, match="out scales"):
+        ops.encode(x, out=(torch.empty(288, dtype=torch.uint8, device=DEVICE), good.float()), **kwargs)
 
 
 @pytest.mark.parametrize("bits", reference.BIT_WIDTHS)
