@@ -48,6 +48,7 @@ from flexcache.engine.records import (
 )
 from flexcache.engine.sharing import EventFollower, event_tiers
 from flexcache.engine.splitter import PromptParts, parts_from
+from flexcache.kernels.ops import all_finite
 from flexcache.store.base import Tier
 from flexcache.store.factory import build_tier
 from flexcache.store.integrity import ChecksummedTier
@@ -474,7 +475,7 @@ class FlexCache:
                 f"latent for step {step} is {dtype_name(latent.dtype) if latent.is_floating_point() else latent.dtype}; "
                 f"the signature expects {signature.latent_dtype}"
             )
-        if not bool(torch.isfinite(latent).all()):
+        if not all_finite(latent):
             raise InvalidLatentError(f"latent for step {step} holds NaN or infinite values; it was not stored")
         return latent.detach()
 

@@ -4,6 +4,6 @@ Triton is imported only when a Triton kernel is chosen; importing this package n
 """
 
 from flexcache.kernels.noise import seeded_noise
-from flexcache.kernels.ops import Backend, resolve_backend
+from flexcache.kernels.ops import Backend, all_finite, resolve_backend
 
-__all__ = ["Backend", "resolve_backend", "seeded_noise"]
+__all__ = ["Backend", "all_finite", "resolve_backend", "seeded_noise"]

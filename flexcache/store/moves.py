@@ -4,17 +4,25 @@ A move is offered without blocking: when the queue is full it is refused (the
 store counts it as dropped), so the request that caused it never waits. One
 worker thread runs the moves in order; ``background=False`` keeps them until
 `drain`, for deterministic tests and tools.
+
+The worker runs at a lower CPU priority (nice +`WORKER_NICENESS`, Linux only):
+copying a 4 MiB blob to disk costs a core for milliseconds, and when the cores
+are full the requests' own threads (a plan's embedding, a fetch's decode)
+should get them first. The moves are not latency-critical.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+WORKER_NICENESS = 10
 
 
 class MoveQueue:
@@ -58,6 +66,10 @@ class MoveQueue:
             self._idle.notify_all()
 
     def _run(self) -> None:
+        try:  # Linux: a thread's niceness is its own (setpriority on the thread id)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+        except (AttributeError, OSError):
+            pass  # elsewhere the worker keeps the process's priority
         while True:
             task = self._queue.get()
             if task is None:

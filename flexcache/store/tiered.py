@@ -91,6 +91,7 @@ class TieredStore:
         self.counters = {"promotions": 0, "demotions": 0, "evictions": 0, "write_behind": 0,
                          "dropped_moves": 0, "tier_errors": 0, "stale_victims": 0}
         self._moves = MoveQueue(self._execute, queue_size, background=background)
+        self._overflowing = False  # the queue refused the last move (one warning per overflow)
         self._closed = False
 
     # -- queries -------------------------------------------------------------------
@@ -523,9 +524,15 @@ class TieredStore:
         _, index, version, _ = task
         if not self._moves.offer(task):
             self.counters["dropped_moves"] += 1
-            logger.warning("flexcache: store queue full; dropped moving %s to the %s tier",
-                           version.key, self._slots[index].tier.name)
+            # One warning per overflow: under sustained pressure every insert would log one.
+            first = not self._overflowing
+            self._overflowing = True
+            logger.log(logging.WARNING if first else logging.DEBUG,
+                       "flexcache: store queue full; dropped moving %s to the %s tier%s", version.key,
+                       self._slots[index].tier.name, " (further drops are counted in stats()['store'] and logged at "
+                       "debug level until the queue takes a move)" if first else "")
             return False
+        self._overflowing = False
         if not held:
             version.pending += 1
         return True
