@@ -5,8 +5,9 @@ from the working tree. It checks the torch GPU index against an exact float64
 search (timed against the same index on the CPU in the same run), the Triton
 codec kernels against the torch reference (timed against a device copy),
 tl.randn on the device against the CPU reference, nvCOMP per algorithm (when
-its wheels were carried) including CPU decoding of GPU-written streams, and
-the seeded noise and lossless codec on CUDA. Usage (repository root):
+its wheels were carried) including CPU decoding of GPU-written streams, the
+seeded noise and lossless codec on CUDA, and a FlexCache insert and HBM hit
+under the torch profiler: the hit must copy nothing from device to host. Usage (repository root):
 
     PYTHONPATH=. python3 bench/gpu/check.py [--out results.md]
 """
@@ -120,26 +121,33 @@ def nvcomp_rows(dev: str, cuda: bool) -> list[str]:
 
 def store_rows(cuda: bool) -> list[str]:
     """Pinned host pool and HBM tier round trips, and the copy rates they rely on."""
+    from flexcache.core.blob import DeviceBlob
     from flexcache.store.host import HostTier
 
     rows = []
     size = 32 << 20
+    key = "gpucheck.0123456789abcdef"
     payload = torch.randint(0, 256, (size,), dtype=torch.uint8)
     host = HostTier(4 * size)
-    host.put("gpucheck.0123456789abcdef", payload.numpy().tobytes(), b"{}")
+    host.put(key, payload.numpy().tobytes(), b"{}")
     pinned = bool(getattr(host, "pinned", False))
-    same = host.get("gpucheck.0123456789abcdef") == payload.numpy().tobytes()
+    same = host.get(key) == payload.numpy().tobytes()
     rows.append(f"| host tier, 32 MB blob, pinned={pinned} | | | | round trip {same} |")
     if cuda:
         from flexcache.store.hbm import HBMTier
 
-        to_gpu = host.get_tensor("gpucheck.0123456789abcdef", device="cuda")
-        rows.append(f"| host tier -> CUDA tensor | | | | equal {bool(torch.equal(to_gpu.cpu(), payload))} |")
+        to_gpu = host.get(key, device="cuda")
+        rows.append(f"| host tier -> CUDA device blob by DMA | | | | {type(to_gpu).__name__}, equal "
+                    f"{bool(torch.equal(to_gpu.tensor.cpu(), payload))} |")
         hbm = HBMTier(4 * size)
-        hbm.put("gpucheck.0123456789abcdef", payload.numpy().tobytes(), b"{}")
-        on_device = hbm.get_tensor("gpucheck.0123456789abcdef")
+        hbm.put(key, payload.numpy().tobytes(), b"{}")
+        on_device = hbm.get(key, device="cuda")
+        kept = DeviceBlob(payload.cuda())
+        hbm.put("gpucheck.00000000000000ff", kept)
+        kept_again = hbm.get("gpucheck.00000000000000ff", device="cuda").tensor.data_ptr() == kept.tensor.data_ptr()
         rows.append(f"| hbm tier, 32 MB blob | | | | on {on_device.device}, equal "
-                    f"{bool(torch.equal(on_device.cpu(), payload))} |")
+                    f"{bool(torch.equal(on_device.tensor.cpu(), payload))}; a device blob put is kept, not copied: "
+                    f"{kept_again} |")
         pinned_src = torch.empty(size, dtype=torch.uint8, pin_memory=True)
         device_dst = torch.empty(size, dtype=torch.uint8, device="cuda")
         h2d = median_ms(lambda: device_dst.copy_(pinned_src, non_blocking=True), 20, True)
@@ -149,6 +157,69 @@ def store_rows(cuda: bool) -> list[str]:
         hbm.close()
     host.close()
     return rows
+
+
+def _memcpys(prof) -> dict[str, int]:
+    """Device memcpy events the profiler saw, by direction."""
+    counts = {"DtoH": 0, "HtoD": 0, "DtoD": 0}
+    for event in prof.events():
+        name = event.name
+        for direction in counts:
+            if "Memcpy" in name and direction in name:
+                counts[direction] += 1
+    return counts
+
+
+def hbm_hit_rows(dev: str, cuda: bool) -> tuple[list[str], bool]:
+    """FlexCache on an HBM tier: what an insert and a hit copy between host and device (torch profiler).
+
+    The hit (`fetch` of a planned hit) must show no device-to-host copy: the
+    blob's headers come from its host head, nvCOMP and the Triton decode read
+    the device blob. The plan runs before the profiled region: its scalars (the
+    similarity, K) are the only host round trip the design allows.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from flexcache import CacheConfig, FlexCache, GenerationSignature
+    from flexcache.codec import lossless
+    from flexcache.core.blob import DeviceBlob
+    from flexcache.kernels import seeded_noise as noise
+
+    tiers = [{"kind": "hbm", "capacity_bytes": "2GiB"}] if cuda else [{"kind": "memory", "capacity_bytes": "2GiB"}]
+    config = CacheConfig.from_dict({"embedder": {"device": dev}, "index": {"device": dev}, "store": {"tiers": tiers}})
+    cache = FlexCache(config)
+    shape = (16, 21, 60, 104)
+    signature = GenerationSignature("gpu-check", "Euler", num_steps=10, height=480, width=832, num_frames=81,
+                                    latent_shape=shape)
+    prompt = "a red fox running through fresh snow at dawn"
+    plan = cache.plan(prompt, signature, seed=7)
+    latent = 0.8 * noise(shape, 7, dev) + 0.2 * torch.randn(shape, device=dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as inserting:
+        keys = cache.insert(plan, {step: latent for step in plan.checkpoint_steps},
+                            {step: 0.9 - 0.1 * step for step in plan.checkpoint_steps})
+        if cuda:
+            torch.cuda.synchronize()
+    stored = cache.store.get(keys[-1], device=dev)
+    hit = cache.plan(prompt, signature)
+    if cuda:
+        torch.cuda.synchronize()
+    with profile(activities=activities) as hitting:
+        decoded = cache.fetch(hit, device=dev)
+        if cuda:
+            torch.cuda.synchronize()
+    insert_copies, hit_copies = _memcpys(inserting), _memcpys(hitting)
+    error = float((decoded - latent).pow(2).mean().sqrt())
+    native = lossless.available("zstd", dev)  # on CUDA: nvCOMP is importable
+    ok = decoded is not None and hit.hit and (not cuda or (hit_copies["DtoH"] == 0 and isinstance(stored, DeviceBlob)))
+    rows = [
+        f"| FlexCache insert of 5 checkpoints, 16x21x60x104, default codec, zstd native on {dev}: {native} | | | | "
+        f"memcpys {insert_copies}; the stored blob is a {type(stored).__name__} on {getattr(stored, 'device', 'host')} |",
+        f"| FlexCache HBM hit: fetch (K={hit.skip_steps}) decoded on {dev} | | | | memcpys {hit_copies} "
+        f"(DtoH must be 0); rms error {error:.4f} |",
+    ]
+    cache.close()
+    return rows, ok
 
 
 def main() -> int:
@@ -187,6 +258,12 @@ def main() -> int:
     rows += kernel_rows(dev, cuda)
     rows += nvcomp_rows(dev, cuda)
     rows += store_rows(cuda)
+    try:
+        hit_rows, hit_ok = hbm_hit_rows(dev, cuda)
+    except Exception as exc:  # report and go on: one failing section must not cost the rest of the table
+        hit_rows, hit_ok = [f"| FlexCache HBM hit | | | | FAILED: {type(exc).__name__}: {exc} |"], False
+    rows += hit_rows
+    ok &= hit_ok
     latent = torch.randn(16, 21, 60, 104, device=dev)
     codec = LosslessCodec()
     blob = codec.encode(latent, seed=7)
