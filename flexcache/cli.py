@@ -252,6 +252,11 @@ def _bench_serve_live(args: argparse.Namespace, systems, trace) -> int:
 
 
 def _config_show(args: argparse.Namespace) -> int:
+    if args.reference:
+        from flexcache.core import config_reference
+
+        sys.stdout.write(config_reference() + "\n")
+        return 0
     sys.stdout.write(_config(args).to_yaml())
     return 0
 
@@ -356,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_bench_serve)
 
     config = commands.add_parser("config", help="print the effective configuration as YAML")
+    config.add_argument("--reference", action="store_true",
+                        help="print the reference of every config key instead (docs/config.md)")
     config.set_defaults(run=_config_show)
     return parser
 

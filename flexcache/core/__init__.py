@@ -19,6 +19,7 @@ from flexcache.core.names import (
     POLICIES,
     TIER_KINDS,
 )
+from flexcache.core.reference import config_reference
 from flexcache.core.types import (
     KEY_PATTERN,
     SEED_LIMIT,
@@ -33,6 +34,6 @@ from flexcache.core.types import (
 
 __all__ = [
     *_config_names, *_error_names, "BUDGET_MODES", "CODECS", "DEVICES", "INDEX_BACKENDS", "KERNEL_BACKENDS",
-    "LOOKUPS", "LOSSLESS_ALGORITHMS", "POLICIES", "TIER_KINDS", "KEY_PATTERN", "SEED_LIMIT", "TENANT_PATTERN", "check_key", "dtype_from_name",
+    "LOOKUPS", "LOSSLESS_ALGORITHMS", "POLICIES", "TIER_KINDS", "config_reference", "KEY_PATTERN", "SEED_LIMIT", "TENANT_PATTERN", "check_key", "dtype_from_name",
     "dtype_name", "is_valid_seed", "make_key", "split_key",
 ]

@@ -290,7 +290,8 @@ class CacheConfig:
     """Everything a `FlexCache` needs to know.
 
     Args:
-        name: cache name, used in logs and (later) as a storage key prefix.
+        name: cache name, used in logs and in the names of a Redis tier's keys
+            (caches with different names never share entries).
         policy: replacement policy, ``"lru"``, ``"lcbfu"`` (NIRVANA: evict
             the lowest K x access frequency first) or ``"flexcache"`` (evict
             the lowest K x recent hit rate / compressed bytes first).
