@@ -35,6 +35,10 @@ def build_section(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
             f"valid keys here: {', '.join(fields)}"
         )
+    missing = [name for name, f in fields.items() if name not in data and f.init
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"missing config key(s) {', '.join(prefix + k for k in missing)}; they have no default")
     hints = typing.get_type_hints(cls)
     kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in data.items()}
     return cls(**kwargs)
