@@ -91,8 +91,7 @@ def _payload_prefix(blob: Blob, header: BlobHeader, nbytes: int) -> bytes | memo
 def _with_header(header: bytes, body: Blob) -> Blob:
     """`header` in front of `body`; on `body`'s device when it is a device blob (one tiny upload)."""
     if isinstance(body, DeviceBlob):
-        on_device = DeviceBlob.from_host(header, body.device).tensor
-        return DeviceBlob(torch.cat([on_device, body.tensor]), header + body.head)
+        return body.prepend(header)
     return header + bytes(body)
 
 

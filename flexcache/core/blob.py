@@ -89,6 +89,11 @@ class DeviceBlob:
         """Bytes ``start .. stop`` as a tensor on the blob's device (no copy)."""
         return self.tensor[start:stop]
 
+    def prepend(self, header: bytes) -> DeviceBlob:
+        """`header` (host bytes) in front of this blob, on its device: one small upload and a device copy."""
+        on_device = type(self).from_host(header, self.device).tensor
+        return type(self)(torch.cat([on_device, self.tensor]), header + self.head)
+
     def suffix(self, start: int) -> DeviceBlob:
         """The blob from byte `start` on, with what its head covers of it (no copy)."""
         return type(self)(self.tensor[start:], self.head[start:])

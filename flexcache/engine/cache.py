@@ -51,7 +51,7 @@ from flexcache.engine.splitter import PromptParts, parts_from
 from flexcache.kernels.ops import all_finite
 from flexcache.store.base import Tier
 from flexcache.store.factory import build_tier
-from flexcache.store.integrity import ChecksummedTier
+from flexcache.store.integrity import checked
 from flexcache.store.policy import build_policy
 from flexcache.store.tiered import TieredStore
 
@@ -129,8 +129,7 @@ class FlexCache:
         if tiers is None:
             tiers = [build_tier(t, cache_name=self.config.name) for t in self.config.store.effective_tiers()]
         else:  # what leaves process memory is checksummed, whoever built the tier
-            tiers = [ChecksummedTier(t) if (t.persistent or t.shared) and not isinstance(t, ChecksummedTier) else t
-                     for t in tiers]
+            tiers = [checked(t) for t in tiers]
         self.store = TieredStore(tiers, policy=self.config.policy, queue_size=self.config.store.queue_size,
                                  on_evicted=self._on_store_evicted)
         self._follower: EventFollower | None = None

@@ -11,7 +11,7 @@ collide with the quarantine folder.
 
 An entry file is ``header | key | meta | blob``. The 20-byte header is
 little-endian ``magic "FXDK", version u16 (2), key length u16, meta length
-u32, blob length u64`` (docs/format.md, "Disk entry file"). The tier stores
+u32, blob length u64`` (`diskfile`; docs/format.md, "Disk entry file"). The tier stores
 meta and blob as it is given them: the integrity layer (`ChecksummedTier`,
 which `build_tier` puts in front of every disk tier) frames each with its
 CRC-32, so a damaged length shows up as a wrong file size or a failed frame.
@@ -36,7 +36,6 @@ import errno
 import logging
 import os
 import secrets
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -52,13 +51,19 @@ from flexcache.core.errors import (
 )
 from flexcache.core.types import KEY_PATTERN, TENANT_PATTERN, split_key
 from flexcache.store.base import Tier, TierStats
+from flexcache.store.diskfile import (
+    HEADER_SIZE,
+    blob_view,
+    decode_header,
+    encode_header,
+    file_identity,
+    read_body,
+    read_exact,
+    write_all,
+)
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"FXDK"
-VERSION = 2  # 1 had CRCs of its own; the integrity layer frames meta and blob now
-_FIXED = struct.Struct("<4sHHIQ")  # magic, version, key_len, meta_len, blob_len
-HEADER_SIZE = _FIXED.size  # 20
 ENTRY_SUFFIX = ".fxc"
 TEMP_SUFFIX = ".tmp"
 DATA_DIR = "data"
@@ -69,80 +74,9 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 @dataclass(frozen=True)
-class _Header:
-    key_len: int
-    meta_len: int
-    blob_len: int
-
-    @property
-    def blob_offset(self) -> int:
-        return HEADER_SIZE + self.key_len + self.meta_len
-
-    @property
-    def file_size(self) -> int:
-        return self.blob_offset + self.blob_len
-
-
-@dataclass(frozen=True)
 class _Entry:
     blob_len: int
     path: str
-
-
-def encode_header(key: bytes, meta: bytes, blob: bytes | memoryview) -> bytes:
-    """Header plus key bytes of an entry file (what precedes meta and blob)."""
-    return _FIXED.pack(MAGIC, VERSION, len(key), len(meta), len(blob)) + key
-
-
-def decode_header(head: bytes, key: bytes) -> _Header:
-    """Parse and check the first ``HEADER_SIZE + len(key)`` bytes of an entry file.
-
-    Raises:
-        CorruptBlobError: short read, wrong magic or version, or the file
-            belongs to another key.
-    """
-    if len(head) < HEADER_SIZE:
-        raise CorruptBlobError(f"entry header is {len(head)} bytes, expected {HEADER_SIZE}")
-    magic, version, key_len, meta_len, blob_len = _FIXED.unpack_from(head)
-    if magic != MAGIC:
-        raise CorruptBlobError("entry file does not start with the disk tier magic")
-    if version != VERSION:
-        raise CorruptBlobError(f"entry file has format version {version} (written by another FlexCache "
-                               f"release); this tier reads {VERSION}")
-    if key_len != len(key):
-        raise CorruptBlobError(f"entry header says its key is {key_len} bytes, expected {len(key)}")
-    if len(head) < HEADER_SIZE + key_len:
-        raise CorruptBlobError("entry file ends inside its key")
-    stored_key = head[HEADER_SIZE:HEADER_SIZE + key_len]
-    if stored_key != key:
-        raise CorruptBlobError(f"entry file holds key {stored_key!r}, expected {key!r}")
-    return _Header(key_len, meta_len, blob_len)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _read_exact(fd: int, size: int) -> bytes:
-    """Up to `size` bytes from `fd` (fewer only at end of file)."""
-    chunks = []
-    while size > 0:
-        chunk = os.read(fd, size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def _blob_view(blob: bytes | bytearray | memoryview) -> memoryview:
-    view = memoryview(blob)
-    if view.c_contiguous and view.ndim == 1 and view.itemsize == 1:
-        return view.cast("B") if view.format != "B" else view
-    return memoryview(view.tobytes())
 
 
 def _reason(exc: OSError) -> str:
@@ -209,7 +143,7 @@ class DiskTier(Tier):
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
             try:
-                _write_all(fd, b"probe")
+                write_all(fd, b"probe")
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -277,7 +211,7 @@ class DiskTier(Tier):
         try:
             size = os.fstat(fd).st_size
             key_bytes = key.encode("ascii")
-            header = decode_header(_read_exact(fd, HEADER_SIZE + len(key_bytes)), key_bytes)
+            header = decode_header(read_exact(fd, HEADER_SIZE + len(key_bytes)), key_bytes)
         finally:
             os.close(fd)
         if size != header.file_size:
@@ -297,7 +231,7 @@ class DiskTier(Tier):
                 `key` is still served.
         """
         tenant, digest = split_key(key)
-        view = _blob_view(host_bytes(blob))
+        view = blob_view(host_bytes(blob))
         meta = bytes(meta)
         if len(meta) > _MAX_META:
             raise CapacityError(f"disk tier metadata is limited to {_MAX_META} bytes; got {len(meta)}")
@@ -310,8 +244,8 @@ class DiskTier(Tier):
         try:
             self._ensure_tenant_dir(tenant, tenant_dir)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
-            _write_all(fd, head + meta)
-            _write_all(fd, view)
+            write_all(fd, head + meta)
+            write_all(fd, view)
             os.fsync(fd)
             fd, written = -1, fd
             os.close(written)  # never closed twice, even if close itself fails
@@ -422,17 +356,17 @@ class DiskTier(Tier):
             except OSError:
                 return  # removed or replaced meanwhile: nothing of what was read is left
             try:
-                stat = os.fstat(fd)
-                head = _read_exact(fd, HEADER_SIZE + len(key))
-                header = decode_header(head, key.encode("ascii"))
-                os.lseek(fd, header.blob_offset, os.SEEK_SET)
-                still_there = _read_exact(fd, header.blob_len) == bytes(expected)
-            except (OSError, CorruptBlobError):
-                still_there = True  # structurally damaged too: it goes either way
+                identity = file_identity(fd)
+                try:
+                    still_there = read_body(fd, key, want_blob=True) == bytes(expected)
+                except CorruptBlobError:
+                    still_there = True  # structurally damaged too: it goes either way
+            except OSError:
+                return  # unreadable now: the next read reports it
             finally:
                 os.close(fd)
             if still_there:
-                self._quarantine_corrupt(key, entry, (stat.st_dev, stat.st_ino), None, counted=False)
+                self._quarantine_corrupt(key, entry, identity, None, counted=False)
             return
         with self._lock:
             entry = self._index.pop(key, None)
@@ -475,21 +409,8 @@ class DiskTier(Tier):
             self._read_failed(key, exc)
         identity = None
         try:
-            stat = os.fstat(fd)
-            identity = (stat.st_dev, stat.st_ino)
-            key_bytes = key.encode("ascii")
-            header = decode_header(_read_exact(fd, HEADER_SIZE + len(key_bytes)), key_bytes)
-            if stat.st_size != header.file_size:
-                raise CorruptBlobError(f"entry file is {stat.st_size} bytes, its header says {header.file_size}")
-            meta = _read_exact(fd, header.meta_len)
-            if len(meta) != header.meta_len:
-                raise CorruptBlobError(f"entry metadata is {len(meta)} bytes, its header says {header.meta_len}")
-            if not want_blob:
-                return meta
-            blob = _read_exact(fd, header.blob_len)
-            if len(blob) != header.blob_len:
-                raise CorruptBlobError(f"entry blob is {len(blob)} bytes, its header says {header.blob_len}")
-            return blob
+            identity = file_identity(fd)
+            return read_body(fd, key, want_blob=want_blob)
         except CorruptBlobError as exc:
             self._quarantine_corrupt(key, entry, identity, exc, counted=want_blob)
             return None

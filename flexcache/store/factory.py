@@ -20,7 +20,7 @@ from flexcache.core.tiers import (
     TierConfig,
 )
 from flexcache.store.base import Tier
-from flexcache.store.integrity import ChecksummedTier
+from flexcache.store.integrity import checked
 
 C = TypeVar("C", bound=TierConfig)
 TIER_BUILDERS: dict[type[TierConfig], Callable[[TierConfig, str], Tier]] = {}
@@ -84,9 +84,8 @@ def build_tier(config: TierConfig, *, cache_name: str = "flexcache") -> Tier:
         >>> build_tier(MemoryTierConfig(capacity_bytes="1MiB")).capacity_bytes
         1048576
     """
-    tier = TIER_BUILDERS[type(config)](config, cache_name)
     # Bytes that leave process memory can come back damaged; frame them with a CRC.
-    return ChecksummedTier(tier) if tier.persistent or tier.shared else tier
+    return checked(TIER_BUILDERS[type(config)](config, cache_name))
 
 
 if sorted(config.kind for config in TIER_BUILDERS) != sorted(TIER_KINDS):  # pragma: no cover - a programming error

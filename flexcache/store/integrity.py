@@ -64,6 +64,13 @@ def unframe(framed: bytes | bytearray | memoryview) -> memoryview:
     return body
 
 
+def checked(tier: Tier) -> Tier:
+    """`tier` behind the integrity layer when what it stores leaves process memory (and it is not already)."""
+    if (tier.persistent or tier.shared) and not isinstance(tier, ChecksummedTier):
+        return ChecksummedTier(tier)
+    return tier
+
+
 class ChecksummedTier(Tier):
     """Wraps any tier: frames every blob and metadata record with a CRC-32 and times every call.
 

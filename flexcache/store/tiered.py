@@ -298,10 +298,7 @@ class TieredStore:
             current = self._versions.get(key) is version
             if written and current:
                 slot.busy.discard(key)
-                version.tiers.add(index)
-                slot.charged += footprint
-                slot.stored += version.nbytes
-                slot.policy.on_insert(version)
+                self._charge_locked(slot, version)
                 notices.append(("placed", key, index, version.meta))
                 return True
             if not written:
@@ -374,6 +371,13 @@ class TieredStore:
                     else:
                         version.pending -= 1
                 self._forget_if_homeless_locked(version, notices)
+
+    def _charge_locked(self, slot: Slot, version: Version) -> None:
+        """A committed copy of `version` in `slot`: placed, charged, ranked by the slot's policy."""
+        version.tiers.add(slot.index)
+        slot.charged += slot.footprint(version.nbytes)
+        slot.stored += version.nbytes
+        slot.policy.on_insert(version)
 
     def _uncharge_locked(self, slot: Slot, version: Version) -> None:
         version.tiers.discard(slot.index)
@@ -496,10 +500,7 @@ class TieredStore:
                 version = self._versions[key] = Version(key, step, nbytes, meta=bytes(meta), token=token)
             slot = self._slots[tier_index]
             if tier_index not in version.tiers and tier_index not in version.leaving and key not in slot.busy:
-                version.tiers.add(tier_index)
-                slot.charged += slot.footprint(version.nbytes)
-                slot.stored += version.nbytes
-                slot.policy.on_insert(version)
+                self._charge_locked(slot, version)
 
     def disown(self, key: str, tier_index: int) -> None:
         """Forget tier `tier_index`'s copy (another process evicted it there)."""

@@ -208,9 +208,7 @@ def compress(
     if library is not None:
         flat = flat if isinstance(flat, torch.Tensor) else torch.frombuffer(bytearray(flat), dtype=torch.uint8)
         payload, sizes = nvcomp.compress_on_device(library, flat.to(target), algorithm, chunk_bytes)
-        head = pack_header(algorithm, chunk_bytes, raw_nbytes, sizes)
-        on_device = DeviceBlob.from_host(head, payload.device).tensor
-        return DeviceBlob(torch.cat([on_device, payload]), head)
+        return DeviceBlob(payload, b"").prepend(pack_header(algorithm, chunk_bytes, raw_nbytes, sizes))
     if algorithm in GPU_ONLY_ALGORITHMS:
         raise _gpu_only_error(algorithm, target)
     parts = cpu.compress_chunks(_host_view(flat), algorithm, level, chunk_bytes, threads)
@@ -261,22 +259,21 @@ def decompress(blob: BytesLike | DeviceBlob, *, device: torch.device | str | Non
         raise BackendUnavailableError(f"decompress was asked for device {target} but CUDA is not available")
     if on_device:
         header = _read_device_header(blob)
-        payload = blob.view(header.header_nbytes)
+        on_its_device = blob.view(header.header_nbytes)
         if header.algorithm == "none":
-            return payload if payload.device == target else payload.to(target)
+            return on_its_device if on_its_device.device == target else on_its_device.to(target)
         library = _nvcomp() if blob.device.type == "cuda" and target.type == "cuda" else None
-        if library is not None:
-            return nvcomp.decompress_on_device(library, header, nvcomp.device_chunks(header, payload), target)
-        if header.algorithm in GPU_ONLY_ALGORITHMS and library is None:
-            raise _gpu_only_error(header.algorithm, target)
+        if library is not None:  # decoded where the chunks are
+            return nvcomp.decompress_on_device(library, header, nvcomp.device_chunks(header, on_its_device), target)
         if blob.device.type == "cpu":  # CPU memory: the CPU decoders read it where it is
-            out = cpu.decompress_chunks(header, memoryview(payload.numpy()), threads)
-            return out if target.type == "cpu" else out.to(target)
-        _warn_host_decode(header.algorithm)
-        return decompress(blob.to_host(), device=target, threads=threads)
-    view = byte_view(blob, "a lossless container")
-    header = read_header(view)
-    payload = view[header.header_nbytes:]
+            payload = memoryview(on_its_device.numpy())
+        else:
+            _warn_host_decode(header.algorithm)
+            payload = memoryview(blob.to_host(header.header_nbytes))
+    else:
+        view = byte_view(blob, "a lossless container")
+        header = read_header(view)
+        payload = view[header.header_nbytes:]
     library = _nvcomp() if target.type == "cuda" and header.algorithm != "none" else None
     if library is not None:
         return nvcomp.decompress_on_device(library, header, nvcomp.stage_host_chunks(header, payload, target), target)

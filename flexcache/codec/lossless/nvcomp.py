@@ -66,14 +66,20 @@ def _batch_items(batch: Any) -> list[Any]:
     return [batch[index] for index in range(len(batch))]
 
 
+def _aligned_offsets(sizes: Sequence[int]) -> tuple[list[int], int]:
+    """Offsets that pack chunks of `sizes` back to back, each starting nvCOMP-aligned; and the total."""
+    offsets, end = [], 0
+    for size in sizes:
+        offsets.append(end)
+        end += ceil_div(size, ALIGNMENT) * ALIGNMENT
+    return offsets, end
+
+
 def _aligned(flat: torch.Tensor, bounds: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
     """Device views of ``flat[start:stop]`` that each start nvCOMP-aligned (one device copy if needed)."""
     if all((flat.data_ptr() + start) % ALIGNMENT == 0 for start, _ in bounds):
         return [flat[start:stop] for start, stop in bounds]
-    offsets, end = [], 0
-    for start, stop in bounds:
-        offsets.append(end)
-        end += ceil_div(stop - start, ALIGNMENT) * ALIGNMENT
+    offsets, end = _aligned_offsets([stop - start for start, stop in bounds])
     staging = torch.empty(end, dtype=torch.uint8, device=flat.device)
     chunks = []
     for offset, (start, stop) in zip(offsets, bounds):
@@ -102,10 +108,7 @@ def compress_on_device(nvcomp: Any, flat: torch.Tensor, algorithm: str,
 
 def stage_host_chunks(header: LosslessHeader, payload: memoryview, device: torch.device) -> list[torch.Tensor]:
     """Host chunks on the device, each at an aligned offset, with one host-to-device copy."""
-    offsets, end = [], 0
-    for size in header.chunk_sizes:
-        offsets.append(end)
-        end += ceil_div(size, ALIGNMENT) * ALIGNMENT
+    offsets, end = _aligned_offsets(header.chunk_sizes)
     staging = torch.zeros(end, dtype=torch.uint8)
     staged = memoryview(staging.numpy())
     for offset, (start, stop) in zip(offsets, chunk_bounds(header)):
