@@ -126,7 +126,9 @@ def _bench_quality(args: argparse.Namespace) -> int:
         raise FlexCacheError("--budgets takes 'exact' and/or positive sigma fractions such as 0.02")
     result = run_quality_bench(weights=args.weights or WEIGHTS, pairs=args.pairs, skips=skips, budgets=budgets,
                                steps=args.steps, guidance=args.guidance, held_out_prompts=args.held_out_prompts,
-                               seed=args.seed, progress=lambda message: print(message, file=sys.stderr, flush=True))
+                               seed=args.seed, regions=not args.no_regions,
+                               region_skips=(8,) if args.quick else None,
+                               progress=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_quality_table(result))
     _write_json(args.json, result, "results")
     return 0
@@ -303,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     quality = bench.add_parser("quality", help="toy-world adherence when resuming from cached latents")
     quality.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
     quality.add_argument("--pairs", type=int, default=24, help="request pairs per case (default 24)")
+    quality.add_argument("--no-regions", action="store_true",
+                         help="skip the region-hit measurement (decoupled_reuse; about 12 minutes on 2 cores)")
     quality.add_argument("--skips", default="0,4,8,12,16", help="skip depths K, in steps (default 0,4,8,12,16)")
     quality.add_argument("--budgets", default="exact,0.02,0.1",
                          help="codec error budgets as fractions of sigma_K, 'exact' = uncoded (default exact,0.02,0.1)")
@@ -318,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     splitter = bench.add_parser("splitter", help="prompt splitter accuracy on a labelled set")
     splitter.add_argument("--labels", default="tests/data/prompt_splits.jsonl",
                           help="labelled JSONL (default: tests/data/prompt_splits.jsonl, from the repository root)")
-    splitter.add_argument("--failures", choices=["dev", "test", "all"], help="also list the misses of this split")
+    splitter.add_argument("--failures", metavar="SPLIT", help="also list the misses of this split (dev, test, dev2, ... or all)")
     splitter.add_argument("--json", metavar="PATH", help="write the scores (and listed failures) as JSON here")
     splitter.set_defaults(run=_bench_splitter)
 

@@ -94,7 +94,7 @@ def _score(clips: torch.Tensor, specs, reference: torch.Tensor) -> dict[str, Any
 def run_quality_bench(*, weights=WEIGHTS, pairs: int = 24, skips: tuple[int, ...] = DEFAULT_SKIPS,
                       budgets: tuple[float | None, ...] = DEFAULT_BUDGETS, steps: int = DEFAULT_STEPS,
                       guidance: float = DEFAULT_GUIDANCE, held_out_prompts: int = 2, seed: int = 0,
-                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                      regions: bool = True, region_skips: tuple[int, ...] | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from flexcache.core import EmbedderConfig
     from flexcache.engine import SentenceTransformerEmbedder
     from flexcache.toyworld.evaluate import evaluate
@@ -165,9 +165,20 @@ def run_quality_bench(*, weights=WEIGHTS, pairs: int = 24, skips: tuple[int, ...
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
     }
+    if regions:
+        from flexcache.benchmarks.region_bench import run_region_bench
+
+        from flexcache.benchmarks.region_bench import REGION_FRACTIONS
+
+        skips_r = region_skips or tuple(sorted({min(steps - 1, max(1, round(f * steps))) for f in REGION_FRACTIONS}))
+        result.update(run_region_bench(pipe, encoder, pipe.tokenizer, pairs=pairs, steps=steps, guidance=guidance,
+                                       skips=skips_r, seed=seed, progress=say))
     say("part similarity tails (random prompt pairs)")
     result["part_similarity_tails"] = part_similarity_tails(embedder, seed=seed)
     result["calibration"] = calibrate(result)
+    if regions:
+        result["rule_tables"] = calibrate_rules(result)
+    result["wall_seconds"] = time.perf_counter() - started
     return result
 
 
@@ -196,6 +207,21 @@ def format_quality_table(result: dict[str, Any]) -> str:
                   + ", ".join(f"{k} {v:.2f}" for k, v in calibration["recall_at_thresholds"].items())
                   + "; deepest safe K per case: "
                   + ", ".join(f"{k} {v}" for k, v in calibration["deepest_safe_k"].items())]
+    reuse = result.get("decoupled_reuse")
+    if reuse:
+        lines += ["", "Decoupled reuse (region hits; deepest K within "
+                  f"{result['region_settings']['max_adherence_drop']:g} of full steps):", "",
+                  "| case | regenerated | method | deepest safe fraction | adherence there | full steps | "
+                  "by method | mask IoU at K |", "|---|---|---|---|---|---|---|---|"]
+        for case, row in reuse.items():
+            by = ", ".join(f"{m} {v:.2f}" for m, v in row["deepest_safe_fraction_by_method"].items())
+            iou = ", ".join(f"{k}: {v:.2f}" for k, v in result["mask_iou"][case].items())
+            lines.append(f"| {case} | {row['regenerated']} | {row['method']} | {row['deepest_safe_fraction']:.2f} | "
+                         f"{row['adherence_at_deepest']:.3f} | {row['adherence_full_steps']:.3f} | {by} | {iou} |")
+    tables = result.get("rule_tables")
+    if tables:
+        lines += ["", f"Calibrated full-prompt table: {tables['similarity_table']}",
+                  f"Calibrated region table: {tables['region_table']}"]
     return "\n".join(lines)
 
 
@@ -231,6 +257,7 @@ def part_similarity_tails(embedder, *, count: int = 1500, seed: int = 0) -> dict
     rows, cols = torch.triu_indices(count, count, 1)
     out: dict[str, Any] = {"prompts": count}
     for name, texts, key in (
+        ("full", [r.prompt for r in requests], lambda s: tuple(s.as_dict().values())),
         ("object", [p.object for p in parts], lambda s: (s.shape, s.color, s.direction)),
         ("background", [p.background or "-" for p in parts], lambda s: (s.background, s.pattern)),
     ):
@@ -287,3 +314,72 @@ def calibrate(result: dict[str, Any], *, max_adherence_drop: float = 0.02, budge
             "recall_at_thresholds": recall, "deepest_safe_k": depths,
             "rules_considered": {name: {"rule": list(rule), "depth": depth} for name, rule, depth in candidates},
             "max_adherence_drop": max_adherence_drop, "budget": budget, "false_match_rate": false_match_rate}
+
+
+# -- every rule calibrated: the full-prompt table and the region rules --------------------------
+
+REGION_RULE_PARTS = {"background": "object", "object": "background"}  # part kept -> part regenerated
+
+
+def calibrate_rules(result: dict[str, Any], *, max_adherence_drop: float = 0.02, budget: float | None = 0.02,
+                    false_match_rate: float = 0.01) -> dict[str, Any]:
+    """Each rule's depth from the measured cases it admits.
+
+    A rule's threshold is the cosine `false_match_rate` of random pairs that
+    differ (in the whole spec for the full prompt, in the part for a part
+    rule) reach. It *admits* a case when any measured pair of that case
+    clears it; its depth is the deepest K safe for every case it admits
+    (whole-latent rows for the full-prompt table, region rows regenerating the
+    other part for the region rules). The full-prompt table has one row per
+    false-match rate in `FALSE_MATCH_RATES`.
+    """
+    steps = result["settings"]["steps"]
+    tails = result["part_similarity_tails"]
+    pairs = result["pair_similarities"]
+
+    def whole_depth(case: str) -> int:
+        rows = [r for r in result["rows"] if r["case"] == case]
+        base = next(r["adherence"] for r in rows if r["skip_steps"] == 0)
+        depth = 0
+        for r in sorted((r for r in rows if r["skip_steps"] > 0 and r["budget"] == budget), key=lambda r: r["skip_steps"]):
+            if r["adherence"] < base - max_adherence_drop:
+                break
+            depth = r["skip_steps"]
+        return depth
+
+    def admitted(kind: str, threshold: float) -> list[str]:
+        return [case for case, sims in pairs.items() if max(sims[kind]) >= threshold]
+
+    full_rows, prior = [], 0.0
+    for rate in sorted(FALSE_MATCH_RATES, reverse=True):  # loosest threshold first
+        threshold = tails["full"]["threshold_at_false_match_rate"][str(rate)]
+        cases = admitted("full", threshold)
+        depth = min((whole_depth(c) for c in cases), default=0)
+        if depth / steps > prior:
+            full_rows.append({"false_match_rate": rate, "min_cosine": threshold, "fraction": depth / steps,
+                              "admits": cases})
+            prior = depth / steps
+    region_rows = {}
+    by_case = {(r["case"], r["method"], r["skip_steps"]): r for r in result.get("region_rows", [])}
+    reuse = result.get("decoupled_reuse", {})
+    for kept, regenerated in REGION_RULE_PARTS.items():
+        threshold = tails[kept]["threshold_at_false_match_rate"][str(false_match_rate)]
+        cases = [c for c in admitted(kept, threshold) if c in reuse]
+        depths = {}
+        for case in cases:
+            label = "restart" if reuse[case]["regenerated"] == regenerated else f"restart-regenerate-{regenerated}"
+            full = reuse[case]["adherence_full_steps"]
+            depth = 0
+            for k in result["region_settings"]["skips"]:
+                row = by_case.get((case, label, k))
+                if row is None or row["adherence"] < full - max_adherence_drop:
+                    break
+                depth = k
+            depths[case] = depth
+        depth = min(depths.values(), default=0)
+        region_rows[kept] = {"min_cosine": threshold, "fraction": depth / steps, "admits": depths,
+                             "false_match_rate": false_match_rate}
+    return {"similarity_table": [[r["min_cosine"], r["fraction"]] for r in full_rows], "similarity_rows": full_rows,
+            "region_table": [[kept, row["min_cosine"], row["fraction"]] for kept, row in region_rows.items()
+                             if row["fraction"] > 0],
+            "region_rules": region_rows, "max_adherence_drop": max_adherence_drop, "budget": budget}

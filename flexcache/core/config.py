@@ -30,6 +30,8 @@ from flexcache.core.names import (
     INDEX_BACKENDS,
     KERNEL_BACKENDS,
     LOOKUPS,
+    REGION_METHODS,
+    REGION_PARTS,
     LOSSLESS_ALGORITHMS,
     POLICIES,
 )
@@ -64,6 +66,13 @@ PART_SIMILARITY_TABLE: tuple[tuple[float, float, float], ...] = (
     (0.834, -1.0, 0.20),
 )
 DEFAULT_CHECKPOINT_FRACTIONS: tuple[float, ...] = (0.10, 0.20, 0.30, 0.40, 0.50)
+# Region rules: (part that matches and is kept, min cosine of that part,
+# fraction of N); the other part is generated anew (`engine.regions`).
+# Calibrated on the toy world (README, "Region hits").
+REGION_TABLE: tuple[tuple[str, float, float], ...] = (
+    ("background", 0.852, 0.30),
+    ("object", 0.834, 0.20),
+)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -147,6 +156,22 @@ class PlannerConfig:
         cache_resumed: a hit's resumed run also caches the checkpoints it
             passes after K, under its own prompt, so a later repeat or edit of
             it resumes deeper (NIRVANA caches full runs only: False).
+        regions: allow region hits (decoupled look-up only): resume from an
+            entry whose object (or background) matches, with the other part
+            generated anew in a region given by the entry's object mask.
+        region_table: ``(part, min_cosine, fraction)`` rows, ``part`` being
+            ``"background"`` (same setting, another object: the object region
+            is regenerated) or ``"object"`` (the inverse). A row applies only
+            to entries that carry a mask, and a background row only when
+            both prompts name a setting.
+        region_method: ``"restart"`` (the region starts from noise level 1 and
+            catches up with the rest on its own schedule; needs a transformer
+            that takes a noise level per token and an Euler flow solver) or
+            ``"renoise"`` (the region is re-noised to the schedule's level at K).
+        region_threshold, region_dilation: a mask cell above the threshold,
+            grown by this many cells in space, is the object.
+        region_catch_up: fraction of the steps left within which a restarted
+            region catches up with the rest of the latent.
     """
 
     similarity_table: tuple[tuple[float, float], ...] = NIRVANA_SIMILARITY_TABLE
@@ -154,6 +179,12 @@ class PlannerConfig:
     lookup: str = "decoupled"
     part_table: tuple[tuple[float, float, float], ...] = PART_SIMILARITY_TABLE
     cache_resumed: bool = True
+    regions: bool = True
+    region_table: tuple[tuple[str, float, float], ...] = REGION_TABLE
+    region_method: str = "restart"
+    region_threshold: float = 0.3
+    region_dilation: int = 1
+    region_catch_up: float = 0.5
 
     def __post_init__(self) -> None:
         # Lists given directly become tuples, so the config stays immutable.
@@ -181,6 +212,21 @@ class PlannerConfig:
                 "planner.part_table rows are [min_object_cosine in [-1, 1], min_background_cosine in [-1, 1], "
                 f"fraction in (0, 1)]; got {list(row)}",
             )
+        object.__setattr__(self, "region_table", tuple(tuple(row) for row in self.region_table))
+        for row in self.region_table:
+            _require(
+                len(row) == 3 and row[0] in REGION_PARTS and isinstance(row[1], (int, float))
+                and -1.0 <= row[1] <= 1.0 and isinstance(row[2], (int, float)) and 0.0 < row[2] < 1.0,
+                f"planner.region_table rows are [part in {list(REGION_PARTS)}, min_cosine in [-1, 1], "
+                f"fraction in (0, 1)]; got {list(row)}",
+            )
+        _choice("planner.region_method", self.region_method, REGION_METHODS)
+        _require(0.0 < self.region_threshold <= 1.0,
+                 f"planner.region_threshold must be in (0, 1]; got {self.region_threshold}")
+        _require(isinstance(self.region_dilation, int) and 0 <= self.region_dilation <= 8,
+                 f"planner.region_dilation must be an int in 0..8; got {self.region_dilation!r}")
+        _require(0.0 < self.region_catch_up <= 1.0,
+                 f"planner.region_catch_up must be in (0, 1]; got {self.region_catch_up}")
         fractions = self.checkpoint_fractions
         _require(len(fractions) >= 1, "planner.checkpoint_fractions needs at least one value")
         _require(

@@ -13,9 +13,12 @@ INDEX_BACKENDS: tuple[str, ...] = ("auto", "faiss", "torch")  # engine.index.bui
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 TIER_KINDS: tuple[str, ...] = ("hbm", "host", "memory", "disk", "redis")  # core.tiers + store.factory
 LOOKUPS: tuple[str, ...] = ("full", "decoupled")
+REGION_METHODS: tuple[str, ...] = ("restart", "renoise")  # engine.regions
+REGION_PARTS: tuple[str, ...] = ("background", "object")  # the part a region rule matches (and keeps)
 
 ALL_NAMES: dict[str, tuple[str, ...]] = {
     "policy": POLICIES, "codec.name": CODECS, "codec.budget_mode": BUDGET_MODES,
     "codec.lossless": LOSSLESS_ALGORITHMS, "codec.backend": KERNEL_BACKENDS, "index.backend": INDEX_BACKENDS,
     "device": DEVICES, "store.tiers[].kind": TIER_KINDS, "planner.lookup": LOOKUPS,
+    "planner.region_method": REGION_METHODS, "planner.region_table[][0]": REGION_PARTS,
 }

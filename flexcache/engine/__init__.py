@@ -15,6 +15,8 @@ from flexcache.engine.index import (
 )
 from flexcache.engine.planner import Plan, SimilarityPlanner, checkpoint_steps
 from flexcache.engine.records import CacheEntry, GenerationSignature, PromptRecord
+from flexcache.engine.region_hits import HitStart, region_start
+from flexcache.engine.regions import decode_mask, encode_mask, object_cells
 from flexcache.engine.splitter import (
     PromptParts,
     normalise,
@@ -24,7 +26,7 @@ from flexcache.engine.splitter import (
 )
 
 __all__ = [
-    "CacheEntry", "DEFAULT_TENANT", "FlexCache", "GenerationSignature", "MISSING_ID", "PartitionedIndex", "Plan",
+    "CacheEntry", "DEFAULT_TENANT", "HitStart", "decode_mask", "encode_mask", "object_cells", "region_start", "FlexCache", "GenerationSignature", "MISSING_ID", "PartitionedIndex", "Plan",
     "PromptParts", "PromptRecord", "SentenceTransformerEmbedder", "SimilarityPlanner", "TextEmbedder",
     "TorchFlatIndex", "build_embedder", "build_index", "checkpoint_steps", "normalise", "parts_from", "split_prompt", "words",
 ]

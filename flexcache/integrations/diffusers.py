@@ -25,6 +25,7 @@ look-up, when the caller knows them better than the splitter).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -44,6 +45,13 @@ from flexcache.core.types import dtype_name
 from flexcache.engine.cache import DEFAULT_TENANT, FlexCache
 from flexcache.engine.planner import Plan
 from flexcache.engine.records import GenerationSignature
+from flexcache.integrations.attention_masks import (  # noqa: F401  (public here: the toy world's benches use them)
+    ObjectMaskRecorder,
+    install_probes,
+    object_token_weights,
+    token_grid,
+)
+from flexcache.integrations.region_runs import TokenTimesteps, region_scheduler
 from flexcache.kernels.noise import seeded_noise
 
 logger = logging.getLogger(__name__)
@@ -62,6 +70,7 @@ class CallReport:
     object_similarity: float | None = None
     background_similarity: float | None = None
     via_parts: bool = False  # the hit's K came from the object/background look-up
+    region: str | None = None  # a region hit: the part generated anew ("object", "background", "composed")
     source_prompt: str | None = None
     seed: int | None = None
     inserted: list[str] = field(default_factory=list)
@@ -103,6 +112,17 @@ class PipelineAdapter:
         `resume` is True for a cached x_K, False for fresh initial noise.
         """
         return latent.unsqueeze(0)
+
+    def transformers(self, pipe: Any) -> list[Any]:
+        """The transformers whose cross-attention gives object masks; [] where masks are not captured."""
+        return []
+
+    def patch_size(self, pipe: Any) -> tuple[int, int, int]:
+        return (1, 1, 1)
+
+    def supports_regions(self, pipe: Any) -> bool:
+        """Whether a region hit can run: masks are captured and the scheduler takes a region schedule."""
+        return False
 
     @staticmethod
     def _extra(args: dict[str, Any], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -149,6 +169,19 @@ class WanAdapter(PipelineAdapter):
             extra=self._extra(args, ("guidance_scale", "guidance_scale_2", "negative_prompt",
                                      "max_sequence_length")),
         )
+
+
+    def transformers(self, pipe: Any) -> list[Any]:
+        return [t for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
+
+    def patch_size(self, pipe: Any) -> tuple[int, int, int]:
+        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+        return tuple(int(p) for p in transformer.config.patch_size)
+
+    def supports_regions(self, pipe: Any) -> bool:
+        from flexcache.integrations.region_runs import supports_region_schedule
+
+        return supports_region_schedule(pipe.scheduler)
 
 
 class CogVideoXAdapter(PipelineAdapter):
@@ -285,9 +318,11 @@ def noise_level(scheduler: Any, steps_done: int) -> float | None:
 class _CallContext:
     """State of one generation: its plan and the latents (and noise levels) captured so far."""
 
-    def __init__(self, plan: Plan, user_callback: Callable | None) -> None:
+    def __init__(self, plan: Plan, user_callback: Callable | None, recorder: Any = None) -> None:
         self.plan = plan
         self.user_callback = user_callback
+        self.recorder = recorder
+        self.masks: dict[int, torch.Tensor] = {}
         # A resumed run's step indexes count from K (its scheduler is sliced there).
         self.offset = plan.skip_steps
         self.checkpoints = set(plan.run_checkpoints)
@@ -299,6 +334,12 @@ class _CallContext:
         if self.user_callback is not None:
             outputs = self.user_callback(pipe, step_index, timestep, callback_kwargs) or {}
         steps_done = self.offset + step_index + 1
+        if self.recorder is not None:
+            self.recorder.step_done()
+            if steps_done in self.checkpoints:
+                mask = self.recorder.mask()
+                if mask is not None:
+                    self.masks[steps_done] = mask
         if steps_done in self.checkpoints:
             latents = outputs.get("latents", callback_kwargs["latents"])
             self.captured[steps_done] = latents.detach().clone()
@@ -358,16 +399,19 @@ class _Binding:
         signature = self.adapter.signature(pipe, call_args, self.model_id)
         generator = call_args.get("generator")
         seed = generator.initial_seed() if isinstance(generator, torch.Generator) else None
-        plan = self.cache.plan(prompt, signature, tenant=tenant, seed=seed, parts=parts)
+        plan = self.cache.plan(prompt, signature, tenant=tenant, seed=seed, parts=parts,
+                               regions=self.adapter.supports_regions(pipe))
         device = pipe._execution_device
-        latent = self.cache.fetch(plan, device=device) if plan.hit else None
+        start = self.cache.fetch_start(plan, device=device) if plan.hit else None
+        latent = None if start is None else start.latent
         if plan.hit and latent is None:
             plan = plan.as_miss()
         report.num_steps = signature.num_steps
         report.similarity = plan.similarity
 
         capture = bool(plan.run_checkpoints) and (not plan.hit or self.cache.config.planner.cache_resumed)
-        context = _CallContext(plan, pipeline_args.get("callback_on_step_end"))
+        recorder = self._mask_recorder(pipe, plan, prompt, pipeline_args) if capture else None
+        context = _CallContext(plan, pipeline_args.get("callback_on_step_end"), recorder)
         if capture:
             tensor_inputs = list(pipeline_args.get("callback_on_step_end_tensor_inputs") or [])
             tensor_inputs = list(getattr(context.user_callback, "tensor_inputs", tensor_inputs))
@@ -378,31 +422,81 @@ class _Binding:
         if plan.hit:
             report.hit, report.skip_steps, report.source_prompt = True, plan.skip_steps, plan.source_prompt
             report.object_similarity, report.background_similarity = plan.object_similarity, plan.background_similarity
-            report.via_parts = plan.via_parts
+            report.via_parts, report.region = plan.via_parts, plan.region
             pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, latent, resume=True)
             with self.run_lock:
                 original_scheduler = pipe.scheduler
+                scheduler = sliced_scheduler(original_scheduler, plan.skip_steps)
+                timesteps = None
+                if start.region is not None and start.method == "restart":
+                    region = self.adapter.to_pipeline_latents(pipe, start.region, resume=False)
+                    scheduler = region_scheduler(scheduler, original_scheduler, num_steps=signature.num_steps,
+                                                 skip=plan.skip_steps, region=region,
+                                                 catch_up=self.cache.config.planner.region_catch_up)
+                    timesteps = TokenTimesteps(scheduler, region, self.adapter.patch_size(pipe))
+                    timesteps.install(self.adapter.transformers(pipe))
                 # Bypass DiffusionPipeline.__setattr__, which would rewrite the saved config.
-                pipe.__dict__["scheduler"] = sliced_scheduler(original_scheduler, plan.skip_steps)
+                pipe.__dict__["scheduler"] = scheduler
                 try:
-                    result = original_call(pipe, **pipeline_args)
+                    with self._recording(pipe, recorder):
+                        result = original_call(pipe, **pipeline_args)
                 finally:
                     pipe.__dict__["scheduler"] = original_scheduler
+                    if timesteps is not None:
+                        timesteps.remove()
         else:
             report.seed = plan.seed
             noise = seeded_noise(signature.latent_shape, plan.seed, device=device, dtype=signature.torch_dtype)
             pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, noise, resume=False)
-            with self.run_lock:
+            with self.run_lock, self._recording(pipe, recorder):
                 result = original_call(pipe, **pipeline_args)
         if context.captured:
             try:
-                report.inserted = self.cache.insert(plan, context.captured, context.sigmas)
+                report.inserted = self.cache.insert(plan, context.captured, context.sigmas, context.masks)
             except FlexCacheError as exc:
                 # The video was generated; only caching it failed. Serve it anyway.
                 report.insert_error = f"{type(exc).__name__}: {exc}"
                 logger.warning("flexcache: latents of %r were not cached: %s", prompt, exc)
         report.seconds = time.perf_counter() - started
         return result
+
+    def _mask_recorder(self, pipe: Any, plan: Plan, prompt: str, args: dict[str, Any]) -> Any:
+        """A recorder of the object's cross-attention for this run, or None where no mask can be made.
+
+        Needs decoupled look-up (the object part), an adapter that knows the
+        transformer, and the pipeline's tokenizer (to find the object's tokens
+        in the prompt embeddings, also when the caller passed the embeddings).
+        """
+        transformers = self.adapter.transformers(pipe)
+        tokenizer = getattr(pipe, "tokenizer", None)
+        if plan.parts is None or not transformers or tokenizer is None or not self.cache.config.planner.regions:
+            return None
+        from flexcache.integrations.attention_masks import ObjectMaskRecorder, object_token_weights, token_grid
+
+        embeds = args.get("prompt_embeds")
+        length = int(embeds.shape[1]) if embeds is not None else int(args.get("max_sequence_length") or 512)
+        weights = object_token_weights(tokenizer, prompt, plan.parts[0], length)
+        if weights is None:
+            return None
+        grid = token_grid(plan.signature.latent_shape, self.adapter.patch_size(pipe), plan.signature.frame_axis)
+        return ObjectMaskRecorder(weights, grid)
+
+    @contextlib.contextmanager
+    def _recording(self, pipe: Any, recorder: Any):
+        """Point the transformers' cross-attention probes at `recorder` for one call (run lock held)."""
+        if recorder is None:
+            yield
+            return
+        from flexcache.integrations.attention_masks import install_probes
+
+        states = [install_probes(t) for t in self.adapter.transformers(pipe)]
+        for state in states:
+            state.recorder = recorder
+        try:
+            yield
+        finally:
+            for state in states:
+                state.recorder = None
 
     @staticmethod
     def _uncacheable_reason(args: dict[str, Any]) -> str | None:

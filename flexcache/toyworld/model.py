@@ -81,6 +81,18 @@ class PromptEncoder:
         return out
 
 
+def prompt_tokenizer():
+    """The packaged MiniLM model's tokenizer: its tokens are the rows of `PromptEncoder`'s embeddings."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    from flexcache.engine import SentenceTransformerEmbedder
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return AutoTokenizer.from_pretrained(SentenceTransformerEmbedder.packaged_model_path())
+
+
 def toyworld_pipeline(weights: Path | str | None = WEIGHTS):
     """A `WanPipeline` over the toy-world transformer (trained weights when `weights` is given).
 
@@ -96,7 +108,9 @@ def toyworld_pipeline(weights: Path | str | None = WEIGHTS):
     else:
         transformer = build_transformer()
     transformer.eval()
-    pipe = WanPipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=None,
+    # The tokenizer is never run by the pipeline (it gets `prompt_embeds`); it is
+    # there so FlexCache can find the object's tokens in them (object masks).
+    pipe = WanPipeline(tokenizer=prompt_tokenizer(), text_encoder=None, transformer=transformer, vae=None,
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
     # Pixels are the latents: no spatial or temporal compression.
     pipe.vae_scale_factor_spatial = 1

@@ -242,6 +242,23 @@ def describe_clip(clip: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def object_mask(clip: torch.Tensor) -> torch.Tensor:
+    """The pixels the reader takes for the object: a (frames, H, W) bool mask of a (3, frames, H, W) clip.
+
+    For judging masks a model derives (`flexcache bench quality`); the engine never reads it.
+    """
+    x = clip.detach().to("cpu", torch.float32)
+    pixels = x.permute(1, 2, 3, 0)
+    seg = {}
+    for name in BACKGROUNDS:
+        a, b = (to_signed(rgb) for rgb in BACKGROUND_RGB[name])
+        seg[name] = _segment(pixels, a, b)
+    background = min(BACKGROUNDS, key=lambda n: float(seg[n][0].median()))
+    obj = torch.stack([to_signed(OBJECT_RGB[c]) for c in COLORS])
+    dist_obj = (pixels.unsqueeze(-2) - obj).norm(dim=-1).min(-1).values
+    return _largest_components(dist_obj < seg[background][0])
+
+
 def read_clip(clip: torch.Tensor) -> ClipSpec:
     """The `ClipSpec` the reader sees in a (3, frames, H, W) clip in [-1, 1]."""
     info = describe_clip(clip)

@@ -1,0 +1,220 @@
+"""Region hits on the toy world: the `decoupled_reuse` part of `flexcache bench quality`.
+
+For each case (`toyworld.cases`) a source request runs in full through the
+engine's own mask probe (`integrations.diffusers`: cross-attention on the
+object words) and its x_K and object mask are kept at every K. The target
+then resumes at K by three methods:
+
+* ``whole``: x_K as it is (NIRVANA's reuse);
+* ``renoise``: the regenerated region re-noised to the schedule's level at K,
+  on the plain sliced schedule;
+* ``restart``: the region starts from noise level 1 on its own catch-up
+  schedule, with one timestep per token (`integrations.region_runs`).
+
+The region is what a rule matching the case's shared part regenerates (the
+object for a shared background, the background for a shared object), built by
+the engine's own `region_start`. The fresh noise comes from another seed than
+the source's. ``deepest_safe_fraction`` is the deepest K whose adherence stays
+within 2 points of the case's full-step adherence, for the best method. The
+reader's object pixels of the source's clip score the model's masks (IoU);
+the engine never reads them.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from flexcache.core import PlannerConfig
+from flexcache.engine import object_cells, region_start
+from flexcache.integrations.diffusers import (
+    ObjectMaskRecorder,
+    TokenTimesteps,
+    install_probes,
+    object_token_weights,
+    region_scheduler,
+    sliced_scheduler,
+    token_grid,
+)
+from flexcache.toyworld.cases import related_request, request_for
+from flexcache.toyworld.model import TEXT_TOKENS, initial_noise, pipeline_kwargs
+from flexcache.toyworld.world import ATTRIBUTES, held_out_specs
+
+# case -> the part a region hit regenerates when a rule matches the part the pair shares
+PRIMARY_REGION = {"same-background": "object", "same-object": "background", "object-edit": "object",
+                  "background-edit": "background", "near-duplicate": "object"}
+# what the other rule kind regenerates on pairs it also admits (hard negatives), restart only
+SECONDARY_REGION = {"object-edit": "background", "background-edit": "object", "near-duplicate": "background"}
+METHODS = ("whole", "renoise", "restart")
+REGION_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)  # K / N measured (4, 6, 8, 10, 12 of 20)
+DEFAULT_REGION_SKIPS = (4, 6, 8, 10, 12)
+
+
+def _adherence(clips: torch.Tensor, specs) -> float:
+    from flexcache.toyworld.reader import match_counts
+
+    counts = match_counts(clips.clamp(-1, 1), specs)
+    return sum(counts.values()) / (len(ATTRIBUTES) * len(specs))
+
+
+def _run(pipe, embeds: torch.Tensor, latents: torch.Tensor, *, steps: int, guidance: float, skip: int = 0,
+         scheduler=None, timesteps: TokenTimesteps | None = None, recorder: ObjectMaskRecorder | None = None,
+         snapshots: tuple[int, ...] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    trajectory: dict[int, torch.Tensor] = {}
+    masks: dict[int, torch.Tensor] = {}
+    state = install_probes(pipe.transformer) if recorder is not None else None
+
+    def on_step_end(_pipe, index, _timestep, kwargs):
+        done = skip + index + 1
+        if recorder is not None:
+            recorder.step_done()
+            if done in snapshots:
+                masks[done] = recorder.masks()
+        if done in snapshots:
+            trajectory[done] = kwargs["latents"].clone()
+        return kwargs
+
+    original = pipe.scheduler
+    if scheduler is not None:
+        pipe.__dict__["scheduler"] = scheduler
+    if state is not None:
+        state.recorder = recorder
+    if timesteps is not None:
+        timesteps.install([pipe.transformer])
+    try:
+        with torch.inference_mode():
+            clips = pipe(latents=latents, callback_on_step_end=on_step_end,
+                         **pipeline_kwargs(embeds, steps=steps, guidance=guidance)).frames
+    finally:
+        pipe.__dict__["scheduler"] = original
+        if state is not None:
+            state.recorder = None
+        if timesteps is not None:
+            timesteps.remove()
+    return clips.clamp(-1, 1), trajectory, masks
+
+
+def _iou(masks: torch.Tensor, clips: torch.Tensor, threshold: float) -> float:
+    from flexcache.toyworld.reader import object_mask
+
+    truth = torch.stack([object_mask(c) for c in clips]).float().unsqueeze(1)  # (B, 1, T, H, W)
+    grid = masks.shape[1:]
+    cover = F.adaptive_avg_pool3d(truth, grid).squeeze(1) >= 0.25
+    predicted = masks >= threshold
+    inter = (predicted & cover).flatten(1).sum(1).float()
+    union = (predicted | cover).flatten(1).sum(1).float().clamp(min=1)
+    return float((inter / union).mean())
+
+
+def run_region_bench(pipe, encoder, tokenizer, *, pairs: int = 24, steps: int = 20, guidance: float = 3.0,
+                     skips: tuple[int, ...] = DEFAULT_REGION_SKIPS, seed: int = 0,
+                     planner: PlannerConfig | None = None, max_adherence_drop: float = 0.02,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    say = progress or (lambda message: None)
+    planner = planner or PlannerConfig()
+    from flexcache.engine import split_prompt
+
+    probe = copy.deepcopy(pipe.scheduler)
+    probe.set_timesteps(steps)
+    sigmas = [float(s) for s in probe.sigmas]
+    pool = held_out_specs()
+    out: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    iou: dict[str, dict[str, float]] = {}
+    for case_index, (case, regenerate) in enumerate(PRIMARY_REGION.items()):
+        rng = random.Random(seed * 7919 + 101 + case_index)
+        specs = [pool[i] for i in rng.sample(range(len(pool)), min(pairs, len(pool)))]
+        specs += [rng.choice(pool) for _ in range(pairs - len(specs))]
+        targets = [request_for(spec, rng) for spec in specs]
+        sources = [related_request(target, case, rng) for target in targets]
+        source_seeds = [seed * 1_000_003 + 50_000 + case_index * 10_007 + i for i in range(pairs)]
+        fresh_seeds = [s + 5_000 for s in source_seeds]
+        source_embeds = encoder([s.prompt for s in sources])
+        target_embeds = encoder([t.prompt for t in targets])
+        weights = torch.stack([object_token_weights(tokenizer, s.prompt, split_prompt(s.prompt).object, TEXT_TOKENS)
+                               for s in sources])
+        noise, fresh = initial_noise(source_seeds), initial_noise(fresh_seeds)
+        latent_shape = tuple(noise.shape[1:])
+        grid = token_grid(latent_shape, tuple(pipe.transformer.config.patch_size), 1)
+        say(f"regions {case}: source runs with the mask probe ({pairs} pairs)")
+        recorder = ObjectMaskRecorder(weights, grid)
+        source_clips, trajectory, masks = _run(pipe, source_embeds, noise, steps=steps, guidance=guidance,
+                                               recorder=recorder, snapshots=tuple(skips))
+        full, _, _ = _run(pipe, target_embeds, fresh, steps=steps, guidance=guidance)
+        full_adherence = _adherence(full, [t.spec for t in targets])
+        iou[case] = {str(k): _iou(masks[k], source_clips, planner.region_threshold) for k in skips}
+        results: dict[str, dict[int, float]] = {}
+        jobs = [(regenerate, method) for method in METHODS]
+        if case in SECONDARY_REGION:
+            jobs.append((SECONDARY_REGION[case], "restart"))
+        for part, method in jobs:
+            label = method if part == regenerate else f"restart-regenerate-{part}"
+            results[label] = {}
+            for k in skips:
+                x = trajectory[k]
+                scheduler = sliced_scheduler(pipe.scheduler, k)
+                timesteps = None
+                if method == "whole":
+                    start = x
+                else:
+                    scale = 1.0 if method == "restart" else sigmas[k]
+                    composed = [region_start(part, x[i], [masks[k][i]], fresh[i] * scale, latent_shape, 1,
+                                             threshold=planner.region_threshold, dilation=planner.region_dilation,
+                                             object_latent=None, method=method) for i in range(pairs)]
+                    start = torch.stack([c.latent for c in composed])
+                    if method == "restart":
+                        region = torch.stack([c.region for c in composed])  # (B, 1, T, H, W)
+                        scheduler = region_scheduler(scheduler, pipe.scheduler, num_steps=steps, skip=k,
+                                                     region=region, catch_up=planner.region_catch_up)
+                        timesteps = _BatchTokenTimesteps(scheduler, region, tuple(pipe.transformer.config.patch_size))
+                clips, _, _ = _run(pipe, target_embeds, start, steps=steps, guidance=guidance, skip=k,
+                                   scheduler=scheduler, timesteps=timesteps)
+                value = _adherence(clips, [t.spec for t in targets])
+                results[label][k] = value
+                rows.append({"case": case, "method": label, "skip_steps": k, "skip_frac": k / steps,
+                             "adherence": value, "adherence_full_steps": full_adherence, "pairs": pairs})
+                say(f"regions {case} {label} K={k}: adherence {value:.3f} (full steps {full_adherence:.3f})")
+
+        def deepest(label: str) -> int:
+            safe = [k for k in skips if results[label][k] >= full_adherence - max_adherence_drop]
+            # the deepest K from which every shallower measured K is also safe
+            depth = 0
+            for k in sorted(skips):
+                if k not in safe:
+                    break
+                depth = k
+            return depth
+
+        depths = {label: deepest(label) for label in results}
+        best = max((label for label in METHODS), key=lambda m: (depths[m], results[m].get(depths[m], 0.0)))
+        out[case] = {"deepest_safe_fraction": depths[best] / steps,
+                     "adherence_at_deepest": results[best][depths[best]] if depths[best] else full_adherence,
+                     "adherence_full_steps": full_adherence, "method": best, "regenerated": regenerate,
+                     "deepest_safe_fraction_by_method": {m: depths[m] / steps for m in results}}
+    return {"decoupled_reuse": out, "region_rows": rows, "mask_iou": iou,
+            "region_settings": {"skips": list(skips), "pairs": pairs, "threshold": planner.region_threshold,
+                                "dilation": planner.region_dilation, "catch_up": planner.region_catch_up,
+                                "max_adherence_drop": max_adherence_drop}}
+
+
+class _BatchTokenTimesteps(TokenTimesteps):
+    """`TokenTimesteps` for a batch whose items have regions of their own."""
+
+    def __init__(self, scheduler, region: torch.Tensor, patch_size: tuple[int, int, int]) -> None:
+        super().__init__(scheduler, region[:1], patch_size)
+        self.tokens = F.max_pool3d(region.float(), patch_size, patch_size).flatten(1) > 0.5  # (B, tokens)
+
+    def __call__(self, _module, args, kwargs):
+        timestep = kwargs.get("timestep")
+        if timestep is None:
+            return args, kwargs
+        index = self.scheduler.step_index or 0
+        own = self.scheduler.flexcache_region_sigmas[index] * self.scheduler.flexcache_train_timesteps
+        tokens = self.tokens.to(timestep.device)
+        per_token = timestep.unsqueeze(1).expand_as(tokens) if timestep.dim() == 1 else timestep
+        return args, dict(kwargs, timestep=torch.where(tokens, own.to(per_token.dtype), per_token))

@@ -1,0 +1,146 @@
+"""Serving a hit: `FlexCache.fetch` and `fetch_start` (a part of `FlexCache`, kept in its own module).
+
+A hit decodes the entry it resumes from; a region hit also checks the
+entry's mask (FXMK checksum) and composes the start latent with the region to
+regenerate (`engine.region_hits`). A missing entry, a corrupt blob or an
+unusable mask means None: the caller serves the request as a miss.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from flexcache.core.errors import CorruptBlobError, InvalidPlanError
+from flexcache.engine.planner import Plan
+from flexcache.engine.records import CacheEntry
+from flexcache.engine.region_hits import HitStart, region_start
+from flexcache.engine.regions import decode_mask
+from flexcache.kernels.noise import seeded_noise
+
+logger = logging.getLogger("flexcache.engine.cache")
+
+
+class Fetching:
+    """`FlexCache`'s hit path; it uses the cache's lock, records, store, codec and counters."""
+
+    def fetch(self, plan: Plan, device: torch.device | str | None = None) -> torch.Tensor | None:
+        """The cached latent x_K a hit plan resumes from, or None if it is gone.
+
+        None means: the entry was evicted after `plan`, or its blob (or, for a
+        region hit, its mask) failed its checksum (it is then dropped); serve
+        the request as ``plan.as_miss()``. For a region hit this is the
+        composed start; `fetch_start` also gives the region to regenerate.
+
+        Args:
+            plan: a hit plan from `plan`.
+            device: where the latent is wanted. An entry in device memory (the
+                HBM tier) is decoded there from the device blob itself: the
+                blob never passes through the host.
+
+        Raises:
+            InvalidPlanError: `plan` is a miss.
+        """
+        start = self.fetch_start(plan, device)
+        return None if start is None else start.latent
+
+    def fetch_start(self, plan: Plan, device: torch.device | str | None = None) -> HitStart | None:
+        """What a hit resumes from: the start latent and, for a region hit, the region to regenerate.
+
+        Same contract as `fetch` (None: serve as a miss).
+        """
+        if not plan.hit:
+            raise InvalidPlanError("fetch() needs a hit plan; run a miss in full and insert() its latents")
+        loaded = self._load(plan, plan.source_record, device)
+        if loaded is None:
+            return None
+        latent, entry = loaded
+        start = HitStart(latent)
+        if plan.region is not None:
+            other = None
+            if plan.region == "composed":
+                other = self._load(plan, plan.object_record, device)
+                if other is None:
+                    return None
+            start = self._region_start(plan, latent, entry, other, device)
+            if start is None:
+                return None
+        with self._lock:
+            for used in (entry,) if plan.region != "composed" else (entry, other[1]):
+                used.hits += 1
+                used.last_access = time.monotonic()
+            counters = self._counters
+            counters.hits += 1
+            counters.decoupled_hits += plan.via_parts
+            counters.region_hits += plan.region is not None
+            counters.steps_saved += plan.skip_steps
+            tenant = counters.tenant(plan.tenant)
+            tenant["hits"] += 1
+            tenant["steps_saved"] += plan.skip_steps
+        return start
+
+    def _load(self, plan: Plan, record_id: int | None, device) -> tuple[torch.Tensor, CacheEntry] | None:
+        """Decode the entry of `record_id` at the plan's step; None (counted) when it is gone or corrupt."""
+        with self._lock:
+            record = self._records.get(record_id)  # type: ignore[arg-type]
+            entry = record.entries.get(plan.skip_steps) if record else None
+            entry = entry if entry is not None and entry.ready else None
+        blob = None
+        if entry is not None:
+            with self.store.pinned(entry.key):  # no concurrent insert evicts it while it is read
+                blob = self.store.get(entry.key, device=device)
+        if blob is None:
+            gone = entry is not None and not self.store.contains(entry.key)
+            with self._lock:
+                self._counters.fetch_misses += 1
+                if gone and self._entries.get(entry.key) is entry:
+                    self._forget_entry(entry.key)  # the store no longer has it: stop planning on it
+            return None
+        try:
+            latent = self.codec.decode(blob, device=device)
+            if tuple(latent.shape) != plan.signature.latent_shape:
+                raise CorruptBlobError(
+                    f"blob decodes to shape {tuple(latent.shape)}, entry expects {plan.signature.latent_shape}"
+                )
+        except CorruptBlobError as exc:
+            logger.warning("flexcache: dropping corrupt entry %s (%s); serving as a miss", entry.key, exc)
+            with self._lock:
+                self._counters.corrupt_blobs += 1
+                self._counters.fetch_misses += 1
+                current = self._entries.get(entry.key) is entry  # not an entry re-inserted meanwhile
+                if current:
+                    self._forget_entry(entry.key)
+            if current:
+                self.store.remove(entry.key)
+            return None
+        return latent, entry
+
+    def _region_start(self, plan: Plan, latent: torch.Tensor, entry: CacheEntry,
+                      other: tuple[torch.Tensor, CacheEntry] | None, device) -> HitStart | None:
+        """Compose a region hit's start; None (counted, the mask dropped) when a mask fails its checksum."""
+        config = self.config.planner
+        masks = []
+        for used in (entry,) if other is None else (entry, other[1]):
+            if used.mask is None:  # dropped since the plan was made (it failed its checksum)
+                with self._lock:
+                    self._counters.fetch_misses += 1
+                return None
+            try:
+                masks.append(decode_mask(used.mask))
+            except CorruptBlobError as exc:
+                logger.warning("flexcache: entry %s has an unusable mask (%s); no region hit from it", used.key, exc)
+                with self._lock:
+                    used.mask = None  # whole-latent hits only from now on
+                    self._counters.corrupt_masks += 1
+                    self._counters.fetch_misses += 1
+                return None
+        signature = plan.signature
+        noise = seeded_noise(signature.latent_shape, plan.seed, device=latent.device, dtype=latent.dtype)
+        if plan.region_method == "renoise":
+            noise = noise * (entry.sigma if entry.sigma is not None else 1.0)
+        return region_start(plan.region, latent, masks, noise, signature.latent_shape, signature.frame_axis,
+                            threshold=config.region_threshold, dilation=config.region_dilation,
+                            object_latent=None if other is None else other[0], method=plan.region_method)
+
