@@ -28,6 +28,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "index.backend": names.INDEX_BACKENDS,
     "index.device": names.DEVICES,
     "planner.lookup": names.LOOKUPS,
+    "planner.region_method": names.REGION_METHODS,
+    "planner.region_table": names.REGION_PARTS,
     "codec.name": names.CODECS,
     "codec.budget_mode": names.BUDGET_MODES,
     "codec.lossless": names.LOSSLESS_ALGORITHMS,

@@ -106,6 +106,7 @@ class LiveRow:
     hit: bool = False
     remote_hit: bool = False  # resumed from an entry another worker inserted
     via_parts: bool = False
+    region: str | None = None  # a region hit: the part generated anew
     skip_steps: int = 0
     num_steps: int = 0
     seconds: float = 0.0
@@ -191,6 +192,7 @@ def _worker_main(setup: WorkerSetup, requests, results) -> None:
                                 generator=torch.Generator().manual_seed(seed), **kwargs).frames[0]
                     report = last_call_report(pipe)
                     row.hit, row.skip_steps, row.via_parts = report.hit, report.skip_steps, report.via_parts
+                    row.region = report.region
                     row.remote_hit = report.hit and report.source_prompt not in own_prompts
                     if report.inserted:
                         own_prompts.add(request.prompt)
@@ -313,6 +315,7 @@ def summarize_live(result: LiveSystemResult, *, workers: int, gpu_price_per_hour
         "hit_rate": sum(r.hit for r in rows) / len(rows),
         "remote_hits": sum(r.remote_hit for r in rows),
         "decoupled_hits": sum(r.via_parts for r in rows),
+        "region_hits": sum(r.region is not None for r in rows),
         "steps_saved_frac": sum(r.skip_steps for r in rows) / steps_total,
         "cost_per_1k_videos": (gpu_price_per_hour * worker_hours + storage_cost) / max(1, len(served)) * 1000,
         "bytes_stored": bytes_stored,

@@ -90,14 +90,15 @@ def format_serve_table(result: dict[str, Any]) -> str:
         f"{w['near_duplicate_share']:.0%} of them with a near-duplicate (cosine >= {w['near_duplicate_threshold']}; "
         "VidProM ~38 %, DiffusionDB ~59 %)",
         "",
-        "| system | throughput (req/h) | p50 latency (s) | p95 latency (s) | hit rate | decoupled | steps saved "
-        "| $ / 1k videos | stored (GB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| system | throughput (req/h) | p50 latency (s) | p95 latency (s) | hit rate | decoupled | region | "
+        "steps saved | $ / 1k videos | stored (GB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["systems"].items():
         lines.append(f"| {name} | {row['throughput_rph']:.2f} | {row['p50_latency_s']:.0f} | "
                      f"{row['p95_latency_s']:.0f} "
-                     f"| {row['hit_rate']:.1%} | {row['decoupled_hits']} | {row['steps_saved_frac']:.1%} | "
+                     f"| {row['hit_rate']:.1%} | {row['decoupled_hits']} | {row.get('region_hits', 0)} | "
+                     f"{row['steps_saved_frac']:.1%} | "
                      f"{row['cost_per_1k_videos']:.2f} | {row['bytes_peak'] / 1e9:.2f} |")
     for name, ratio in result["ratios"].items():
         lines.append(f"\n{name}: throughput x{ratio['throughput']:.3f}, "

@@ -112,6 +112,7 @@ class SystemResult:
     completed: int = 0
     hits: int = 0
     decoupled_hits: int = 0
+    region_hits: int = 0
     steps_total: int = 0
     steps_saved: int = 0
     gpu_seconds: float = 0.0
@@ -141,6 +142,9 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         cache = FlexCache(system.cache_config(), embedder=embedder, codec=SizedCodec(sizes),
                           tiers=[AccountedTier(budget_bytes)])
         zeros = torch.zeros(signature.latent_shape, dtype=getattr(torch, profile.latent_dtype))
+        # Entries carry an object mask, as a Wan pipeline's do (its cross-attention probe): whether an
+        # entry can serve a region hit is all the planner reads of it.
+        mask = torch.ones(1, 1, 1)
     result = SystemResult(system.name)
     free_at = [0.0] * workers
     heapq.heapify(free_at)
@@ -150,7 +154,8 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         start = max(request.t, heapq.heappop(free_at))
         while completions and completions[0][0] <= start:  # finished misses fill the cache first
             _, _, plan = heapq.heappop(completions)
-            cache.insert(plan, {s: zeros for s in plan.run_checkpoints}, {s: float(s) for s in plan.run_checkpoints})
+            cache.insert(plan, {s: zeros for s in plan.run_checkpoints}, {s: float(s) for s in plan.run_checkpoints},
+                         {s: mask for s in plan.run_checkpoints})
             result.bytes_peak = max(result.bytes_peak, cache.store.bytes_used)
         skip = 0
         overhead = 0.0
@@ -167,6 +172,7 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
                     overhead += raw / (costs.decode_gb_per_s * 1e9)
                 result.hits += 1
                 result.decoupled_hits += plan.via_parts
+                result.region_hits += plan.region is not None
         service = (steps - skip) * profile.seconds_per_step + profile.text_encoder_s + profile.vae_decode_s + overhead
         end = start + service
         heapq.heappush(free_at, end)
@@ -209,6 +215,7 @@ def summarize(result: SystemResult, *, workers: int, gpu_price_per_hour: float,
         "offered_load_rph": offered_rph,
         "hit_rate": result.hits / result.completed,
         "decoupled_hits": result.decoupled_hits,
+        "region_hits": result.region_hits,
         "steps_saved_frac": result.steps_saved / result.steps_total,
         "cost_per_1k_videos": (gpu_cost + storage_cost) / result.completed * 1000,
         "bytes_stored": result.bytes_stored,
