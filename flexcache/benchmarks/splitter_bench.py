@@ -4,7 +4,9 @@ The set is JSONL, one ``{"prompt", "object", "background", "split"}`` per line
 (`tests/data/prompt_splits.jsonl`: realistic text-to-video prompts labelled by
 meaning, a "dev" split the rules were tuned on and a "test" split they were not).
 Exact match compares the normalised parts word by word (punctuation ignored);
-F1 is token-overlap F1 per part, averaged over the two parts and over prompts.
+F1 is token-overlap F1 per part, averaged over prompts: ``object_f1`` and
+``background_f1`` for each part (an empty background labelled and predicted
+empty scores 1), and ``f1`` their mean.
 """
 
 from __future__ import annotations
@@ -48,22 +50,27 @@ def _load(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def score_row(row: dict[str, str]) -> tuple[PromptParts, bool, float]:
-    """Predicted parts, exact match and mean per-part F1 for one labelled row."""
+def score_parts(row: dict[str, str]) -> tuple[PromptParts, bool, float, float]:
+    """Predicted parts, exact match, object F1 and background F1 for one labelled row."""
     parts = split_prompt(row["prompt"])
     exact = _tokens(parts.object) == _tokens(row["object"]) and _tokens(
         parts.background
     ) == _tokens(row["background"])
-    f1 = (_f1(parts.object, row["object"]) + _f1(parts.background, row["background"])) / 2
-    return parts, exact, f1
+    return parts, exact, _f1(parts.object, row["object"]), _f1(parts.background, row["background"])
+
+
+def score_row(row: dict[str, str]) -> tuple[PromptParts, bool, float]:
+    """Predicted parts, exact match and mean per-part F1 for one labelled row."""
+    parts, exact, object_f1, background_f1 = score_parts(row)
+    return parts, exact, (object_f1 + background_f1) / 2
 
 
 def evaluate_splits(path: str | Path) -> dict[str, dict[str, float]]:
     """Score `split_prompt` on a labelled JSONL set (prompt, object, background, split).
 
     Returns:
-        ``{split: {"count", "exact_match", "f1"}}`` for every split in the file and
-        for ``"overall"``.
+        ``{split: {"count", "exact_match", "f1", "object_f1", "background_f1"}}`` for
+        every split in the file and for ``"overall"``; ``f1`` is the mean of the two parts.
 
     Example:
         >>> evaluate_splits("tests/data/prompt_splits.jsonl")["overall"]["count"]  # doctest: +SKIP
@@ -71,22 +78,27 @@ def evaluate_splits(path: str | Path) -> dict[str, dict[str, float]]:
     """
     totals: dict[str, list[float]] = {}
     for row in _load(path):
-        _, exact, f1 = score_row(row)
+        _, exact, object_f1, background_f1 = score_parts(row)
         for name in (row["split"], "overall"):
-            bucket = totals.setdefault(name, [0, 0.0, 0.0])
+            bucket = totals.setdefault(name, [0, 0.0, 0.0, 0.0])
             bucket[0] += 1
             bucket[1] += exact
-            bucket[2] += f1
+            bucket[2] += object_f1
+            bucket[3] += background_f1
     order = sorted(k for k in totals if k != "overall") + ["overall"]
-    return {
-        name: {
-            "count": int(totals[name][0]),
-            "exact_match": totals[name][1] / totals[name][0],
-            "f1": totals[name][2] / totals[name][0],
+    scores = {}
+    for name in order:
+        if name not in totals:
+            continue
+        count, exact, object_f1, background_f1 = totals[name]
+        scores[name] = {
+            "count": int(count),
+            "exact_match": exact / count,
+            "f1": (object_f1 + background_f1) / (2 * count),
+            "object_f1": object_f1 / count,
+            "background_f1": background_f1 / count,
         }
-        for name in order
-        if name in totals
-    }
+    return scores
 
 
 def failures(path: str | Path, split: str = "all") -> list[tuple[dict[str, str], PromptParts, float]]:
@@ -102,7 +114,13 @@ def failures(path: str | Path, split: str = "all") -> list[tuple[dict[str, str],
 
 
 def format_splitter_table(scores: dict[str, dict[str, float]]) -> str:
-    lines = ["| split | prompts | exact match | token F1 |", "|---|---|---|---|"]
+    lines = [
+        "| split | prompts | exact match | token F1 | object F1 | background F1 |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in scores.items():
-        lines.append(f"| {name} | {row['count']} | {row['exact_match']:.3f} | {row['f1']:.3f} |")
+        lines.append(
+            f"| {name} | {row['count']} | {row['exact_match']:.3f} | {row['f1']:.3f} "
+            f"| {row['object_f1']:.3f} | {row['background_f1']:.3f} |"
+        )
     return "\n".join(lines)

@@ -116,6 +116,10 @@ class SentenceTransformerEmbedder:
                 self._model = model
         return self._model
 
+    def load(self):
+        """The loaded sentence-transformers model (loading it now if needed)."""
+        return self._load()
+
     @property
     def dim(self) -> int:
         if self._dim is None:

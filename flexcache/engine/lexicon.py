@@ -74,3 +74,12 @@ def looks_like_noun(word: str) -> bool:
 
 def is_ing(word: str) -> bool:
     return word.endswith("ing") and len(word) > 4 and word not in ING_NOUNS
+
+
+# The open-vocabulary stage (engine.setting_classifier): thresholds per preposition and context.
+_OPEN = LEXICON["open_vocab"]
+OPEN_PREPS: dict[str, float] = dict(_OPEN["preps"])
+OPEN_TIME_PREPS: dict[str, float] = dict(_OPEN["time_preps"])
+OPEN_BARE = float(_OPEN["bare"])
+OPEN_BEHIND = float(_OPEN["behind"])
+OPEN_STYLE = float(_OPEN["style"])

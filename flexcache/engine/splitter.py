@@ -7,7 +7,8 @@ setting: place, scene, backdrop, time of day, season, weather, lighting.
 Style, quality and camera words ("cinematic", "4k", "slow motion", "a close-up
 of") belong to neither part and are dropped.
 
-Rules, in the order they apply (pure Python and `re`; about 0.1 ms a prompt):
+Rules, in the order they apply (the machinery is `engine.splitter_rules`; pure
+Python and `re`, about 0.1 ms a prompt, plus the classifier of rule 7):
 
 1. The prompt is cut into words and into comma/sentence segments.  A leading
    framing phrase ("a video of", "a drone shot of", "portrait of") is dropped,
@@ -27,24 +28,50 @@ Rules, in the order they apply (pure Python and `re`; about 0.1 ms a prompt):
    follows ("planet with two suns"), "filled with", "surrounded by",
    "overlooking" and the like.
 4. A segment that is only a setting noun phrase (", neon lights", ", rain",
-   "blue checkered backdrop, ...") is background; a first segment of that kind
-   is background only when a later segment carries the object, so a scene
-   prompt ("a busy street in tokyo at night, neon lights") keeps its subject
-   ("busy street") as the object.  The grammatical subject is never background.
-5. "<pattern or backdrop> behind <object>" puts what precedes "behind" in the
-   background (the toy world's "horizontal stripes in grey behind a red
-   triangle ...").
+   "blue checkered backdrop, ...", ", blurred garden behind") is background; a
+   first segment of that kind is background only when a later segment carries
+   the object, so a scene prompt ("a busy street in tokyo at night, neon
+   lights") keeps its subject ("busy street") as the object.  The grammatical
+   subject is never background.
+5. "<pattern, backdrop or setting> behind <object>" puts what precedes "behind"
+   in the background (the toy world's "horizontal stripes in grey behind a red
+   triangle ..."); a clause ending "with <setting> behind" ("smiling with a
+   blurred garden behind") puts the setting and "behind" there, "with" dropped.
 6. Background pieces are joined in prompt order; the first loses its leading
-   preposition, later ones keep theirs.  Both parts are normalised (`normalise`).
+   preposition, later ones keep theirs ("inside its cage" gives "its cage").
+   Both parts are normalised (`normalise`).
+7. Open vocabulary (`engine.setting_classifier`): where a rule above finds a
+   noun phrase whose head the lexicon does not know, a classifier over MiniLM
+   phrase embeddings says whether it is a place (room, landscape, surface or
+   container the subject is on or in: "a dusty attic", "a green leaf", "its
+   cage", "paris"), a time/weather/light, a style tag or something else (prop,
+   clothing, tool, colour, manner: "a red coat", "a frying pan", "yellow",
+   "unison").  It is asked after the prepositions listed under ``open_vocab``
+   in the lexicon JSON, each with its own threshold ("inside" trusts it most,
+   "into" least; "against", "near", "by" never ask), about a bare segment, and
+   about the noun phrase before "behind"; a later segment it takes for a style
+   tag ("tilt-shift lens") is dropped, and so is "in <style>" ("in pixel
+   art").  A phrase's noun phrase ends at an -ing word ("in a cardboard box
+   waiting") and may not hold a verb-like -s word.  Verdicts are cached per
+   phrase (LRU); the phrases of one prompt are embedded in one batch.  When the
+   classifier is off (`setting_classifier.set_classifier(None)`) or cannot load
+   its model, the rules use the lexicon alone, exactly as without this stage.
 
 Known limits: no parser, so a setting named as a verb's direct object ("a
 submarine exploring the ocean floor", "crossing the street") stays in the
-object, as do settings whose head is outside the lexicon ("in a glass bowl",
-"from a launch pad") and lowercase place names ("in paris").  Props named with
-a setting noun are taken as settings, and "with" after a setting is attached
-to it even when it describes the subject ("a woman in a park with a red
-umbrella").  Lighting tags count as setting unless every word is a style word
-("warm lighting" is background, "cinematic lighting" is dropped).  English only.
+object, and so do settings after prepositions the rules do not treat as
+settings ("fishing off a jetty", "launching from a launch pad").  The
+classifier sees the phrase, not the sentence: a container the subject acts on
+rather than sits in can land in the background ("rummaging through a trash
+can", "jumping in puddles", "pouring honey onto a stack of pancakes"), a prop
+or garment it mistakes for a place can too ("in a floral sundress"), and a
+plate, board or jar it does not know stays in the object; phrases near its
+thresholds flip with retraining.  A first-time phrase costs one forward pass
+of a 3-layer MiniLM (about 5 ms on one busy CPU thread), and the first one
+loads the model (about 5 s).  "with" after a setting is attached to it even
+when it describes the subject ("a woman in a park with a red umbrella").
+Lighting tags count as setting unless every word is a style word ("warm
+lighting" is background, "cinematic lighting" is dropped).  English only.
 
 Example:
     >>> parts = split_prompt("On a rainy street at night, a man lights a cigarette")
@@ -59,14 +86,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from flexcache.core.errors import InvalidPromptError
-from flexcache.engine import lexicon as lx
+from flexcache.engine import setting_classifier
+from flexcache.engine.setting_classifier import Verdict
+from flexcache.engine.splitter_rules import BG as _BG
+from flexcache.engine.splitter_rules import DROP as _DROP
+from flexcache.engine.splitter_rules import OBJ as _OBJ
+from flexcache.engine.splitter_rules import Scanner as _Scanner
+from flexcache.engine.splitter_rules import label as _rule_label
+from flexcache.engine.splitter_rules import runs as _runs
+from flexcache.engine.splitter_rules import tokenise as _tokenise
 
-_WORD = re.compile(r"[A-Za-z0-9]+(?:['\u2019\-][A-Za-z0-9]+)*|[,;:.!?()\[\]\"]")
 _TOKEN = re.compile(r"[a-z0-9]+(?:['\u2019\-][a-z0-9]+)*")
 _LEADING_ARTICLE = re.compile(r"^(?:(?:a|an|the)(?:\s+|$))+")
 _SURROUNDING = re.compile(r"^[\s\W_]+|[\s\W_]+$")
-
-_OBJ, _BG, _DROP = 0, 1, 2
 
 
 # ---------------------------------------------------------------------------
@@ -164,6 +196,31 @@ def split_prompt(text: str) -> PromptParts:
     return PromptParts(object=obj, background=background)
 
 
+def _label(words: list[str], segments: list[list[int]]) -> list[int]:
+    """Roles from the rules, asking the open-vocabulary classifier about unknown heads.
+
+    A first pass answers only from the classifier's cache and notes the phrases it
+    lacks; those are embedded in one batch and a second pass uses every verdict."""
+    classifier = setting_classifier.get_classifier()
+    if classifier is None or not classifier.available:
+        return _rule_label(words, segments)
+    missing: list[str] = []
+
+    def from_cache(phrase: str) -> Verdict | None:
+        verdict = classifier.cached(phrase)
+        if verdict is None:
+            missing.append(phrase)
+        return verdict
+
+    roles = _rule_label(words, segments, from_cache)
+    if not missing:
+        return roles
+    classifier.classify(missing)
+    if not classifier.available:  # the model failed to load: the lexicon-only pass stands
+        return _rule_label(words, segments)
+    return _rule_label(words, segments, classifier.verdict)
+
+
 def parts_from(value: Any) -> PromptParts:
     """Turn a `PromptParts`, an ``(object, background)`` pair or a prompt string into parts.
 
@@ -204,313 +261,6 @@ def parts_from(value: Any) -> PromptParts:
     if not obj:
         raise InvalidPromptError("the object part is empty; name what the video shows")
     return PromptParts(object=obj, background=background)
-
-
-# ---------------------------------------------------------------------------
-# Rules
-# ---------------------------------------------------------------------------
-
-
-def _tokenise(text: str) -> tuple[list[str], list[list[int]]]:
-    """Words (original case) and segments (lists of word indices) split at punctuation."""
-    words: list[str] = []
-    segments: list[list[int]] = [[]]
-    for match in _WORD.finditer(text):
-        token = match.group()
-        if token[0].isalnum():
-            segments[-1].append(len(words))
-            words.append(token)
-        elif segments[-1]:
-            segments.append([])
-    return words, [s for s in segments if s]
-
-
-class _Scanner:
-    """Rule matching over one prompt's lowercased words."""
-
-    def __init__(self, words: list[str]) -> None:
-        self.orig = words
-        self.low = [w.lower() for w in words]
-
-    def prep_at(self, i: int, end: int) -> tuple[str, ...] | None:
-        """The (possibly multi-word) setting preposition starting at word i."""
-        for compound in lx.COMPOUND_PREPS:
-            if tuple(self.low[i : i + len(compound)]) == compound and i + len(compound) <= end:
-                return compound
-        return (self.low[i],) if self.low[i] in lx.SETTING_PREPS else None
-
-    def np_end(self, j: int, end: int, allow_and: bool = False) -> int:
-        """End (exclusive) of the noun phrase starting at j."""
-        k, content, seen_setting = j, 0, False
-        while k < end:
-            w = self.low[k]
-            if w in lx.ALL_PREPS or w in lx.CONJUNCTIONS or self.attach_at(k, end):
-                if not (allow_and and w == "and" and content):
-                    break
-            elif (w in lx.DETERMINERS or w in lx.POSSESSIVES) and content:
-                break
-            elif lx.is_ing(w) and seen_setting:
-                break
-            if w not in lx.DETERMINERS:
-                content += 1
-            seen_setting = lx.in_lexicon(w, lx.SETTING_NOUNS)
-            k += 1
-        # "a trench coat lights a cigarette": after a noun, an -s word followed by a
-        # determiner is a verb ("the misty woods the ..." keeps "woods": "misty" is no noun).
-        if content >= 2 and k < end and self.low[k] in lx.DETERMINERS | lx.POSSESSIVES:
-            verb, before = self.low[k - 1], self.low[k - 2]
-            if verb.endswith("s") and not verb.endswith("ss") and lx.looks_like_noun(before):
-                k -= 1
-        return k if content else j
-
-    def head_ok(self, prep: tuple[str, ...], k: int) -> bool:
-        """Whether word k heads a setting after `prep`."""
-        word, last = self.low[k], prep[-1]
-        if last == "against":
-            return lx.in_lexicon(word, lx.BACKDROPS)
-        if last in ("during", "after", "before"):
-            return lx.in_lexicon(word, lx.TIME_WEATHER)
-        if lx.in_lexicon(word, lx.SETTING_NOUNS):
-            return True
-        # A capitalised word after "in Paris", "on Mars", "through Central Park".
-        return (
-            last in lx.PLACE_NAME_PREPS
-            and k > 0
-            and self.orig[k][0].isupper()
-            and not self.orig[k].isupper()
-        )
-
-    def setting_pp(self, i: int, end: int) -> int:
-        """End of a setting prepositional phrase starting at i, or i if there is none."""
-        prep = self.prep_at(i, end)
-        if prep is None:
-            return i
-        j = i + len(prep)
-        k = self.np_end(j, end)
-        if k == j:
-            return i
-        if self.head_ok(prep, k - 1):
-            return k
-        # "in the living room plays with yarn": a setting noun then an -s verb.
-        verb = self.low[k - 1]
-        is_verb = verb.endswith("s") and not verb.endswith("ss")
-        if k - 1 > j and is_verb and self.head_ok(prep, k - 2):
-            return k - 1
-        return i
-
-    def attach_at(self, k: int, end: int) -> tuple[str, ...] | None:
-        for words in lx.ATTACH:
-            if tuple(self.low[k : k + len(words)]) == words and k + len(words) <= end:
-                return words
-        return None
-
-    def chain(self, k: int, end: int) -> int:
-        """Extend a setting that ends at k through further settings and attachments."""
-        while k < end:
-            nxt = self.setting_pp(k, end)
-            if nxt > k:
-                k = nxt
-                continue
-            attach = self.attach_at(k, end)
-            if attach is not None:
-                j = k + len(attach)
-                if attach == ("with",) and j < end and self.low[j] in lx.POSSESSIVES:
-                    break
-                m = self.np_end(j, end, allow_and=True)
-                if m == j:
-                    break
-                k = m
-                continue
-            if self.low[k] == "and":
-                m = self.np_end(k + 1, end)
-                if m > k + 1 and lx.in_lexicon(self.low[m - 1], lx.SETTING_NOUNS):
-                    k = m
-                    continue
-            break
-        return k
-
-    def bare_setting(self, seg: list[int], after_background: bool) -> bool:
-        """Whether a segment is only a setting noun phrase ("neon lights", "sunset over sea")."""
-        start, end = seg[0], seg[-1] + 1
-        while start < end and self.low[start] in ("just", "only", "no", "with"):
-            start += 1
-        k = self.np_end(start, end)
-        if k == start:
-            return False
-        head = self.low[k - 1]
-        heads = lx.SETTING_NOUNS | lx.PATTERNS if after_background else lx.SETTING_NOUNS
-        if not lx.in_lexicon(head, heads):
-            return False
-        m = self.chain(k, end)
-        if m == end:
-            return True
-        # "wind blowing", "rain falling": weather doing something is still weather.
-        return m + 1 == end and lx.is_ing(self.low[m]) and lx.in_lexicon(head, lx.WEATHER | lx.LIGHT)
-
-    def is_style(self, seg: list[int]) -> bool:
-        words = [self.low[i] for i in seg]
-        if words[:4] == ["in", "the", "style", "of"] or words[:2] == ["style", "of"]:
-            return True
-        if words[0] == "by" and self.setting_pp(seg[0], seg[-1] + 1) == seg[0]:
-            return True  # "by <artist>"
-        content = [w for w in words if w not in lx.DETERMINERS and w != "and"]
-        if all(w in lx.STYLE_WORDS or lx.STYLE_TOKEN.match(w) for w in content):
-            return True
-        return (
-            len(words) <= 4
-            and words[-1] in lx.STYLE_HEADS
-            and not any(lx.is_ing(w) for w in words)
-            and not any(lx.in_lexicon(w, lx.SETTING_NOUNS) for w in words[:-1])
-        )
-
-
-def _framing_end(scan: _Scanner, seg: list[int]) -> int:
-    """Index after a leading "a video of" / "a drone shot of" / "close up of", or seg[0]."""
-    low, start = scan.low, seg[0]
-    i = start + (low[start] in lx.DETERMINERS)
-    for length in range(0, 4):
-        head = i + length
-        if head + 1 > seg[-1]:
-            break
-        w = low[head]
-        is_head = w in lx.FRAMING_HEADS or (w == "up" and head > 0 and low[head - 1] == "close")
-        if is_head and low[head + 1] == "of":
-            return head + 2
-        if w in lx.ALL_PREPS or w in lx.CONJUNCTIONS:
-            break
-    return start
-
-
-def _drop_inline_style(scan: _Scanner, seg: list[int], roles: list[int]) -> None:
-    low, end = scan.low, seg[-1] + 1
-    for i in seg:
-        if lx.STYLE_TOKEN.match(low[i]):
-            roles[i] = _DROP
-        if low[i] != "in":
-            continue
-        rest = low[i + 1 : end]
-        if rest[:3] == ["the", "style", "of"] or rest[:2] == ["style", "of"]:
-            for j in range(i, end):
-                roles[j] = _DROP
-            return
-        for phrase in (["slow", "motion"], ["slow-motion"], ["super", "slow", "motion"]):
-            if rest[: len(phrase)] == phrase:
-                for j in range(i, i + 1 + len(phrase)):
-                    roles[j] = _DROP
-
-
-def _scan_clause(scan: _Scanner, idx: list[int], roles: list[int]) -> None:
-    """Mark setting phrases inside a clause (a run of word indices)."""
-    if not idx:
-        return
-    end = idx[-1] + 1
-    i = idx[0]
-    while i < end:
-        if roles[i] == _DROP:
-            i += 1
-            continue
-        k = scan.setting_pp(i, end)
-        if k > i:
-            k = scan.chain(k, end)
-            for j in range(i, k):
-                if roles[j] != _DROP:
-                    roles[j] = _BG
-            i = k
-            continue
-        w = scan.low[i]
-        alone = i + 1 == end or scan.low[i + 1] in lx.ALL_PREPS | lx.CONJUNCTIONS
-        if w in lx.SETTING_ADVERBS and alone:  # "swimming underwater", not "an underwater city"
-            roles[i] = _BG
-        i += 1
-
-
-def _behind_split(scan: _Scanner) -> int | None:
-    """Index of "behind" in "<backdrop or pattern> behind <object>", else None."""
-    low = scan.low
-    if "behind" not in low:
-        return None
-    b = low.index("behind")
-    before = low[:b]
-    if not before or any(lx.is_ing(w) for w in before):
-        return None
-    if not any(lx.in_lexicon(w, lx.PATTERNS | lx.BACKDROPS) for w in before):
-        return None
-    return b
-
-
-def _label(words: list[str], segments: list[list[int]]) -> list[int]:
-    """A role (_OBJ, _BG, _DROP) for every word."""
-    scan = _Scanner(words)
-    roles = [_OBJ] * len(words)
-    first = segments[0]
-    for i in range(first[0], _framing_end(scan, first)):
-        roles[i] = _DROP
-
-    behind = _behind_split(scan)
-    if behind is not None:
-        for i in range(behind):
-            roles[i] = _BG
-        roles[behind] = _DROP
-        segments = [[i for i in s if i > behind] for s in segments]
-        segments = [s for s in segments if s]
-
-    live: list[list[int]] = []
-    for seg in segments:
-        seg = [i for i in seg if roles[i] == _OBJ]
-        if not seg:
-            continue
-        if len(segments) > 1 and scan.is_style(seg):
-            for i in seg:
-                roles[i] = _DROP
-            continue
-        _drop_inline_style(scan, seg, roles)
-        seg = [i for i in seg if roles[i] == _OBJ]
-        if seg:
-            live.append(seg)
-    if not live:
-        return roles
-
-    pending_first: list[int] | None = None
-    previous_background = behind is not None
-    for n, seg in enumerate(live):
-        contiguous = _contiguous(seg)
-        if n == 0 and scan.prep_at(seg[0], seg[-1] + 1) is None and scan.bare_setting(
-            contiguous, previous_background
-        ):
-            pending_first = seg
-            continue
-        if n > 0 and scan.bare_setting(contiguous, previous_background):
-            for i in seg:
-                roles[i] = _BG
-            previous_background = True
-            continue
-        for run in _runs(seg):
-            _scan_clause(scan, run, roles)
-        previous_background = roles[seg[-1]] == _BG
-    if pending_first is not None:
-        later_object = any(roles[i] == _OBJ for seg in live[1:] for i in seg)
-        if later_object:
-            for i in pending_first:
-                roles[i] = _BG
-        else:
-            for run in _runs(pending_first):
-                _scan_clause(scan, run, roles)
-    return roles
-
-
-def _runs(seg: list[int]) -> list[list[int]]:
-    """Split a list of indices into runs of consecutive ones."""
-    runs: list[list[int]] = []
-    for i in seg:
-        if runs and runs[-1][-1] + 1 == i:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return runs
-
-
-def _contiguous(seg: list[int]) -> list[int]:
-    return _runs(seg)[0] if seg else seg
 
 
 def _join(
