@@ -319,6 +319,7 @@ def calibrate(result: dict[str, Any], *, max_adherence_drop: float = 0.02, budge
 # -- every rule calibrated: the full-prompt table and the region rules --------------------------
 
 REGION_RULE_PARTS = {"background": "object", "object": "background"}  # part kept -> part regenerated
+SAME_TEXT_COSINE = 0.9999
 
 
 def calibrate_rules(result: dict[str, Any], *, max_adherence_drop: float = 0.02, budget: float | None = 0.02,
@@ -351,8 +352,10 @@ def calibrate_rules(result: dict[str, Any], *, max_adherence_drop: float = 0.02,
         return [case for case, sims in pairs.items() if max(sims[kind]) >= threshold]
 
     full_rows, prior = [], 0.0
-    for rate in sorted(FALSE_MATCH_RATES, reverse=True):  # loosest threshold first
-        threshold = tails["full"]["threshold_at_false_match_rate"][str(rate)]
+    candidates = [(rate, tails["full"]["threshold_at_false_match_rate"][str(rate)])
+                  for rate in sorted(FALSE_MATCH_RATES, reverse=True)]  # loosest threshold first
+    candidates.append((0.0, SAME_TEXT_COSINE))  # the same prompt up to embedding noise
+    for rate, threshold in candidates:
         cases = admitted("full", threshold)
         depth = min((whole_depth(c) for c in cases), default=0)
         if depth / steps > prior:

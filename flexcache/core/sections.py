@@ -8,6 +8,7 @@ builder calls it instead of its own constructor.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -51,6 +52,11 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         chooser = getattr(hint, "from_config_dict", None)
         return chooser(value, name) if chooser is not None else build_section(hint, value, name + ".")
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # e.g. a table or the name of one
+        options = typing.get_args(hint)
+        if isinstance(value, str) and str in options:
+            return value
+        return _coerce(next(option for option in options if option is not str), value, name)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list; got {value!r}")

@@ -10,6 +10,7 @@ import pytest
 from flexcache.config import (
     DEFAULT_CHECKPOINT_FRACTIONS,
     NIRVANA_SIMILARITY_TABLE,
+    TOYWORLD_SIMILARITY_TABLE,
     CacheConfig,
     EmbedderConfig,
     IndexConfig,
@@ -45,7 +46,9 @@ def test_defaults_are_valid_and_documented_values():
     assert cfg.embedder == EmbedderConfig()
     assert cfg.index.backend == "auto"
     assert cfg.index.candidates == 4
-    assert cfg.planner.similarity_table == NIRVANA_SIMILARITY_TABLE
+    assert cfg.planner.similarity_table == TOYWORLD_SIMILARITY_TABLE
+    assert CacheConfig.from_dict({"planner": {"similarity_table": "nirvana"}}).planner.similarity_table == (
+        NIRVANA_SIMILARITY_TABLE)
     assert cfg.planner.checkpoint_fractions == DEFAULT_CHECKPOINT_FRACTIONS
     assert cfg.store.tier == "memory"
     assert cfg.store.capacity_bytes == 2 * 2**30

@@ -10,6 +10,7 @@ import torch
 from flexcache.config import (
     DEFAULT_CHECKPOINT_FRACTIONS,
     NIRVANA_SIMILARITY_TABLE,
+    TOYWORLD_SIMILARITY_TABLE,
     PlannerConfig,
 )
 from flexcache.engine.planner import Plan, SimilarityPlanner, checkpoint_steps
@@ -36,8 +37,8 @@ NIRVANA_CASES = [
 
 
 @pytest.mark.parametrize(("similarity", "fraction", "steps50", "steps20"), NIRVANA_CASES)
-def test_default_nirvana_table(similarity, fraction, steps50, steps20):
-    planner = SimilarityPlanner()
+def test_nirvana_table(similarity, fraction, steps50, steps20):
+    planner = SimilarityPlanner(PlannerConfig(similarity_table="nirvana"))
     assert planner.config.similarity_table == NIRVANA_SIMILARITY_TABLE
     assert planner.skip_fraction(similarity) == fraction
     assert planner.skip_steps(similarity, 50) == steps50
@@ -55,7 +56,7 @@ def test_skip_steps_is_monotonic_in_similarity():
 
 @pytest.mark.parametrize("n", [2, 3, 4, 7])
 def test_hit_skips_at_least_one_and_never_all_steps(n):
-    planner = SimilarityPlanner()
+    planner = SimilarityPlanner(PlannerConfig(similarity_table="nirvana"))
     for similarity in (0.65, 0.75, 0.85, 0.9, 0.95, 1.0):
         steps = planner.skip_steps(similarity, n)
         assert 1 <= steps <= n - 1
@@ -97,11 +98,22 @@ def test_checkpoint_steps_default_n20():
 
 def test_checkpoint_steps_match_skip_steps_for_default_tables():
     # With the default config every K a hit may resume from is a stored checkpoint.
+    for table in ("toyworld", "nirvana"):
+        planner = SimilarityPlanner(PlannerConfig(similarity_table=table))
+        for n in (10, 20, 30, 50, 100):
+            checkpoints = set(planner.checkpoint_steps(n))
+            for threshold, _ in planner.config.similarity_table:
+                assert planner.skip_steps(threshold, n) in checkpoints
+            for _, _, fraction in planner.config.region_table:
+                assert min(n - 1, max(1, round(fraction * n))) in checkpoints
+
+
+def test_the_default_full_prompt_table_is_the_toy_world_calibration():
     planner = SimilarityPlanner()
-    for n in (10, 20, 30, 50, 100):
-        checkpoints = set(planner.checkpoint_steps(n))
-        for threshold, _ in NIRVANA_SIMILARITY_TABLE:
-            assert planner.skip_steps(threshold, n) in checkpoints
+    assert planner.config.similarity_table == TOYWORLD_SIMILARITY_TABLE
+    assert planner.skip_steps(0.85, 20) == 0  # NIRVANA would skip 6 here
+    assert planner.skip_steps(0.89, 20) == 4
+    assert planner.skip_steps(1.0, 20) == 10
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 7, 9, 11])

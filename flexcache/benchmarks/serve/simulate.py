@@ -81,13 +81,17 @@ class SystemSpec:
     policy: str = "flexcache"
     compressed: bool = True
     cache_resumed: bool = True  # a hit also caches the checkpoints its resumed run passes after K
+    regions: bool = True  # region hits (decoupled look-up only)
+    similarity_table: str = "toyworld"  # the full-prompt table (core.config.SIMILARITY_TABLES)
 
     def cache_config(self, **settings: Any):
         """The `CacheConfig` of this design (CPU embedder and index), with `settings` (name, store) added."""
         from flexcache import CacheConfig
 
         return CacheConfig.from_dict({
-            "policy": self.policy, "planner": {"lookup": self.lookup, "cache_resumed": self.cache_resumed},
+            "policy": self.policy,
+            "planner": {"lookup": self.lookup, "cache_resumed": self.cache_resumed, "regions": self.regions,
+                        "similarity_table": self.similarity_table},
             "codec": {"name": "flexcache" if self.compressed else "lossless"},
             "embedder": {"device": "cpu"}, "index": {"device": "cpu"}, **settings,
         })
@@ -95,14 +99,17 @@ class SystemSpec:
 
 SYSTEMS: dict[str, SystemSpec] = {s.name: s for s in (
     SystemSpec("nocache", cached=False),
-    SystemSpec("nirvana", lookup="full", policy="lcbfu", compressed=False, cache_resumed=False),
+    SystemSpec("nirvana", lookup="full", policy="lcbfu", compressed=False, cache_resumed=False,
+               similarity_table="nirvana"),
     SystemSpec("flexcache"),
     SystemSpec("flexcache-no-decoupling", lookup="full"),
+    SystemSpec("flexcache-no-regions", regions=False),  # decoupled look-up with whole-latent hits only
     SystemSpec("flexcache-no-compression", compressed=False),
     SystemSpec("flexcache-no-policy", policy="lcbfu"),
     SystemSpec("flexcache-no-resumed-inserts", cache_resumed=False),
     # NIRVANA given our resumed inserts: shows what that idea is worth without compression.
-    SystemSpec("nirvana-resumed-inserts", lookup="full", policy="lcbfu", compressed=False),
+    SystemSpec("nirvana-resumed-inserts", lookup="full", policy="lcbfu", compressed=False,
+               similarity_table="nirvana"),
 )}
 
 
