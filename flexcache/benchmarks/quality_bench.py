@@ -215,7 +215,7 @@ def format_quality_table(result: dict[str, Any]) -> str:
                   "by method | mask IoU at K |", "|---|---|---|---|---|---|---|---|"]
         for case, row in reuse.items():
             by = ", ".join(f"{m} {v:.2f}" for m, v in row["deepest_safe_fraction_by_method"].items())
-            iou = ", ".join(f"{k}: {v:.2f}" for k, v in result["mask_iou"][case].items())
+            iou = ", ".join(f"{k}: {v:.2f}" for k, v in result["mask_iou"].get(case, {}).items()) or "-"
             lines.append(f"| {case} | {row['regenerated']} | {row['method']} | {row['deepest_safe_fraction']:.2f} | "
                          f"{row['adherence_at_deepest']:.3f} | {row['adherence_full_steps']:.3f} | {by} | {iou} |")
     tables = result.get("rule_tables")

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from flexcache.core import PlannerConfig
-from flexcache.engine import object_cells, region_start
+from flexcache.engine import region_start
 from flexcache.integrations.diffusers import (
     ObjectMaskRecorder,
     TokenTimesteps,
@@ -114,7 +114,7 @@ def _iou(masks: torch.Tensor, clips: torch.Tensor, threshold: float) -> float:
 def run_region_bench(pipe, encoder, tokenizer, *, pairs: int = 24, steps: int = 20, guidance: float = 3.0,
                      skips: tuple[int, ...] = DEFAULT_REGION_SKIPS, seed: int = 0,
                      planner: PlannerConfig | None = None, max_adherence_drop: float = 0.02,
-                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     composed: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     say = progress or (lambda message: None)
     planner = planner or PlannerConfig()
     from flexcache.engine import split_prompt
@@ -196,10 +196,88 @@ def run_region_bench(pipe, encoder, tokenizer, *, pairs: int = 24, steps: int = 
                      "adherence_at_deepest": results[best][depths[best]] if depths[best] else full_adherence,
                      "adherence_full_steps": full_adherence, "method": best, "regenerated": regenerate,
                      "deepest_safe_fraction_by_method": {m: depths[m] / steps for m in results}}
+    if composed:
+        say("regions composed: object from one entry, background from another")
+        out["composed"] = _composed_case(pipe, encoder, tokenizer, pairs=pairs, steps=steps, guidance=guidance,
+                                         skips=skips, seed=seed, planner=planner, rows=rows,
+                                         max_adherence_drop=max_adherence_drop, say=say)
     return {"decoupled_reuse": out, "region_rows": rows, "mask_iou": iou,
             "region_settings": {"skips": list(skips), "pairs": pairs, "threshold": planner.region_threshold,
                                 "dilation": planner.region_dilation, "catch_up": planner.region_catch_up,
                                 "max_adherence_drop": max_adherence_drop}}
+
+
+def _restart(pipe, embeds, starts, regions, *, k, steps, guidance, planner):
+    scheduler = region_scheduler(sliced_scheduler(pipe.scheduler, k), pipe.scheduler, num_steps=steps, skip=k,
+                                 region=regions, catch_up=planner.region_catch_up)
+    timesteps = _BatchTokenTimesteps(scheduler, regions, tuple(pipe.transformer.config.patch_size))
+    clips, _, _ = _run(pipe, embeds, starts, steps=steps, guidance=guidance, skip=k, scheduler=scheduler,
+                       timesteps=timesteps)
+    return clips
+
+
+def _composed_case(pipe, encoder, tokenizer, *, pairs, steps, guidance, skips, seed, planner, rows,
+                   max_adherence_drop, say) -> dict[str, Any]:
+    """Targets whose object matches one cached run and whose background another: composed vs background-only."""
+    from flexcache.engine import split_prompt
+
+    rng = random.Random(seed * 7919 + 977)
+    pool = held_out_specs()
+    targets = [request_for(rng.choice(pool), rng) for _ in range(pairs)]
+    object_sources = [related_request(t, "same-object", rng) for t in targets]
+    background_sources = [related_request(t, "same-background", rng) for t in targets]
+    base = seed * 1_000_003 + 90_000
+    fresh = initial_noise([base + 2 * pairs + i for i in range(pairs)])
+    target_embeds = encoder([t.prompt for t in targets])
+    runs = []
+    for offset, sources in ((0, object_sources), (pairs, background_sources)):
+        weights = torch.stack([object_token_weights(tokenizer, s.prompt, split_prompt(s.prompt).object, TEXT_TOKENS)
+                               for s in sources])
+        noise = initial_noise([base + offset + i for i in range(pairs)])
+        grid = token_grid(tuple(noise.shape[1:]), tuple(pipe.transformer.config.patch_size), 1)
+        _, trajectory, masks = _run(pipe, encoder([s.prompt for s in sources]), noise, steps=steps, guidance=guidance,
+                                    recorder=ObjectMaskRecorder(weights, grid), snapshots=tuple(skips))
+        runs.append((trajectory, masks))
+    full, _, _ = _run(pipe, target_embeds, fresh, steps=steps, guidance=guidance)
+    specs = [t.spec for t in targets]
+    full_adherence = _adherence(full, specs)
+    latent_shape = tuple(fresh.shape[1:])
+    results: dict[str, dict[int, float]] = {"composed-restart": {}, "background-only-restart": {}}
+    (obj_traj, obj_masks), (bg_traj, bg_masks) = runs
+    for k in skips:
+        for label in results:
+            starts, regions = [], []
+            for i in range(pairs):
+                if label == "composed-restart":
+                    hit = region_start("composed", bg_traj[k][i], [bg_masks[k][i], obj_masks[k][i]], fresh[i],
+                                       latent_shape, 1, threshold=planner.region_threshold,
+                                       dilation=planner.region_dilation, object_latent=obj_traj[k][i], method="restart")
+                else:
+                    hit = region_start("object", bg_traj[k][i], [bg_masks[k][i]], fresh[i], latent_shape, 1,
+                                       threshold=planner.region_threshold, dilation=planner.region_dilation,
+                                       object_latent=None, method="restart")
+                starts.append(hit.latent)
+                regions.append(hit.region)
+            clips = _restart(pipe, target_embeds, torch.stack(starts), torch.stack(regions), k=k, steps=steps,
+                             guidance=guidance, planner=planner)
+            value = _adherence(clips, specs)
+            results[label][k] = value
+            rows.append({"case": "composed", "method": label, "skip_steps": k, "skip_frac": k / steps,
+                         "adherence": value, "adherence_full_steps": full_adherence, "pairs": pairs})
+            say(f"regions composed {label} K={k}: adherence {value:.3f} (full steps {full_adherence:.3f})")
+    depths = {}
+    for label, by_k in results.items():
+        depth = 0
+        for k in sorted(skips):
+            if by_k[k] < full_adherence - max_adherence_drop:
+                break
+            depth = k
+        depths[label] = depth
+    best = max(results, key=lambda m: (depths[m], results[m].get(depths[m], 0.0)))
+    return {"deepest_safe_fraction": depths[best] / steps,
+            "adherence_at_deepest": results[best][depths[best]] if depths[best] else full_adherence,
+            "adherence_full_steps": full_adherence, "method": best, "regenerated": "composed",
+            "deepest_safe_fraction_by_method": {m: d / steps for m, d in depths.items()}}
 
 
 class _BatchTokenTimesteps(TokenTimesteps):
