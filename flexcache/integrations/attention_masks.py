@@ -88,16 +88,21 @@ class ObjectMaskRecorder:
     def begin_call(self) -> None:
         self._layers = []
 
+    @property
+    def wants_layers(self) -> bool:
+        """Whether the forward under way is the step's conditional one (the others' maps are not used)."""
+        return len(self._call_maps) == self.conditional_call
+
     def add_layer(self, mass: torch.Tensor) -> None:
         self._layers.append(mass)
 
     def end_call(self) -> None:
-        if self._layers:
-            self._call_maps.append(torch.stack(self._layers).mean(0))
+        # Every forward takes its place in the step, recorded or not, so the conditional one is found.
+        self._call_maps.append(torch.stack(self._layers).mean(0) if self._layers else torch.empty(0))
         self._layers = []
 
     def step_done(self) -> None:
-        if len(self._call_maps) > self.conditional_call:
+        if len(self._call_maps) > self.conditional_call and self._call_maps[self.conditional_call].numel():
             current = self._call_maps[self.conditional_call].float()
             self._sum = current if self._sum is None else self._sum + current
             self._steps += 1
@@ -144,7 +149,7 @@ class ObjectAttentionProbe:
                  *args: Any, **kwargs: Any) -> torch.Tensor:
         out = self.inner(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
         recorder = self.state.recorder
-        if recorder is not None and encoder_hidden_states is not None:
+        if recorder is not None and encoder_hidden_states is not None and recorder.wants_layers:
             recorder.add_layer(object_attention_mass(attn, hidden_states, encoder_hidden_states,
                                                      recorder.token_weights))
         return out
