@@ -224,3 +224,15 @@ def test_bad_region_config_is_a_config_error(planner):
 
     with pytest.raises(ConfigError):
         CacheConfig.from_dict({"planner": planner})
+
+
+def test_metadata_of_earlier_versions_has_no_mask_and_serves_whole_latents_only(make_cache, signature):
+    import json
+
+    cache = _cache(make_cache)
+    _fill(cache, signature, "a golden retriever chasing a frisbee in a sunlit park", PARK)
+    entry = next(iter(cache._entries.values()))
+    data = json.loads(encode_entry_meta(cache._records[entry.record_id], entry))
+    del data["mask"], data["sigma"]  # what a release before region hits wrote
+    _, old = decode_entry_meta(json.dumps(data).encode(), cache.index.dim)
+    assert old.mask is None and old.sigma is None
