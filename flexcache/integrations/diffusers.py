@@ -28,9 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import inspect
-import json
 import logging
 import threading
 import time
@@ -41,10 +39,17 @@ from typing import Any
 import torch
 
 from flexcache.core.errors import FlexCacheError, UnsupportedPipelineError
-from flexcache.core.types import dtype_name
 from flexcache.engine.cache import DEFAULT_TENANT, FlexCache
 from flexcache.engine.planner import Plan
-from flexcache.engine.records import GenerationSignature
+from flexcache.integrations.adapters import (  # noqa: F401  (public here)
+    ADAPTERS,
+    CogVideoXAdapter,
+    LTXAdapter,
+    PipelineAdapter,
+    WanAdapter,
+    _config_digest,
+    _digest,
+)
 from flexcache.integrations.attention_masks import (  # noqa: F401  (public here: the toy world's benches use them)
     ObjectMaskRecorder,
     install_probes,
@@ -79,163 +84,7 @@ class CallReport:
     seconds: float = 0.0
 
 
-# -- per-pipeline adapters --------------------------------------------------------
-
-
-def _digest(data: Any) -> str:
-    payload = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _config_digest(config: Any) -> str:
-    """A digest of a diffusers config that every process computes alike.
-
-    Keys starting with ``_`` are diffusers' bookkeeping, not settings, and
-    ``_use_default_values`` is a list built from a set, so its order changes
-    with each process's hash seed: left in, no two workers of a fleet would
-    share a signature (and so an entry).
-    """
-    return _digest({key: value for key, value in dict(config).items() if not str(key).startswith("_")})
-
-
-class PipelineAdapter:
-    """Knows one pipeline family's latent layout and generation signature."""
-
-    pipeline_class_name: str
-
-    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
-        raise NotImplementedError
-
-    def to_pipeline_latents(self, pipe: Any, latent: torch.Tensor, *, resume: bool) -> torch.Tensor:
-        """Cache layout (no batch) -> what the pipeline's ``latents=`` expects.
-
-        `resume` is True for a cached x_K, False for fresh initial noise.
-        """
-        return latent.unsqueeze(0)
-
-    def transformers(self, pipe: Any) -> list[Any]:
-        """The transformers whose cross-attention gives object masks; [] where masks are not captured."""
-        return []
-
-    def patch_size(self, pipe: Any) -> tuple[int, int, int]:
-        return (1, 1, 1)
-
-    def supports_regions(self, pipe: Any) -> bool:
-        """Whether a region hit can run: masks are captured and the scheduler takes a region schedule."""
-        return False
-
-    @staticmethod
-    def _extra(args: dict[str, Any], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted((name, str(args.get(name))) for name in names))
-
-    @staticmethod
-    def _scheduler_id(pipe: Any) -> str:
-        return f"{type(pipe.scheduler).__name__}:{_config_digest(pipe.scheduler.config)}"
-
-
-class WanAdapter(PipelineAdapter):
-    """`WanPipeline` (Wan2.1 / Wan2.2 text-to-video): latents are (B, C, T, H, W) float32."""
-
-    pipeline_class_name = "WanPipeline"
-
-    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
-        # Mirror the size adjustments WanPipeline.__call__ makes, so the
-        # signature names the latent the pipeline will really produce.
-        temporal = pipe.vae_scale_factor_temporal
-        spatial = pipe.vae_scale_factor_spatial
-        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-        patch = transformer.config.patch_size
-        num_frames = int(args["num_frames"])
-        if num_frames % temporal != 1:
-            num_frames = num_frames // temporal * temporal + 1
-        num_frames = max(num_frames, 1)
-        height = int(args["height"]) // (spatial * patch[1]) * (spatial * patch[1])
-        width = int(args["width"]) // (spatial * patch[2]) * (spatial * patch[2])
-        latent_shape = (
-            int(transformer.config.in_channels),
-            (num_frames - 1) // temporal + 1,
-            height // spatial,
-            width // spatial,
-        )
-        return GenerationSignature(
-            model_id=model_id,
-            scheduler=self._scheduler_id(pipe),
-            num_steps=int(args["num_inference_steps"]),
-            height=height,
-            width=width,
-            num_frames=num_frames,
-            latent_shape=latent_shape,
-            latent_dtype="float32",  # WanPipeline denoises in float32 whatever the transformer's dtype
-            extra=self._extra(args, ("guidance_scale", "guidance_scale_2", "negative_prompt",
-                                     "max_sequence_length")),
-        )
-
-
-    def transformers(self, pipe: Any) -> list[Any]:
-        return [t for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
-
-    def patch_size(self, pipe: Any) -> tuple[int, int, int]:
-        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-        return tuple(int(p) for p in transformer.config.patch_size)
-
-    def supports_regions(self, pipe: Any) -> bool:
-        from flexcache.integrations.region_runs import supports_region_schedule
-
-        return supports_region_schedule(pipe.scheduler)
-
-
-class CogVideoXAdapter(PipelineAdapter):
-    """`CogVideoXPipeline` (CogVideoX / CogVideoX1.5 text-to-video): latents are (B, T, C, H, W).
-
-    The pipeline multiplies any ``latents=`` by ``scheduler.init_noise_sigma``
-    (1.0 for its DDIM and DPM schedulers); a resumed x_K is divided by it first
-    so the pipeline starts from x_K itself.
-    """
-
-    pipeline_class_name = "CogVideoXPipeline"
-
-    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
-        config = pipe.transformer.config
-        spatial, temporal = pipe.vae_scale_factor_spatial, pipe.vae_scale_factor_temporal
-        height = int(args.get("height") or config.sample_height * spatial)
-        width = int(args.get("width") or config.sample_width * spatial)
-        num_frames = int(args.get("num_frames") or config.sample_frames)
-        latent_frames = (num_frames - 1) // temporal + 1
-        if config.patch_size_t is not None and latent_frames % config.patch_size_t:
-            latent_frames += config.patch_size_t - latent_frames % config.patch_size_t  # CogVideoX1.5 padding
-        # Latents take the dtype of the prompt embeddings (the text encoder's when the pipeline encodes).
-        embeds = args.get("prompt_embeds")
-        if embeds is not None:
-            dtype = embeds.dtype
-        elif pipe.text_encoder is not None:
-            dtype = pipe.text_encoder.dtype
-        else:
-            dtype = pipe.transformer.dtype
-        timesteps = args.get("timesteps")
-        num_steps = len(timesteps) if timesteps is not None else int(args["num_inference_steps"])
-        return GenerationSignature(
-            model_id=model_id,
-            scheduler=self._scheduler_id(pipe),
-            num_steps=num_steps,
-            height=height,
-            width=width,
-            num_frames=num_frames,
-            latent_shape=(latent_frames, int(config.in_channels), height // spatial, width // spatial),
-            latent_dtype=dtype_name(dtype),
-            extra=self._extra(args, ("guidance_scale", "use_dynamic_cfg", "eta", "negative_prompt",
-                                     "max_sequence_length", "timesteps")),
-            frame_axis=0,
-        )
-
-    def to_pipeline_latents(self, pipe: Any, latent: torch.Tensor, *, resume: bool) -> torch.Tensor:
-        latent = latent.unsqueeze(0)
-        sigma = float(pipe.scheduler.init_noise_sigma)
-        return latent / sigma if resume and sigma != 1.0 else latent
-
-
-ADAPTERS: dict[str, PipelineAdapter] = {
-    adapter.pipeline_class_name: adapter for adapter in (WanAdapter(), CogVideoXAdapter())
-}
+# -- per-pipeline adapters: `integrations.adapters` -----------------------------------
 
 
 def _adapter_for(pipe: Any) -> PipelineAdapter:
@@ -244,7 +93,7 @@ def _adapter_for(pipe: Any) -> PipelineAdapter:
             return ADAPTERS[cls.__name__]
     raise UnsupportedPipelineError(
         f"FlexCache has no adapter for {type(pipe).__name__}; supported pipelines: "
-        f"{', '.join(sorted(ADAPTERS))} (LTX, HunyuanVideo and Mochi are planned)"
+        f"{', '.join(sorted(ADAPTERS))} (HunyuanVideo, Mochi and the image-to-video pipelines are planned)"
     )
 
 
@@ -471,7 +320,6 @@ class _Binding:
         tokenizer = getattr(pipe, "tokenizer", None)
         if plan.parts is None or not transformers or tokenizer is None or not self.cache.config.planner.regions:
             return None
-        from flexcache.integrations.attention_masks import ObjectMaskRecorder, object_token_weights, token_grid
 
         embeds = args.get("prompt_embeds")
         length = int(embeds.shape[1]) if embeds is not None else int(args.get("max_sequence_length") or 512)
@@ -487,7 +335,6 @@ class _Binding:
         if recorder is None:
             yield
             return
-        from flexcache.integrations.attention_masks import install_probes
 
         states = [install_probes(t) for t in self.adapter.transformers(pipe)]
         for state in states:

@@ -63,7 +63,9 @@ def _output_class(base: type) -> type:
     for name in dir(module):
         if name.endswith("SchedulerOutput"):
             return getattr(module, name)
-    from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteSchedulerOutput
+    from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
+        FlowMatchEulerDiscreteSchedulerOutput,
+    )
 
     return FlowMatchEulerDiscreteSchedulerOutput
 

@@ -58,6 +58,29 @@ def tiny_cogvideox_pipeline(seed: int = 0, num_frames: int = 9, height: int = 16
                              scheduler=CogVideoXDDIMScheduler())
 
 
+def tiny_ltx_pipeline(seed: int = 0):
+    """An `LTXPipeline` with a two-layer transformer and its flow-matching Euler scheduler.
+
+    Without a VAE the pipeline compresses 32x in space and 8x in time: call it
+    with height and width multiples of 32 (>= 64). Latents are packed tokens
+    (frames' x rows' x cols', 8). Prompt embeddings are (1, L, `TEXT_DIM`) with
+    a (1, L) attention mask.
+    """
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
+
+    torch.manual_seed(seed)
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, num_layers=2, caption_channels=TEXT_DIM,
+    ).eval()
+    return LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
+                       transformer=transformer)
+
+
 def tiny_prompt_embeds(prompt: str) -> torch.Tensor:
     """Deterministic stand-in text embeddings for `prompt`, shape (1, TEXT_TOKENS, TEXT_DIM)."""
     seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "little") & (2**63 - 1)
