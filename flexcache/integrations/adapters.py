@@ -167,6 +167,46 @@ class CogVideoXAdapter(PipelineAdapter):
         return latent / sigma if resume and sigma != 1.0 else latent
 
 
+def _prepared_latent(pipe: Any, args: dict[str, Any]) -> torch.Tensor:
+    """One latent as the pipeline's own `prepare_latents` draws it (batch 1, on the CPU), for its shape and dtype."""
+    return pipe.prepare_latents(1, pipe.transformer.config.in_channels, int(args["height"]), int(args["width"]),
+                                int(args["num_frames"]), torch.float32, torch.device("cpu"),
+                                torch.Generator().manual_seed(0), None)
+
+
+def _schedule_length(args: dict[str, Any]) -> int:
+    for name in ("timesteps", "sigmas"):
+        if args.get(name) is not None:
+            return len(args[name])
+    return int(args["num_inference_steps"])
+
+
+class HunyuanVideoAdapter(PipelineAdapter):
+    """`HunyuanVideoPipeline`: latents are (B, C, T, H, W) float32, shape from its `prepare_latents`.
+
+    `guidance_scale` is the embedded (distilled) guidance the transformer is
+    given, `true_cfg_scale` real classifier-free guidance: both are in the
+    signature, as are caller-given `sigmas`.
+    """
+
+    pipeline_class_name = "HunyuanVideoPipeline"
+
+    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+        probe = _prepared_latent(pipe, args)
+        return GenerationSignature(
+            model_id=model_id,
+            scheduler=self._scheduler_id(pipe),
+            num_steps=_schedule_length(args),
+            height=int(args["height"]),
+            width=int(args["width"]),
+            num_frames=int(args["num_frames"]),
+            latent_shape=tuple(int(d) for d in probe.shape[1:]),
+            latent_dtype=dtype_name(probe.dtype),
+            extra=self._extra(args, ("guidance_scale", "true_cfg_scale", "negative_prompt", "max_sequence_length",
+                                     "sigmas", "prompt_template")),
+        )
+
+
 class LTXAdapter(PipelineAdapter):
     """`LTXPipeline` (LTX-Video text-to-video): latents are packed tokens (B, tokens, channels), float32.
 
@@ -178,10 +218,8 @@ class LTXAdapter(PipelineAdapter):
 
     def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         height, width, num_frames = int(args["height"]), int(args["width"]), int(args["num_frames"])
-        probe = pipe.prepare_latents(1, pipe.transformer.config.in_channels, height, width, num_frames,
-                                     torch.float32, torch.device("cpu"), torch.Generator().manual_seed(0), None)
-        timesteps = args.get("timesteps")
-        num_steps = len(timesteps) if timesteps is not None else int(args["num_inference_steps"])
+        probe = _prepared_latent(pipe, args)
+        num_steps = _schedule_length(args)
         return GenerationSignature(
             model_id=model_id,
             scheduler=self._scheduler_id(pipe),
@@ -198,7 +236,8 @@ class LTXAdapter(PipelineAdapter):
 
 
 ADAPTERS: dict[str, PipelineAdapter] = {
-    adapter.pipeline_class_name: adapter for adapter in (WanAdapter(), CogVideoXAdapter(), LTXAdapter())
+    adapter.pipeline_class_name: adapter
+    for adapter in (WanAdapter(), CogVideoXAdapter(), LTXAdapter(), HunyuanVideoAdapter())
 }
 
 

@@ -81,6 +81,25 @@ def tiny_ltx_pipeline(seed: int = 0):
                        transformer=transformer)
 
 
+def tiny_hunyuan_video_pipeline(seed: int = 0):
+    """A `HunyuanVideoPipeline` with a one-layer transformer, embedded guidance and its Euler flow scheduler.
+
+    Without a VAE the pipeline compresses 8x in space and 4x in time. Call it
+    with `prompt_embeds` (1, L, `TEXT_DIM`), `pooled_prompt_embeds` (1, 8) and a
+    (1, L) `prompt_attention_mask`. Latents are (4, T, H/8, W/8).
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline, HunyuanVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=1,
+        num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True,
+        text_embed_dim=TEXT_DIM, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
+    ).eval()
+    return HunyuanVideoPipeline(transformer=transformer, vae=None, text_encoder=None, tokenizer=None,
+                                text_encoder_2=None, tokenizer_2=None, scheduler=FlowMatchEulerDiscreteScheduler())
+
+
 def tiny_prompt_embeds(prompt: str) -> torch.Tensor:
     """Deterministic stand-in text embeddings for `prompt`, shape (1, TEXT_TOKENS, TEXT_DIM)."""
     seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "little") & (2**63 - 1)
