@@ -181,15 +181,15 @@ def _schedule_length(args: dict[str, Any]) -> int:
     return int(args["num_inference_steps"])
 
 
-class HunyuanVideoAdapter(PipelineAdapter):
-    """`HunyuanVideoPipeline`: latents are (B, C, T, H, W) float32, shape from its `prepare_latents`.
+class PreparedLatentsAdapter(PipelineAdapter):
+    """A family whose latent shape and dtype come from the pipeline's own `prepare_latents`.
 
-    `guidance_scale` is the embedded (distilled) guidance the transformer is
-    given, `true_cfg_scale` real classifier-free guidance: both are in the
-    signature, as are caller-given `sigmas`.
+    Subclasses name the pipeline class, the call arguments that change the
+    trajectory (`extra_names`) and the latent's frame axis.
     """
 
-    pipeline_class_name = "HunyuanVideoPipeline"
+    extra_names: tuple[str, ...] = ()
+    frame_axis: int = 1
 
     def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         probe = _prepared_latent(pipe, args)
@@ -202,42 +202,47 @@ class HunyuanVideoAdapter(PipelineAdapter):
             num_frames=int(args["num_frames"]),
             latent_shape=tuple(int(d) for d in probe.shape[1:]),
             latent_dtype=dtype_name(probe.dtype),
-            extra=self._extra(args, ("guidance_scale", "true_cfg_scale", "negative_prompt", "max_sequence_length",
-                                     "sigmas", "prompt_template")),
+            extra=self._extra(args, self.extra_names),
+            frame_axis=self.frame_axis,
         )
 
 
-class LTXAdapter(PipelineAdapter):
+class HunyuanVideoAdapter(PreparedLatentsAdapter):
+    """`HunyuanVideoPipeline`: latents are (B, C, T, H, W) float32.
+
+    `guidance_scale` is the embedded (distilled) guidance the transformer is
+    given, `true_cfg_scale` real classifier-free guidance: both are in the
+    signature, as are caller-given `sigmas`.
+    """
+
+    pipeline_class_name = "HunyuanVideoPipeline"
+    extra_names = ("guidance_scale", "true_cfg_scale", "negative_prompt", "max_sequence_length", "sigmas",
+                   "prompt_template")
+
+
+class LTXAdapter(PreparedLatentsAdapter):
     """`LTXPipeline` (LTX-Video text-to-video): latents are packed tokens (B, tokens, channels), float32.
 
-    The shape comes from the pipeline's own `prepare_latents` (it packs the
-    noise it draws), so patch sizes and compression ratios are the pipeline's.
+    `prepare_latents` packs the noise it draws, so patch sizes and compression
+    ratios are the pipeline's own.
     """
 
     pipeline_class_name = "LTXPipeline"
+    extra_names = ("guidance_scale", "guidance_rescale", "frame_rate", "decode_timestep", "decode_noise_scale",
+                   "negative_prompt", "max_sequence_length", "timesteps")
+    frame_axis = 0  # tokens, frame-major
 
-    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
-        height, width, num_frames = int(args["height"]), int(args["width"]), int(args["num_frames"])
-        probe = _prepared_latent(pipe, args)
-        num_steps = _schedule_length(args)
-        return GenerationSignature(
-            model_id=model_id,
-            scheduler=self._scheduler_id(pipe),
-            num_steps=num_steps,
-            height=height,
-            width=width,
-            num_frames=num_frames,
-            latent_shape=tuple(int(d) for d in probe.shape[1:]),
-            latent_dtype=dtype_name(probe.dtype),
-            extra=self._extra(args, ("guidance_scale", "guidance_rescale", "frame_rate", "decode_timestep",
-                                     "decode_noise_scale", "negative_prompt", "max_sequence_length", "timesteps")),
-            frame_axis=0,  # tokens, frame-major
-        )
+
+class MochiAdapter(PreparedLatentsAdapter):
+    """`MochiPipeline`: latents are (B, C, T, H, W) float32 on Mochi's linear-quadratic sigma schedule."""
+
+    pipeline_class_name = "MochiPipeline"
+    extra_names = ("guidance_scale", "negative_prompt", "max_sequence_length", "timesteps")
 
 
 ADAPTERS: dict[str, PipelineAdapter] = {
     adapter.pipeline_class_name: adapter
-    for adapter in (WanAdapter(), CogVideoXAdapter(), LTXAdapter(), HunyuanVideoAdapter())
+    for adapter in (WanAdapter(), CogVideoXAdapter(), LTXAdapter(), HunyuanVideoAdapter(), MochiAdapter())
 }
 
 

@@ -93,7 +93,7 @@ def _adapter_for(pipe: Any) -> PipelineAdapter:
             return ADAPTERS[cls.__name__]
     raise UnsupportedPipelineError(
         f"FlexCache has no adapter for {type(pipe).__name__}; supported pipelines: "
-        f"{', '.join(sorted(ADAPTERS))} (HunyuanVideo 1.5, Mochi, LTX-2 and the image-to-video pipelines are planned)"
+        f"{', '.join(sorted(ADAPTERS))} (HunyuanVideo 1.5, LTX-2, SkyReels-V2 and the image-to-video pipelines are planned)"
     )
 
 

@@ -100,6 +100,25 @@ def tiny_hunyuan_video_pipeline(seed: int = 0):
                                 text_encoder_2=None, tokenizer_2=None, scheduler=FlowMatchEulerDiscreteScheduler())
 
 
+def tiny_mochi_pipeline(seed: int = 0):
+    """A `MochiPipeline` with a two-layer transformer and the Euler flow scheduler.
+
+    Mochi compresses 8x in space and 6x in time. Call it with `prompt_embeds`
+    (1, L, `TEXT_DIM`) and a (1, L) `prompt_attention_mask`. Latents are
+    (12, (frames - 1) / 6 + 1, H/8, W/8).
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, MochiPipeline, MochiTransformer3DModel
+
+    torch.manual_seed(seed)
+    transformer = MochiTransformer3DModel(
+        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2, pooled_projection_dim=16,
+        in_channels=12, out_channels=None, qk_norm="rms_norm", text_embed_dim=TEXT_DIM, time_embed_dim=4,
+        activation_fn="swiglu", max_sequence_length=16,
+    ).eval()
+    return MochiPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
+                         transformer=transformer)
+
+
 def tiny_prompt_embeds(prompt: str) -> torch.Tensor:
     """Deterministic stand-in text embeddings for `prompt`, shape (1, TEXT_TOKENS, TEXT_DIM)."""
     seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "little") & (2**63 - 1)
