@@ -101,8 +101,25 @@ class WanAdapter(PipelineAdapter):
             latent_shape=latent_shape,
             latent_dtype="float32",  # WanPipeline denoises in float32 whatever the transformer's dtype
             extra=self._extra(args, ("guidance_scale", "guidance_scale_2", "negative_prompt",
-                                     "max_sequence_length")),
+                                     "max_sequence_length")) + self._experts(pipe),
         )
+
+    @staticmethod
+    def _experts(pipe: Any) -> tuple[tuple[str, str], ...]:
+        """Wan2.2's expert settings, where set (single-transformer signatures stay as they were).
+
+        A resumed run needs nothing else: the pipeline picks the expert by each
+        step's timestep, which the sliced schedule keeps.
+        """
+        config = getattr(pipe, "config", {})
+        out = []
+        if config.get("boundary_ratio") is not None:
+            out.append(("boundary_ratio", str(config["boundary_ratio"])))
+            if getattr(pipe, "transformer_2", None) is not None:
+                out.append(("transformer_2", _config_digest(pipe.transformer_2.config)))
+        if config.get("expand_timesteps"):
+            out.append(("expand_timesteps", "True"))
+        return tuple(out)
 
 
     def transformers(self, pipe: Any) -> list[Any]:

@@ -15,10 +15,13 @@ TEXT_DIM = 32
 TEXT_TOKENS = 8
 
 
-def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2):
+def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2, *, boundary_ratio: float | None = None):
     """A `WanPipeline` with a ~100k-parameter transformer and a flow-matching Euler scheduler.
 
-    Latents are (16, T, H/8, W/8) for T = (frames - 1) / 4 + 1.
+    Latents are (16, T, H/8, W/8) for T = (frames - 1) / 4 + 1. With
+    `boundary_ratio` it is shaped like Wan2.2 A14B: a second expert
+    (`transformer_2`, other weights) takes the steps whose timestep is below
+    ``boundary_ratio * 1000``.
     """
     from diffusers import (
         FlowMatchEulerDiscreteScheduler,
@@ -33,7 +36,11 @@ def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2):
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
     ).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
-    return WanPipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=None, scheduler=scheduler)
+    second = None
+    if boundary_ratio is not None:
+        second = WanTransformer3DModel(**transformer.config).eval()  # drawn after the first: other weights
+    return WanPipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=None, scheduler=scheduler,
+                       transformer_2=second, boundary_ratio=boundary_ratio)
 
 
 def tiny_cogvideox_pipeline(seed: int = 0, num_frames: int = 9, height: int = 16, width: int = 16):

@@ -253,3 +253,45 @@ def test_the_signature_is_the_same_in_every_process():
                               env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip().splitlines()[-1]
                for seed in (1, 2, 3)}
     assert len(outputs) == 1, outputs
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5])
+def test_two_experts_resume_on_the_expert_of_the_full_schedule(make_cache, fraction):
+    """Wan2.2 A14B-shaped: the boundary falls inside the resumed steps, and the expert follows the timestep."""
+    pipe = tiny_wan_pipeline(seed=0, boundary_ratio=0.875)
+    pipe.set_progress_bar_config(disable=True)
+    import copy
+
+    schedule = copy.deepcopy(pipe.scheduler)
+    schedule.set_timesteps(STEPS)
+    below = [float(t) for t in schedule.timesteps if t < 875]
+    assert below and len(below) <= STEPS - round(fraction * STEPS)  # the second expert runs after K
+    calls = {"transformer": 0, "transformer_2": 0}
+    for name in calls:
+        getattr(pipe, name).register_forward_pre_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    cache = make_cache(codec={"name": "lossless"}, planner={"lookup": "full", "similarity_table": [[0.99, fraction]]})
+    reference, _ = uninterrupted(pipe, seed=4321, capture_step=round(fraction * STEPS))
+    enable_flexcache(pipe, cache)
+    run(pipe, generator=torch.Generator().manual_seed(4321))
+    calls.update(transformer=0, transformer_2=0)
+    resumed = run(pipe)
+    report = last_call_report(pipe)
+    assert report.hit and report.skip_steps == round(fraction * STEPS)
+    assert calls["transformer_2"] == len(below) and calls["transformer"] == STEPS - report.skip_steps - len(below)
+    assert float((resumed - reference).norm() / reference.norm()) < 1e-5
+    signature = next(iter(cache._records.values())).signature
+    assert ("boundary_ratio", "0.875") in signature.extra
+
+
+def test_the_expert_boundary_is_in_the_signature(make_cache):
+    cache = make_cache(codec={"name": "lossless"}, planner={"lookup": "full", "similarity_table": [[0.99, 0.3]]})
+    one = tiny_wan_pipeline(seed=0, boundary_ratio=0.875)
+    other = tiny_wan_pipeline(seed=0, boundary_ratio=0.5)
+    for pipe in (one, other):
+        pipe.set_progress_bar_config(disable=True)
+        enable_flexcache(pipe, cache, model_id="tiny-wan22")
+    run(one)
+    run(other)
+    assert not last_call_report(other).hit
+    run(one)
+    assert last_call_report(one).hit
