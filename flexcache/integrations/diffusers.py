@@ -30,8 +30,10 @@ import copy
 import functools
 import inspect
 import logging
+import re
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -365,6 +367,29 @@ class _Binding:
 # -- public API ---------------------------------------------------------------------
 
 
+# The diffusers releases the adapters are tested against ([tool.flexcache] in pyproject.toml).
+TESTED_DIFFUSERS = ((0, 42), (0, 43))  # [low, high)
+_VERSION_WARNED: set[str] = set()
+
+
+def check_diffusers_version(version: str | None = None) -> bool:
+    """Whether `version` (default: the installed diffusers) is in the tested range; warns once per version if not."""
+    if version is None:
+        import diffusers
+
+        version = diffusers.__version__
+    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+    low, high = TESTED_DIFFUSERS
+    tested = low <= parts < high
+    if not tested and version not in _VERSION_WARNED:
+        _VERSION_WARNED.add(version)
+        warnings.warn(f"flexcache's pipeline adapters are tested with diffusers >={'.'.join(map(str, low))},"
+                      f"<{'.'.join(map(str, high))}; this is diffusers {version}. Latent shapes come from the "
+                      "pipelines' own code, but check the resume-equivalence tests before serving.", UserWarning,
+                      stacklevel=3)
+    return tested
+
+
 def enable_flexcache(pipe: Any, cache: FlexCache, *, tenant: str = DEFAULT_TENANT,
                      model_id: str | None = None) -> Any:
     """Serve `pipe`'s calls through `cache`; returns the same pipeline object.
@@ -392,6 +417,7 @@ def enable_flexcache(pipe: Any, cache: FlexCache, *, tenant: str = DEFAULT_TENAN
     if not isinstance(cache, FlexCache):
         raise UnsupportedPipelineError(f"cache must be a FlexCache; got {type(cache).__name__}")
     adapter = _adapter_for(pipe)
+    check_diffusers_version()
     existing: _Binding | None = pipe.__dict__.get("_flexcache_binding")
     original_class = existing.original_class if existing else type(pipe)
     binding = _Binding(cache, adapter, tenant, model_id or _default_model_id(pipe), original_class)

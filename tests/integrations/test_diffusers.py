@@ -295,3 +295,29 @@ def test_the_expert_boundary_is_in_the_signature(make_cache):
     assert not last_call_report(other).hit
     run(one)
     assert last_call_report(one).hit
+
+
+def test_an_untested_diffusers_version_warns_once():
+    import warnings
+
+    from flexcache.integrations.diffusers import check_diffusers_version
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert check_diffusers_version("0.42.1")
+        assert not check_diffusers_version("0.30.0")
+        assert not check_diffusers_version("0.30.0")
+        assert not check_diffusers_version("1.2.0.dev0")
+    assert [str(w.message).count("diffusers 0.30.0") for w in caught] == [1, 0]
+
+
+def test_the_tested_range_is_the_one_pyproject_states():
+    import pathlib
+    import re
+
+    from flexcache.integrations.diffusers import TESTED_DIFFUSERS
+
+    pyproject = pathlib.Path(__file__).resolve().parents[2] / "pyproject.toml"
+    stated = re.search(r'^tested-diffusers = "([^"]+)"', pyproject.read_text(), re.M).group(1)
+    low, high = TESTED_DIFFUSERS
+    assert stated == f">={low[0]}.{low[1]},<{high[0]}.{high[1]}"
