@@ -185,10 +185,12 @@ class CogVideoXAdapter(PipelineAdapter):
 
 
 def _prepared_latent(pipe: Any, args: dict[str, Any]) -> torch.Tensor:
-    """One latent as the pipeline's own `prepare_latents` draws it (batch 1, on the CPU), for its shape and dtype."""
+    """One latent as the pipeline's own `prepare_latents` shapes it (batch 1), for its shape and dtype.
+
+    Drawn on the meta device: every call computes the signature, and no values are needed.
+    """
     return pipe.prepare_latents(1, pipe.transformer.config.in_channels, int(args["height"]), int(args["width"]),
-                                int(args["num_frames"]), torch.float32, torch.device("cpu"),
-                                torch.Generator().manual_seed(0), None)
+                                int(args["num_frames"]), torch.float32, torch.device("meta"), None, None)
 
 
 def _schedule_length(args: dict[str, Any]) -> int:
