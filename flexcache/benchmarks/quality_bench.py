@@ -18,6 +18,7 @@ These rows calibrate the similarity -> K thresholds of the planner.
 
 from __future__ import annotations
 
+import math
 import platform
 import random
 import time
@@ -166,9 +167,7 @@ def run_quality_bench(*, weights=WEIGHTS, pairs: int = 24, skips: tuple[int, ...
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
     }
     if regions:
-        from flexcache.benchmarks.region_bench import run_region_bench
-
-        from flexcache.benchmarks.region_bench import REGION_FRACTIONS
+        from flexcache.benchmarks.region_bench import REGION_FRACTIONS, run_region_bench
 
         skips_r = region_skips or tuple(sorted({min(steps - 1, max(1, round(f * steps))) for f in REGION_FRACTIONS}))
         result.update(run_region_bench(pipe, encoder, pipe.tokenizer, pairs=pairs, steps=steps, guidance=guidance,
@@ -334,6 +333,8 @@ def calibrate_rules(result: dict[str, Any], *, max_adherence_drop: float = 0.02,
     other part for the region rules). The full-prompt table has one row per
     false-match rate in `FALSE_MATCH_RATES`.
     """
+    from flexcache.benchmarks.region_bench import deepest_safe
+
     steps = result["settings"]["steps"]
     tails = result["part_similarity_tails"]
     pairs = result["pair_similarities"]
@@ -341,12 +342,8 @@ def calibrate_rules(result: dict[str, Any], *, max_adherence_drop: float = 0.02,
     def whole_depth(case: str) -> int:
         rows = [r for r in result["rows"] if r["case"] == case]
         base = next(r["adherence"] for r in rows if r["skip_steps"] == 0)
-        depth = 0
-        for r in sorted((r for r in rows if r["skip_steps"] > 0 and r["budget"] == budget), key=lambda r: r["skip_steps"]):
-            if r["adherence"] < base - max_adherence_drop:
-                break
-            depth = r["skip_steps"]
-        return depth
+        return deepest_safe({r["skip_steps"]: r["adherence"] for r in rows if r["skip_steps"] > 0
+                             and r["budget"] == budget}, base - max_adherence_drop)
 
     def admitted(kind: str, threshold: float) -> list[str]:
         return [case for case, sims in pairs.items() if max(sims[kind]) >= threshold]
@@ -372,13 +369,9 @@ def calibrate_rules(result: dict[str, Any], *, max_adherence_drop: float = 0.02,
         for case in cases:
             label = "restart" if reuse[case]["regenerated"] == regenerated else f"restart-regenerate-{regenerated}"
             full = reuse[case]["adherence_full_steps"]
-            depth = 0
-            for k in result["region_settings"]["skips"]:
-                row = by_case.get((case, label, k))
-                if row is None or row["adherence"] < full - max_adherence_drop:
-                    break
-                depth = k
-            depths[case] = depth
+            measured = {k: by_case[(case, label, k)]["adherence"] if (case, label, k) in by_case else -math.inf
+                        for k in result["region_settings"]["skips"]}  # a K not measured ends the safe run
+            depths[case] = deepest_safe(measured, full - max_adherence_drop)
         depth = min(depths.values(), default=0)
         region_rows[kept] = {"min_cosine": threshold, "fraction": depth / steps, "admits": depths,
                              "false_match_rate": false_match_rate}

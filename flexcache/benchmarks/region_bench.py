@@ -157,8 +157,6 @@ def run_region_bench(pipe, encoder, tokenizer, *, pairs: int = 24, steps: int = 
             results[label] = {}
             for k in skips:
                 x = trajectory[k]
-                scheduler = sliced_scheduler(pipe.scheduler, k)
-                timesteps = None
                 if method == "whole":
                     start = x
                 else:
@@ -167,35 +165,20 @@ def run_region_bench(pipe, encoder, tokenizer, *, pairs: int = 24, steps: int = 
                                              threshold=planner.region_threshold, dilation=planner.region_dilation,
                                              object_latent=None, method=method) for i in range(pairs)]
                     start = torch.stack([c.latent for c in composed])
-                    if method == "restart":
-                        region = torch.stack([c.region for c in composed])  # (B, 1, T, H, W)
-                        scheduler = region_scheduler(scheduler, pipe.scheduler, num_steps=steps, skip=k,
-                                                     region=region, catch_up=planner.region_catch_up)
-                        timesteps = _BatchTokenTimesteps(scheduler, region, tuple(pipe.transformer.config.patch_size))
-                clips, _, _ = _run(pipe, target_embeds, start, steps=steps, guidance=guidance, skip=k,
-                                   scheduler=scheduler, timesteps=timesteps)
+                if method == "restart":
+                    clips = _restart(pipe, target_embeds, start, torch.stack([c.region for c in composed]), k=k,
+                                     steps=steps, guidance=guidance, planner=planner)
+                else:
+                    clips, _, _ = _run(pipe, target_embeds, start, steps=steps, guidance=guidance, skip=k,
+                                       scheduler=sliced_scheduler(pipe.scheduler, k))
                 value = _adherence(clips, [t.spec for t in targets])
                 results[label][k] = value
                 rows.append({"case": case, "method": label, "skip_steps": k, "skip_frac": k / steps,
                              "adherence": value, "adherence_full_steps": full_adherence, "pairs": pairs})
                 say(f"regions {case} {label} K={k}: adherence {value:.3f} (full steps {full_adherence:.3f})")
 
-        def deepest(label: str) -> int:
-            safe = [k for k in skips if results[label][k] >= full_adherence - max_adherence_drop]
-            # the deepest K from which every shallower measured K is also safe
-            depth = 0
-            for k in sorted(skips):
-                if k not in safe:
-                    break
-                depth = k
-            return depth
-
-        depths = {label: deepest(label) for label in results}
-        best = max((label for label in METHODS), key=lambda m: (depths[m], results[m].get(depths[m], 0.0)))
-        out[case] = {"deepest_safe_fraction": depths[best] / steps,
-                     "adherence_at_deepest": results[best][depths[best]] if depths[best] else full_adherence,
-                     "adherence_full_steps": full_adherence, "method": best, "regenerated": regenerate,
-                     "deepest_safe_fraction_by_method": {m: depths[m] / steps for m in results}}
+        out[case] = _summary(results, full_adherence - max_adherence_drop, full_adherence, steps, regenerate,
+                             choices=METHODS)
     if composed:
         say("regions composed: object from one entry, background from another")
         out["composed"] = _composed_case(pipe, encoder, tokenizer, pairs=pairs, steps=steps, guidance=guidance,
@@ -210,7 +193,7 @@ def run_region_bench(pipe, encoder, tokenizer, *, pairs: int = 24, steps: int = 
 def _restart(pipe, embeds, starts, regions, *, k, steps, guidance, planner):
     scheduler = region_scheduler(sliced_scheduler(pipe.scheduler, k), pipe.scheduler, num_steps=steps, skip=k,
                                  region=regions, catch_up=planner.region_catch_up)
-    timesteps = _BatchTokenTimesteps(scheduler, regions, tuple(pipe.transformer.config.patch_size))
+    timesteps = TokenTimesteps(scheduler, regions, tuple(pipe.transformer.config.patch_size))  # (B, 1, T, H, W)
     clips, _, _ = _run(pipe, embeds, starts, steps=steps, guidance=guidance, skip=k, scheduler=scheduler,
                        timesteps=timesteps)
     return clips
@@ -265,34 +248,26 @@ def _composed_case(pipe, encoder, tokenizer, *, pairs, steps, guidance, skips, s
             rows.append({"case": "composed", "method": label, "skip_steps": k, "skip_frac": k / steps,
                          "adherence": value, "adherence_full_steps": full_adherence, "pairs": pairs})
             say(f"regions composed {label} K={k}: adherence {value:.3f} (full steps {full_adherence:.3f})")
-    depths = {}
-    for label, by_k in results.items():
-        depth = 0
-        for k in sorted(skips):
-            if by_k[k] < full_adherence - max_adherence_drop:
-                break
-            depth = k
-        depths[label] = depth
-    best = max(results, key=lambda m: (depths[m], results[m].get(depths[m], 0.0)))
+    return _summary(results, full_adherence - max_adherence_drop, full_adherence, steps, "composed",
+                    choices=tuple(results))
+
+
+def deepest_safe(adherence_by_k: dict[int, float], floor: float) -> int:
+    """The deepest K from which every shallower measured K also keeps adherence >= `floor` (0: none)."""
+    depth = 0
+    for k in sorted(adherence_by_k):
+        if adherence_by_k[k] < floor:
+            break
+        depth = k
+    return depth
+
+
+def _summary(results: dict[str, dict[int, float]], floor: float, full_adherence: float, steps: int,
+             regenerated: str, *, choices: tuple[str, ...]) -> dict[str, Any]:
+    """A case's `decoupled_reuse` entry: the method among `choices` that is safe deepest (then best there)."""
+    depths = {label: deepest_safe(by_k, floor) for label, by_k in results.items()}
+    best = max(choices, key=lambda m: (depths[m], results[m].get(depths[m], 0.0)))
     return {"deepest_safe_fraction": depths[best] / steps,
             "adherence_at_deepest": results[best][depths[best]] if depths[best] else full_adherence,
-            "adherence_full_steps": full_adherence, "method": best, "regenerated": "composed",
+            "adherence_full_steps": full_adherence, "method": best, "regenerated": regenerated,
             "deepest_safe_fraction_by_method": {m: d / steps for m, d in depths.items()}}
-
-
-class _BatchTokenTimesteps(TokenTimesteps):
-    """`TokenTimesteps` for a batch whose items have regions of their own."""
-
-    def __init__(self, scheduler, region: torch.Tensor, patch_size: tuple[int, int, int]) -> None:
-        super().__init__(scheduler, region[:1], patch_size)
-        self.tokens = F.max_pool3d(region.float(), patch_size, patch_size).flatten(1) > 0.5  # (B, tokens)
-
-    def __call__(self, _module, args, kwargs):
-        timestep = kwargs.get("timestep")
-        if timestep is None:
-            return args, kwargs
-        index = self.scheduler.step_index or 0
-        own = self.scheduler.flexcache_region_sigmas[index] * self.scheduler.flexcache_train_timesteps
-        tokens = self.tokens.to(timestep.device)
-        per_token = timestep.unsqueeze(1).expand_as(tokens) if timestep.dim() == 1 else timestep
-        return args, dict(kwargs, timestep=torch.where(tokens, own.to(per_token.dtype), per_token))

@@ -91,13 +91,17 @@ def region_scheduler(sliced: Any, full_schedule: Any, *, num_steps: int, skip: i
 
 
 class TokenTimesteps:
-    """A forward pre-hook giving the transformer one timestep per token: the region's own where it restarts."""
+    """A forward pre-hook giving the transformer one timestep per token: the region's own where it restarts.
+
+    `region` is in the pipeline's latent layout, (1 or batch, 1, T, H, W); a
+    batch of regions gives each batch item its own tokens.
+    """
 
     def __init__(self, scheduler: Any, region: torch.Tensor, patch_size: tuple[int, int, int]) -> None:
         self.scheduler = scheduler
-        # (1, 1, T, H, W) region -> tokens in the transformer's (frame, row, col) order
-        grid = region.reshape(-1, *region.shape[-3:])[:1].unsqueeze(0).float()
-        self.tokens = F.max_pool3d(grid, patch_size, patch_size).flatten() > 0.5
+        grid = region.reshape(-1, 1, *region.shape[-3:]).float()
+        # (items, tokens) in the transformer's (frame, row, col) order
+        self.tokens = F.max_pool3d(grid, patch_size, patch_size).flatten(1) > 0.5
         self.handles: list[Any] = []
 
     def __call__(self, _module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -108,10 +112,10 @@ class TokenTimesteps:
         own = self.scheduler.flexcache_region_sigmas[index] * self.scheduler.flexcache_train_timesteps
         tokens = self.tokens.to(timestep.device)
         batch = timestep.shape[0]
-        per_token = timestep.unsqueeze(1).expand(batch, tokens.numel()) if timestep.dim() == 1 else timestep
-        if per_token.shape[1] != tokens.numel():
+        per_token = timestep.unsqueeze(1).expand(batch, tokens.shape[1]) if timestep.dim() == 1 else timestep
+        if per_token.shape[1] != tokens.shape[1]:
             raise RuntimeError(f"the transformer has {per_token.shape[1]} timesteps per sample, the region "
-                               f"{tokens.numel()} tokens")
+                               f"{tokens.shape[1]} tokens")
         kwargs = dict(kwargs, timestep=torch.where(tokens, own.to(per_token.dtype), per_token))
         return args, kwargs
 

@@ -95,7 +95,11 @@ def tiny_hunyuan_video_pipeline(seed: int = 0):
     with `prompt_embeds` (1, L, `TEXT_DIM`), `pooled_prompt_embeds` (1, 8) and a
     (1, L) `prompt_attention_mask`. Latents are (4, T, H/8, W/8).
     """
-    from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline, HunyuanVideoTransformer3DModel
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideoPipeline,
+        HunyuanVideoTransformer3DModel,
+    )
 
     torch.manual_seed(seed)
     transformer = HunyuanVideoTransformer3DModel(
@@ -114,7 +118,11 @@ def tiny_mochi_pipeline(seed: int = 0):
     (1, L, `TEXT_DIM`) and a (1, L) `prompt_attention_mask`. Latents are
     (12, (frames - 1) / 6 + 1, H/8, W/8).
     """
-    from diffusers import FlowMatchEulerDiscreteScheduler, MochiPipeline, MochiTransformer3DModel
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        MochiPipeline,
+        MochiTransformer3DModel,
+    )
 
     torch.manual_seed(seed)
     transformer = MochiTransformer3DModel(

@@ -151,19 +151,7 @@ def describe_clip(clip: torch.Tensor) -> dict[str, Any]:
     frames, height, width = x.shape[1:]
     pixels = x.permute(1, 2, 3, 0)  # (T, H, W, 3)
 
-    # Background colour: smallest median distance to its shade segment.
-    seg = {}
-    for name in BACKGROUNDS:
-        a, b = (to_signed(rgb) for rgb in BACKGROUND_RGB[name])
-        seg[name] = _segment(pixels, a, b)
-    background = min(BACKGROUNDS, key=lambda n: float(seg[n][0].median()))
-    dist_bg, shade = seg[background]
-
-    # Object mask: nearer to an object colour than to the background segment.
-    obj = torch.stack([to_signed(OBJECT_RGB[c]) for c in COLORS])
-    dist_obj = (pixels.unsqueeze(-2) - obj).norm(dim=-1).min(-1).values
-    raw = dist_obj < dist_bg
-    mask = _largest_components(raw)
+    background, dist_bg, shade, raw, mask = _object_pixels(pixels)
     counts = mask.flatten(1).sum(1)
 
     # Object colour.
@@ -247,16 +235,26 @@ def object_mask(clip: torch.Tensor) -> torch.Tensor:
 
     For judging masks a model derives (`flexcache bench quality`); the engine never reads it.
     """
-    x = clip.detach().to("cpu", torch.float32)
-    pixels = x.permute(1, 2, 3, 0)
+    return _object_pixels(clip.detach().to("cpu", torch.float32).permute(1, 2, 3, 0))[4]
+
+
+def _object_pixels(pixels: torch.Tensor):
+    """(background name, distance to its shade segment, shade position, raw object pixels, object mask).
+
+    `pixels` is (T, H, W, 3). The background colour has the smallest median
+    distance to its shade segment; an object pixel is nearer to an object
+    colour than to that segment, and the mask keeps its largest components.
+    """
     seg = {}
     for name in BACKGROUNDS:
         a, b = (to_signed(rgb) for rgb in BACKGROUND_RGB[name])
         seg[name] = _segment(pixels, a, b)
     background = min(BACKGROUNDS, key=lambda n: float(seg[n][0].median()))
+    dist_bg, shade = seg[background]
     obj = torch.stack([to_signed(OBJECT_RGB[c]) for c in COLORS])
     dist_obj = (pixels.unsqueeze(-2) - obj).norm(dim=-1).min(-1).values
-    return _largest_components(dist_obj < seg[background][0])
+    raw = dist_obj < dist_bg
+    return background, dist_bg, shade, raw, _largest_components(raw)
 
 
 def read_clip(clip: torch.Tensor) -> ClipSpec:
