@@ -134,6 +134,24 @@ def _bench_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_solvers(args: argparse.Namespace) -> int:
+    from flexcache.benchmarks.solver_bench import SOLVERS, format_solver_table, run_solver_bench
+    from flexcache.toyworld.model import WEIGHTS
+
+    skips = _parse_list(args.skips, "--skips", int)
+    solvers = _parse_list(args.solvers, "--solvers", str)
+    if args.prompts < 1 or args.steps < 2 or not skips or any(not 0 < k < args.steps for k in skips):
+        raise FlexCacheError(f"--prompts must be >= 1, --steps >= 2 and every --skips value in (0, {args.steps})")
+    unknown = sorted(set(solvers) - set(SOLVERS))
+    if unknown or not solvers:
+        raise FlexCacheError(f"--solvers takes some of {', '.join(SOLVERS)}; got {args.solvers!r}")
+    result = run_solver_bench(prompts=args.prompts, steps=args.steps, skips=skips, solvers=solvers,
+                              weights=args.weights or WEIGHTS, seed=args.seed)
+    print(format_solver_table(result))
+    _write_json(args.json, result, "results")
+    return 0
+
+
 def _bench_splitter(args: argparse.Namespace) -> int:
     from flexcache.benchmarks.splitter_bench import (
         evaluate_splits,
@@ -318,6 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--seed", type=int, default=0)
     quality.add_argument("--quick", action="store_true", help="4 pairs, K in {0, 10}, budgets exact and 0.05")
     quality.set_defaults(run=_bench_quality)
+
+    solvers = bench.add_parser("solvers", help="toy world: a resumed run against the uninterrupted one, per solver, "
+                               "with and without the solver state restored")
+    solvers.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
+    solvers.add_argument("--prompts", type=int, default=16, help="held-out prompts (default 16)")
+    solvers.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    solvers.add_argument("--skips", default="4,8,12", help="resume steps K (default 4,8,12)")
+    solvers.add_argument("--solvers", default="euler,unipc,dpm++", help="default: euler,unipc,dpm++")
+    solvers.add_argument("--weights", default=None, help="toy-world weights (default: the shipped ones)")
+    solvers.add_argument("--seed", type=int, default=0)
+    solvers.set_defaults(run=_bench_solvers)
 
     splitter = bench.add_parser("splitter", help="prompt splitter accuracy on a labelled set")
     splitter.add_argument("--labels", default="tests/data/prompt_splits.jsonl",

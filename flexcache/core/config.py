@@ -184,6 +184,12 @@ class PlannerConfig:
             grown by this many cells in space, is the object.
         region_catch_up: fraction of the steps left within which a restarted
             region catches up with the rest of the latent.
+        solver_state: under a multistep solver (UniPC, DPM-Solver++), store
+            its state (last model outputs, UniPC's last sample) with each
+            checkpoint and restore it on a hit, so the resumed run is the
+            uninterrupted one. Costs the state's coded bytes (1.8-3.6x those
+            of x_K on the toy world, bench/results/2026-12-02-cpu-solvers.md);
+            off, a resumed run restarts the solver's history at K.
     """
 
     similarity_table: tuple[tuple[float, float], ...] | str = TOYWORLD_SIMILARITY_TABLE
@@ -197,6 +203,7 @@ class PlannerConfig:
     region_threshold: float = 0.3
     region_dilation: int = 1
     region_catch_up: float = 0.5
+    solver_state: bool = True
 
     def __post_init__(self) -> None:
         # Lists given directly become tuples, so the config stays immutable.

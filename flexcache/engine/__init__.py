@@ -14,9 +14,10 @@ from flexcache.engine.index import (
     build_index,
 )
 from flexcache.engine.planner import Plan, SimilarityPlanner, checkpoint_steps
-from flexcache.engine.records import CacheEntry, GenerationSignature, PromptRecord
+from flexcache.engine.records import CacheEntry, GenerationSignature, PromptRecord, SolverState
 from flexcache.engine.region_hits import HitStart, region_start
 from flexcache.engine.regions import decode_mask, encode_mask, object_cells
+from flexcache.engine.solver_bundle import encode_bundle, encode_state, split_bundle
 from flexcache.engine.splitter import (
     PromptParts,
     normalise,
@@ -27,6 +28,6 @@ from flexcache.engine.splitter import (
 
 __all__ = [
     "CacheEntry", "DEFAULT_TENANT", "HitStart", "decode_mask", "encode_mask", "object_cells", "region_start", "FlexCache", "GenerationSignature", "MISSING_ID", "PartitionedIndex", "Plan",
-    "PromptParts", "PromptRecord", "SentenceTransformerEmbedder", "SimilarityPlanner", "TextEmbedder",
+    "PromptParts", "PromptRecord", "SentenceTransformerEmbedder", "SolverState", "encode_bundle", "encode_state", "split_bundle", "SimilarityPlanner", "TextEmbedder",
     "TorchFlatIndex", "build_embedder", "build_index", "checkpoint_steps", "normalise", "parts_from", "split_prompt", "words",
 ]

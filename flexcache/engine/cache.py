@@ -41,6 +41,7 @@ from flexcache.engine.records import (
     CacheEntry,
     GenerationSignature,
     PromptRecord,
+    SolverState,
     decode_entry_meta,
     encode_entry_meta,
     entry_store_key,
@@ -54,6 +55,7 @@ from flexcache.engine.region_hits import (
 )
 from flexcache.engine.regions import encode_mask
 from flexcache.engine.sharing import EventFollower, event_tiers
+from flexcache.engine.solver_bundle import checked_state, encode_bundle, encode_state
 from flexcache.engine.splitter import PromptParts, parts_from
 from flexcache.kernels.ops import all_finite
 from flexcache.store.base import Tier
@@ -275,7 +277,8 @@ class FlexCache(Fetching):
 
     def insert(self, plan: Plan, latents: Mapping[int, torch.Tensor],
                sigmas: Mapping[int, float] | None = None,
-               masks: Mapping[int, torch.Tensor] | None = None) -> list[str]:
+               masks: Mapping[int, torch.Tensor] | None = None,
+               solver_states: Mapping[int, SolverState] | None = None) -> list[str]:
         """Store the latents a run captured, keyed by the step they follow.
 
         Args:
@@ -291,6 +294,10 @@ class FlexCache(Fetching):
             masks: ``{step: soft object mask}``, (frames, rows, cols) in [0, 1]
                 (`integrations.attention_masks`); entries with a mask can
                 serve region hits. Stored compressed and checksummed.
+            solver_states: ``{step: SolverState}`` of a multistep solver
+                (`integrations.solver_state`); stored with the step's latent,
+                its tensors coded by the same codec (relative-L2 budget), and
+                handed back by `fetch_start` so the resumed run restores it.
 
         Returns:
             Keys of the entries stored. Steps already stored for the same prompt
@@ -316,9 +323,14 @@ class FlexCache(Fetching):
         checked = {step: self._checked_latent(step, latent, signature) for step, latent in latents.items()}
         sigmas = sigmas or {}
         mask_blobs = {step: _mask_blob(step, mask) for step, mask in (masks or {}).items() if step in checked}
+        states = {step: checked_state(step, state, signature)
+                  for step, state in (solver_states or {}).items() if step in checked}
         blobs = {step: self.codec.encode(latent, seed=seed, sigma=sigmas.get(step),
                                          frame_axis=signature.frame_axis)
                  for step, latent in sorted(checked.items())}
+        for step, state in states.items():
+            parts = encode_state(self.codec, state, seed=seed, sigma=sigmas.get(step), frame_axis=signature.frame_axis)
+            blobs[step] = encode_bundle(blobs[step], state.solver, state.scalars, parts)
         for step, blob in blobs.items():
             if not self.store.can_hold(len(blob)):
                 raise CapacityError(

@@ -15,9 +15,10 @@ import torch
 
 from flexcache.core.errors import CorruptBlobError, InvalidPlanError
 from flexcache.engine.planner import Plan
-from flexcache.engine.records import CacheEntry
+from flexcache.engine.records import CacheEntry, SolverState
 from flexcache.engine.region_hits import HitStart, region_start
 from flexcache.engine.regions import decode_mask
+from flexcache.engine.solver_bundle import split_bundle
 from flexcache.kernels.noise import seeded_noise
 
 logger = logging.getLogger("flexcache.engine.cache")
@@ -56,8 +57,8 @@ class Fetching:
         loaded = self._load(plan, plan.source_record, device)
         if loaded is None:
             return None
-        latent, entry = loaded
-        start = HitStart(latent)
+        latent, entry, state = loaded
+        start = HitStart(latent, solver_state=state)
         if plan.region is not None:
             other = None
             if plan.region == "composed":
@@ -81,8 +82,9 @@ class Fetching:
             tenant["steps_saved"] += plan.skip_steps
         return start
 
-    def _load(self, plan: Plan, record_id: int | None, device) -> tuple[torch.Tensor, CacheEntry] | None:
-        """Decode the entry of `record_id` at the plan's step; None (counted) when it is gone or corrupt."""
+    def _load(self, plan: Plan, record_id: int | None,
+              device) -> tuple[torch.Tensor, CacheEntry, SolverState | None] | None:
+        """Decode the entry of `record_id` at the plan's step (and its solver state); None (counted) when it is gone or corrupt."""
         with self._lock:
             record = self._records.get(record_id)  # type: ignore[arg-type]
             entry = record.entries.get(plan.skip_steps) if record else None
@@ -99,11 +101,18 @@ class Fetching:
                     self._forget_entry(entry.key)  # the store no longer has it: stop planning on it
             return None
         try:
+            blob, coded_state = split_bundle(blob)
             latent = self.codec.decode(blob, device=device)
-            if tuple(latent.shape) != plan.signature.latent_shape:
-                raise CorruptBlobError(
-                    f"blob decodes to shape {tuple(latent.shape)}, entry expects {plan.signature.latent_shape}"
-                )
+            shape = plan.signature.latent_shape
+            if tuple(latent.shape) != shape:
+                raise CorruptBlobError(f"blob decodes to shape {tuple(latent.shape)}, entry expects {shape}")
+            state = None
+            if coded_state is not None:
+                solver, scalars, parts = coded_state
+                tensors = {name: self.codec.decode(part, device=device) for name, part in parts.items()}
+                if any(tuple(t.shape) != shape for t in tensors.values()):
+                    raise CorruptBlobError(f"a solver-state part does not decode to the latent's shape {shape}")
+                state = SolverState(solver, scalars, tensors)
         except CorruptBlobError as exc:
             logger.warning("flexcache: dropping corrupt entry %s (%s); serving as a miss", entry.key, exc)
             with self._lock:
@@ -115,7 +124,7 @@ class Fetching:
             if current:
                 self.store.remove(entry.key)
             return None
-        return latent, entry
+        return latent, entry, state
 
     def _region_start(self, plan: Plan, latent: torch.Tensor, entry: CacheEntry,
                       other: tuple[torch.Tensor, CacheEntry] | None, device) -> HitStart | None:

@@ -97,6 +97,32 @@ class GenerationSignature:
 
 
 @dataclass
+class SolverState:
+    """A multistep solver's state after one step: what its next step reads from earlier ones.
+
+    Captured by the pipeline integration (`integrations.solver_state`) and
+    stored with the checkpoint's latent (an FXSS bundle, `engine.solver_bundle`).
+
+    Attributes:
+        solver: the scheduler class it was captured from.
+        scalars: counters and timesteps, JSON values; a tensor slot is
+            ``{"tensor": name}``, a list attribute a list of slots.
+        tensors: the latent-sized tensors by name (model outputs, last
+            sample), each of the signature's latent shape; the latent's
+            codec codes them, at the latent's own error budget.
+        noisy: the names of tensors that are points of the trajectory (they
+            carry the run's seed noise, like x_K: UniPC's last sample), coded
+            against the seed's noise as x_K is; the others (model outputs)
+            are not.
+    """
+
+    solver: str
+    scalars: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    noisy: frozenset[str] = frozenset()
+
+
+@dataclass
 class CacheEntry:
     """One cached latent: record `record_id` after `step` denoising steps.
 

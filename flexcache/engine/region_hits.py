@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from flexcache.engine.planner import Plan, SimilarityPlanner
-from flexcache.engine.records import PromptRecord
+from flexcache.engine.records import PromptRecord, SolverState
 from flexcache.engine.regions import (
     broadcast_to_latent,
     compose_start,
@@ -38,11 +38,15 @@ class HitStart:
             again from noise, 0.0 where it is reused, shaped to broadcast
             against `latent` (channels of size 1).
         method: ``planner.region_method`` for a region hit.
+        solver_state: the multistep solver's state stored with the entry
+            (`SolverState`), for the resumed scheduler to restore; None for
+            one-step solvers, region hits and entries stored without one.
     """
 
     latent: torch.Tensor
     region: torch.Tensor | None = None
     method: str | None = None
+    solver_state: SolverState | None = None
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,10 @@ class PipelineAdapter:
         """Whether a region hit can run: masks are captured and the scheduler takes a region schedule."""
         return False
 
+    def uncacheable_reason(self, args: dict[str, Any]) -> str | None:
+        """Why this family cannot key the call (it then runs uncached), beyond what every family checks."""
+        return None
+
     @staticmethod
     def _extra(args: dict[str, Any], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
         return tuple(sorted((name, str(args.get(name))) for name in names))
@@ -86,7 +90,7 @@ class WanAdapter(PipelineAdapter):
         height = int(args["height"]) // (spatial * patch[1]) * (spatial * patch[1])
         width = int(args["width"]) // (spatial * patch[2]) * (spatial * patch[2])
         latent_shape = (
-            int(transformer.config.in_channels),
+            self._latent_channels(pipe),
             (num_frames - 1) // temporal + 1,
             height // spatial,
             width // spatial,
@@ -101,8 +105,15 @@ class WanAdapter(PipelineAdapter):
             latent_shape=latent_shape,
             latent_dtype="float32",  # WanPipeline denoises in float32 whatever the transformer's dtype
             extra=self._extra(args, ("guidance_scale", "guidance_scale_2", "negative_prompt",
-                                     "max_sequence_length")) + self._experts(pipe),
+                                     "max_sequence_length")) + self._experts(pipe) + self._conditions(args),
         )
+
+    def _latent_channels(self, pipe: Any) -> int:
+        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+        return int(transformer.config.in_channels)
+
+    def _conditions(self, args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        return ()
 
     @staticmethod
     def _experts(pipe: Any) -> tuple[tuple[str, str], ...]:
@@ -171,10 +182,10 @@ class CogVideoXAdapter(PipelineAdapter):
             height=height,
             width=width,
             num_frames=num_frames,
-            latent_shape=(latent_frames, int(config.in_channels), height // spatial, width // spatial),
+            latent_shape=(latent_frames, self._latent_channels(pipe), height // spatial, width // spatial),
             latent_dtype=dtype_name(dtype),
             extra=self._extra(args, ("guidance_scale", "use_dynamic_cfg", "eta", "negative_prompt",
-                                     "max_sequence_length", "timesteps")),
+                                     "max_sequence_length", "timesteps")) + self._conditions(args),
             frame_axis=0,
         )
 
@@ -183,14 +194,21 @@ class CogVideoXAdapter(PipelineAdapter):
         sigma = float(pipe.scheduler.init_noise_sigma)
         return latent / sigma if resume and sigma != 1.0 else latent
 
+    def _latent_channels(self, pipe: Any) -> int:
+        return int(pipe.transformer.config.in_channels)
 
-def _prepared_latent(pipe: Any, args: dict[str, Any]) -> torch.Tensor:
+    def _conditions(self, args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        return ()
+
+
+def _prepared_latent(pipe: Any, sizes: dict[str, int], channels: int) -> torch.Tensor:
     """One latent as the pipeline's own `prepare_latents` shapes it (batch 1), for its shape and dtype.
 
-    Drawn on the meta device: every call computes the signature, and no values are needed.
+    Drawn on the meta device: every call computes the signature, and no
+    values are needed. Arguments go by name: the families order them differently.
     """
-    return pipe.prepare_latents(1, pipe.transformer.config.in_channels, int(args["height"]), int(args["width"]),
-                                int(args["num_frames"]), torch.float32, torch.device("meta"), None, None)
+    return pipe.prepare_latents(batch_size=1, num_channels_latents=channels, dtype=torch.float32,
+                                device=torch.device("meta"), generator=None, latents=None, **sizes)
 
 
 def _schedule_length(args: dict[str, Any]) -> int:
@@ -211,19 +229,27 @@ class PreparedLatentsAdapter(PipelineAdapter):
     frame_axis: int = 1
 
     def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
-        probe = _prepared_latent(pipe, args)
+        sizes = self._sizes(pipe, args)
+        probe = _prepared_latent(pipe, sizes, self._latent_channels(pipe))
         return GenerationSignature(
             model_id=model_id,
             scheduler=self._scheduler_id(pipe),
             num_steps=_schedule_length(args),
-            height=int(args["height"]),
-            width=int(args["width"]),
-            num_frames=int(args["num_frames"]),
+            height=sizes["height"],
+            width=sizes["width"],
+            num_frames=sizes["num_frames"],
             latent_shape=tuple(int(d) for d in probe.shape[1:]),
             latent_dtype=dtype_name(probe.dtype),
             extra=self._extra(args, self.extra_names),
             frame_axis=self.frame_axis,
         )
+
+    def _sizes(self, pipe: Any, args: dict[str, Any]) -> dict[str, int]:
+        """`prepare_latents`' size arguments, as the pipeline's ``__call__`` passes them."""
+        return {"height": int(args["height"]), "width": int(args["width"]), "num_frames": int(args["num_frames"])}
+
+    def _latent_channels(self, pipe: Any) -> int:
+        return int(pipe.transformer.config.in_channels)
 
 
 class HunyuanVideoAdapter(PreparedLatentsAdapter):
@@ -259,9 +285,130 @@ class MochiAdapter(PreparedLatentsAdapter):
     extra_names = ("guidance_scale", "negative_prompt", "max_sequence_length", "timesteps")
 
 
+def content_digest(value: Any) -> str | None:
+    """A digest of an image's (or tensor's) content, the same in every process; None for what cannot be read.
+
+    A list of one is that one. PIL images by mode, size and pixels; tensors
+    and arrays by dtype, shape and bytes.
+    """
+    import numpy as np
+
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            return None
+        value = value[0]
+    digest = hashlib.sha256()
+    if isinstance(value, torch.Tensor):
+        data = value.detach().to("cpu").contiguous()
+        digest.update(f"tensor:{data.dtype}:{tuple(data.shape)}:".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value)
+        digest.update(f"array:{data.dtype}:{data.shape}:".encode())
+        digest.update(data.tobytes())
+    else:
+        try:
+            import PIL.Image
+        except ImportError:  # pragma: no cover - diffusers depends on Pillow
+            return None
+        if not isinstance(value, PIL.Image.Image):
+            return None
+        digest.update(f"image:{value.mode}:{value.size}:".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _several(value: Any) -> bool:
+    """A list of images, or a batch of them in one tensor or array (B, C, H, W) with B > 1."""
+    if isinstance(value, (list, tuple)):
+        return len(value) != 1
+    shape = getattr(value, "shape", None)
+    return shape is not None and len(shape) == 4 and int(shape[0]) > 1
+
+
+class ImageConditioned:
+    """What image-to-video adapters share: the conditioning images' content digests join the signature.
+
+    An entry made for one image never serves another. Several images (a
+    list, or a batch in one tensor) cannot be keyed: such calls run uncached.
+    No region hits: the image fixes the first frame.
+    """
+
+    image_names: tuple[str, ...] = ("image",)
+
+    def _conditions(self, args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        return tuple((name, content_digest(args[name])) for name in self.image_names if args.get(name) is not None)
+
+    def uncacheable_reason(self, args: dict[str, Any]) -> str | None:
+        for name in self.image_names:
+            value = args.get(name)
+            if value is None:
+                continue
+            if _several(value):
+                return f"several conditioning images ({name}) are served uncached; call once per image"
+            if content_digest(value) is None:
+                return f"{name} of type {type(value).__name__} cannot be keyed (pass a PIL image, array or tensor)"
+        return None
+
+    def transformers(self, pipe: Any) -> list[Any]:
+        return []
+
+    def supports_regions(self, pipe: Any) -> bool:
+        return False
+
+
+class WanImageToVideoAdapter(ImageConditioned, WanAdapter):
+    """`WanImageToVideoPipeline` (Wan2.1 I2V / FLF2V, Wan2.2 I2V A14B).
+
+    The cached latent is the noise latent (``vae.config.z_dim`` channels); the
+    pipeline concatenates the image's latent condition at every step, so a
+    resumed run gets it as the uninterrupted one did. `image`, `last_image`
+    and caller `image_embeds` are keyed by content.
+    """
+
+    pipeline_class_name = "WanImageToVideoPipeline"
+    image_names = ("image", "last_image", "image_embeds")
+
+    def _latent_channels(self, pipe: Any) -> int:
+        return int(pipe.vae.config.z_dim)
+
+
+class CogVideoXImageToVideoAdapter(ImageConditioned, CogVideoXAdapter):
+    """`CogVideoXImageToVideoPipeline`: the noise latent has half the transformer's input channels.
+
+    The image latent is concatenated at every step. The pipeline samples it
+    from the VAE with the call's `generator`: pass the same generator seed to
+    get the same conditioning on a hit.
+    """
+
+    pipeline_class_name = "CogVideoXImageToVideoPipeline"
+
+    def _latent_channels(self, pipe: Any) -> int:
+        return int(pipe.transformer.config.in_channels) // 2
+
+
+class SkyReelsV2Adapter(PreparedLatentsAdapter):
+    """`SkyReelsV2Pipeline` (text-to-video): Wan's latent layout, (B, C, T, H, W) float32, on UniPC.
+
+    Its ``__call__`` rounds the frame count to 4k + 1 before `prepare_latents`, as Wan does.
+    """
+
+    pipeline_class_name = "SkyReelsV2Pipeline"
+    extra_names = ("guidance_scale", "negative_prompt", "max_sequence_length")
+
+    def _sizes(self, pipe: Any, args: dict[str, Any]) -> dict[str, int]:
+        sizes = super()._sizes(pipe, args)
+        temporal = pipe.vae_scale_factor_temporal
+        if sizes["num_frames"] % temporal != 1:
+            sizes["num_frames"] = sizes["num_frames"] // temporal * temporal + 1
+        sizes["num_frames"] = max(sizes["num_frames"], 1)
+        return sizes
+
+
 ADAPTERS: dict[str, PipelineAdapter] = {
     adapter.pipeline_class_name: adapter
-    for adapter in (WanAdapter(), CogVideoXAdapter(), LTXAdapter(), HunyuanVideoAdapter(), MochiAdapter())
+    for adapter in (WanAdapter(), WanImageToVideoAdapter(), CogVideoXAdapter(), CogVideoXImageToVideoAdapter(),
+                    LTXAdapter(), HunyuanVideoAdapter(), MochiAdapter(), SkyReelsV2Adapter())
 }
 
 

@@ -59,6 +59,12 @@ from flexcache.integrations.attention_masks import (  # noqa: F401  (public here
     token_grid,
 )
 from flexcache.integrations.region_runs import TokenTimesteps, region_scheduler
+from flexcache.integrations.solver_state import (  # noqa: F401  (public here: the solver bench uses them)
+    capture_solver_state,
+    check_compatible,
+    resumed_multistep_scheduler,
+    state_fields,
+)
 from flexcache.kernels.noise import seeded_noise
 
 logger = logging.getLogger(__name__)
@@ -78,6 +84,8 @@ class CallReport:
     background_similarity: float | None = None
     via_parts: bool = False  # the hit's K came from the object/background look-up
     region: str | None = None  # a region hit: the part generated anew ("object", "background", "composed")
+    # A hit under a multistep solver: "restored" (its state came with the entry: exact) or "restarted".
+    solver_state: str | None = None
     source_prompt: str | None = None
     seed: int | None = None
     inserted: list[str] = field(default_factory=list)
@@ -135,9 +143,9 @@ def sliced_scheduler(scheduler: Any, skip_steps: int) -> Any:
     """A copy of `scheduler` whose schedule starts at step `skip_steps`.
 
     Exact for one-step solvers (Euler flow matching: resuming from the x_K an
-    uninterrupted run produced reproduces that run). Multistep solvers
-    (UniPC, DPM++) restart their history at K, so the first resumed steps use
-    a lower order than the uninterrupted run did.
+    uninterrupted run produced reproduces that run). Multistep solvers (UniPC,
+    DPM++) resume through `solver_state.resumed_multistep_scheduler`, which
+    restores the history stored with the entry.
     """
     clone = copy.deepcopy(scheduler)
     clone.__class__ = _sliced_scheduler_class(type(scheduler))
@@ -169,8 +177,10 @@ def noise_level(scheduler: Any, steps_done: int) -> float | None:
 class _CallContext:
     """State of one generation: its plan and the latents (and noise levels) captured so far."""
 
-    def __init__(self, plan: Plan, user_callback: Callable | None, recorder: Any = None) -> None:
+    def __init__(self, plan: Plan, user_callback: Callable | None, recorder: Any = None,
+                 keep_solver_state: bool = True) -> None:
         self.plan = plan
+        self.keep_solver_state = keep_solver_state
         self.user_callback = user_callback
         self.recorder = recorder
         self.masks: dict[int, torch.Tensor] = {}
@@ -179,6 +189,7 @@ class _CallContext:
         self.checkpoints = set(plan.run_checkpoints)
         self.captured: dict[int, torch.Tensor] = {}
         self.sigmas: dict[int, float] = {}
+        self.solver_states: dict[int, Any] = {}
 
     def on_step_end(self, pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
         outputs = callback_kwargs
@@ -197,6 +208,9 @@ class _CallContext:
             sigma = noise_level(pipe.scheduler, step_index + 1)
             if sigma is not None:
                 self.sigmas[steps_done] = sigma
+            state = capture_solver_state(pipe.scheduler) if self.keep_solver_state else None
+            if state is not None:
+                self.solver_states[steps_done] = state
         return outputs
 
 
@@ -234,7 +248,7 @@ class _Binding:
 
         reason = None if enabled else "disabled for this call"
         if reason is None:
-            reason = self._uncacheable_reason(call_args)
+            reason = self._uncacheable_reason(call_args) or self.adapter.uncacheable_reason(call_args)
         pipeline_args = dict(call_args)
         if pipeline_args.get("prompt_embeds") is not None:
             pipeline_args["prompt"] = None  # the pipeline refuses both; it gets the embeddings only
@@ -262,7 +276,8 @@ class _Binding:
 
         capture = bool(plan.run_checkpoints) and (not plan.hit or self.cache.config.planner.cache_resumed)
         recorder = self._mask_recorder(pipe, plan, prompt, pipeline_args) if capture else None
-        context = _CallContext(plan, pipeline_args.get("callback_on_step_end"), recorder)
+        context = _CallContext(plan, pipeline_args.get("callback_on_step_end"), recorder,
+                               self.cache.config.planner.solver_state)
         if capture:
             tensor_inputs = list(pipeline_args.get("callback_on_step_end_tensor_inputs") or [])
             tensor_inputs = list(getattr(context.user_callback, "tensor_inputs", tensor_inputs))
@@ -277,7 +292,14 @@ class _Binding:
             pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, latent, resume=True)
             with self.run_lock:
                 original_scheduler = pipe.scheduler
-                scheduler = sliced_scheduler(original_scheduler, plan.skip_steps)
+                if state_fields(original_scheduler) is not None:
+                    state = start.solver_state
+                    if state is not None and not check_compatible(original_scheduler, state):
+                        state = None
+                    report.solver_state = "restored" if state is not None else "restarted"
+                    scheduler = resumed_multistep_scheduler(original_scheduler, plan.skip_steps, state)
+                else:
+                    scheduler = sliced_scheduler(original_scheduler, plan.skip_steps)
                 timesteps = None
                 if start.region is not None and start.method == "restart":
                     region = self.adapter.to_pipeline_latents(pipe, start.region, resume=False)
@@ -303,7 +325,8 @@ class _Binding:
                 result = original_call(pipe, **pipeline_args)
         if context.captured:
             try:
-                report.inserted = self.cache.insert(plan, context.captured, context.sigmas, context.masks)
+                report.inserted = self.cache.insert(plan, context.captured, context.sigmas, context.masks,
+                                                    context.solver_states)
             except FlexCacheError as exc:
                 # The video was generated; only caching it failed. Serve it anyway.
                 report.insert_error = f"{type(exc).__name__}: {exc}"

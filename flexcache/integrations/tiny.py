@@ -43,6 +43,50 @@ def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2, *, boundary_ratio: flo
                        transformer_2=second, boundary_ratio=boundary_ratio)
 
 
+def tiny_wan_i2v_pipeline(seed: int = 0):
+    """A `WanImageToVideoPipeline` shaped like Wan2.2 I2V (no image encoder), with a tiny Wan VAE.
+
+    The transformer takes 36 channels: the 16-channel noise latent, the
+    4-channel frame mask and the image's 16-channel latent condition.
+    """
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanImageToVideoPipeline,
+        WanTransformer3DModel,
+    )
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).eval()
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36,
+        out_channels=16, text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
+    ).eval()
+    return WanImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
+                                   scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), image_encoder=None,
+                                   image_processor=None)
+
+
+def tiny_skyreels_v2_pipeline(seed: int = 0):
+    """A `SkyReelsV2Pipeline` (text-to-video) with a tiny transformer and its published scheduler class, UniPC.
+
+    Latents are (16, T, H/8, W/8) as Wan's.
+    """
+    from diffusers import SkyReelsV2Pipeline, SkyReelsV2Transformer3DModel, UniPCMultistepScheduler
+
+    torch.manual_seed(seed)
+    transformer = SkyReelsV2Transformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
+    ).eval()
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0)
+    return SkyReelsV2Pipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=None,
+                              scheduler=scheduler)
+
+
 def tiny_cogvideox_pipeline(seed: int = 0, num_frames: int = 9, height: int = 16, width: int = 16):
     """A `CogVideoXPipeline` with a one-layer transformer and the CogVideoX DDIM scheduler.
 
@@ -63,6 +107,35 @@ def tiny_cogvideox_pipeline(seed: int = 0, num_frames: int = 9, height: int = 16
     ).eval()
     return CogVideoXPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer,
                              scheduler=CogVideoXDDIMScheduler())
+
+
+def tiny_cogvideox_i2v_pipeline(seed: int = 0, num_frames: int = 9, height: int = 16, width: int = 16):
+    """A `CogVideoXImageToVideoPipeline` with a one-layer transformer and a tiny CogVideoX VAE.
+
+    The transformer takes 8 channels: the 4-channel noise latent and the
+    image's 4-channel latent. Sizes are fixed as for `tiny_cogvideox_pipeline`.
+    """
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXImageToVideoPipeline,
+        CogVideoXTransformer3DModel,
+    )
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
+        layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
+    ).eval()
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4, time_embed_dim=2,
+        text_embed_dim=TEXT_DIM, num_layers=1, sample_width=width // 8, sample_height=height // 8,
+        sample_frames=num_frames, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=TEXT_TOKENS,
+        use_rotary_positional_embeddings=True, use_learned_positional_embeddings=True,
+    ).eval()
+    return CogVideoXImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
+                                         scheduler=CogVideoXDDIMScheduler())
 
 
 def tiny_ltx_pipeline(seed: int = 0):

@@ -1,7 +1,8 @@
 """diffusers integration on tiny random-weight pipelines whose latents come from `prepare_latents` (CPU).
 
-LTX (packed token latents), HunyuanVideo (embedded guidance, caller sigmas)
-and Mochi (linear-quadratic sigmas): one set of tests, one entry per family.
+LTX (packed token latents), HunyuanVideo (embedded guidance, caller sigmas),
+Mochi (linear-quadratic sigmas) and SkyReels-V2 (UniPC, its solver state
+restored): one set of tests, one entry per family.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flexcache.integrations.tiny import (
     tiny_ltx_pipeline,
     tiny_mochi_pipeline,
     tiny_prompt_embeds,
+    tiny_skyreels_v2_pipeline,
 )
 from flexcache.kernels.noise import seeded_noise
 
@@ -54,6 +56,11 @@ FAMILIES = {
                       ({"guidance_scale": 3.5}, {"height": 48}, {"num_frames": 9},
                        {"sigmas": [1.0 - i / STEPS * 0.9 for i in range(STEPS)]}),
                       {"sigmas": [1.0 - i / STEPS * 0.95 for i in range(STEPS)]}),
+    "skyreels-v2": Family(tiny_skyreels_v2_pipeline, dict(height=32, width=32, num_frames=5, guidance_scale=1.0),
+                          (16, 2, 4, 4), lambda p: dict(prompt_embeds=tiny_prompt_embeds(p)),
+                          ({"height": 48}, {"num_frames": 9}, {"guidance_scale": 3.0,
+                                                               "negative_prompt_embeds": tiny_prompt_embeds("")}),
+                          {"guidance_scale": 3.0, "negative_prompt_embeds": tiny_prompt_embeds("")}),
     "mochi": Family(tiny_mochi_pipeline, dict(height=32, width=32, num_frames=7, guidance_scale=1.0),
                     (12, 2, 4, 4), masked, ({"height": 48}, {"num_frames": 13}, NEGATIVE), NEGATIVE),
 }
