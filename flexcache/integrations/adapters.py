@@ -143,15 +143,16 @@ class WanAdapter(PipelineAdapter):
     def supports_regions(self, pipe: Any) -> bool:
         from flexcache.integrations.region_runs import supports_region_schedule
 
-        return supports_region_schedule(pipe.scheduler)
+        # TI2V-5B's pipeline hands the transformer per-token timesteps of its own: not composed with a region's.
+        return supports_region_schedule(pipe.scheduler) and not getattr(pipe, "config", {}).get("expand_timesteps")
 
 
 class CogVideoXAdapter(PipelineAdapter):
     """`CogVideoXPipeline` (CogVideoX / CogVideoX1.5 text-to-video): latents are (B, T, C, H, W).
 
     The pipeline multiplies any ``latents=`` by ``scheduler.init_noise_sigma``
-    (1.0 for its DDIM and DPM schedulers); a resumed x_K is divided by it first
-    so the pipeline starts from x_K itself.
+    (1.0 for its DDIM and DPM schedulers); a resumed run's scheduler says 1, so
+    the pipeline starts from x_K itself.
     """
 
     pipeline_class_name = "CogVideoXPipeline"
@@ -165,14 +166,7 @@ class CogVideoXAdapter(PipelineAdapter):
         latent_frames = (num_frames - 1) // temporal + 1
         if config.patch_size_t is not None and latent_frames % config.patch_size_t:
             latent_frames += config.patch_size_t - latent_frames % config.patch_size_t  # CogVideoX1.5 padding
-        # Latents take the dtype of the prompt embeddings (the text encoder's when the pipeline encodes).
-        embeds = args.get("prompt_embeds")
-        if embeds is not None:
-            dtype = embeds.dtype
-        elif pipe.text_encoder is not None:
-            dtype = pipe.text_encoder.dtype
-        else:
-            dtype = pipe.transformer.dtype
+        dtype = _embeddings_dtype(pipe, args)
         timesteps = args.get("timesteps")
         num_steps = len(timesteps) if timesteps is not None else int(args["num_inference_steps"])
         return GenerationSignature(
@@ -189,10 +183,6 @@ class CogVideoXAdapter(PipelineAdapter):
             frame_axis=0,
         )
 
-    def to_pipeline_latents(self, pipe: Any, latent: torch.Tensor, *, resume: bool) -> torch.Tensor:
-        latent = latent.unsqueeze(0)
-        sigma = float(pipe.scheduler.init_noise_sigma)
-        return latent / sigma if resume and sigma != 1.0 else latent
 
     def _latent_channels(self, pipe: Any) -> int:
         return int(pipe.transformer.config.in_channels)
@@ -201,13 +191,26 @@ class CogVideoXAdapter(PipelineAdapter):
         return ()
 
 
-def _prepared_latent(pipe: Any, sizes: dict[str, int], channels: int) -> torch.Tensor:
+def _embeddings_dtype(pipe: Any, args: dict[str, Any]) -> torch.dtype:
+    """The dtype of the prompt embeddings the pipeline will use: the caller's, else its text encoder's.
+
+    CogVideoX, Mochi and Allegro denoise in it.
+    """
+    embeds = args.get("prompt_embeds")
+    if embeds is not None:
+        return embeds.dtype
+    if getattr(pipe, "text_encoder", None) is not None:
+        return pipe.text_encoder.dtype
+    return pipe.transformer.dtype
+
+
+def _prepared_latent(pipe: Any, sizes: dict[str, int], channels: int, dtype: torch.dtype) -> torch.Tensor:
     """One latent as the pipeline's own `prepare_latents` shapes it (batch 1), for its shape and dtype.
 
     Drawn on the meta device: every call computes the signature, and no
     values are needed. Arguments go by name: the families order them differently.
     """
-    return pipe.prepare_latents(batch_size=1, num_channels_latents=channels, dtype=torch.float32,
+    return pipe.prepare_latents(batch_size=1, num_channels_latents=channels, dtype=dtype,
                                 device=torch.device("meta"), generator=None, latents=None, **sizes)
 
 
@@ -230,7 +233,7 @@ class PreparedLatentsAdapter(PipelineAdapter):
 
     def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         sizes = self._sizes(pipe, args)
-        probe = _prepared_latent(pipe, sizes, self._latent_channels(pipe))
+        probe = _prepared_latent(pipe, sizes, self._latent_channels(pipe), self._latent_dtype(pipe, args))
         return GenerationSignature(
             model_id=model_id,
             scheduler=self._scheduler_id(pipe),
@@ -250,6 +253,10 @@ class PreparedLatentsAdapter(PipelineAdapter):
 
     def _latent_channels(self, pipe: Any) -> int:
         return int(pipe.transformer.config.in_channels)
+
+    def _latent_dtype(self, pipe: Any, args: dict[str, Any]) -> torch.dtype:
+        """The dtype ``__call__`` hands `prepare_latents` (float32 for LTX, HunyuanVideo and SkyReels-V2)."""
+        return torch.float32
 
 
 class HunyuanVideoAdapter(PreparedLatentsAdapter):
@@ -279,10 +286,32 @@ class LTXAdapter(PreparedLatentsAdapter):
 
 
 class MochiAdapter(PreparedLatentsAdapter):
-    """`MochiPipeline`: latents are (B, C, T, H, W) float32 on Mochi's linear-quadratic sigma schedule."""
+    """`MochiPipeline`: latents are (B, C, T, H, W) in the prompt embeddings' dtype, on linear-quadratic sigmas."""
 
     pipeline_class_name = "MochiPipeline"
     extra_names = ("guidance_scale", "negative_prompt", "max_sequence_length", "timesteps")
+
+    def _latent_dtype(self, pipe: Any, args: dict[str, Any]) -> torch.dtype:
+        return _embeddings_dtype(pipe, args)
+
+
+class AllegroAdapter(PreparedLatentsAdapter):
+    """`AllegroPipeline`: latents are (B, C, T, H, W) in the prompt embeddings' dtype.
+
+    Its `prepare_latents` multiplies any ``latents=`` by the scheduler's
+    ``init_noise_sigma`` (above 1 for its Euler-family schedulers): fresh
+    noise is scaled as its own would be, and a resumed run's scheduler says 1
+    (`integrations.diffusers.sliced_scheduler`). Ancestral schedulers draw
+    fresh noise at each step, so a resumed run matches the uninterrupted one
+    only in distribution.
+    """
+
+    pipeline_class_name = "AllegroPipeline"
+    extra_names = ("guidance_scale", "negative_prompt", "max_sequence_length", "timesteps", "eta", "clean_caption")
+
+    def _latent_dtype(self, pipe: Any, args: dict[str, Any]) -> torch.dtype:
+        return _embeddings_dtype(pipe, args)
+
 
 
 def content_digest(value: Any) -> str | None:
@@ -408,7 +437,7 @@ class SkyReelsV2Adapter(PreparedLatentsAdapter):
 ADAPTERS: dict[str, PipelineAdapter] = {
     adapter.pipeline_class_name: adapter
     for adapter in (WanAdapter(), WanImageToVideoAdapter(), CogVideoXAdapter(), CogVideoXImageToVideoAdapter(),
-                    LTXAdapter(), HunyuanVideoAdapter(), MochiAdapter(), SkyReelsV2Adapter())
+                    LTXAdapter(), HunyuanVideoAdapter(), MochiAdapter(), SkyReelsV2Adapter(), AllegroAdapter())
 }
 
 

@@ -120,6 +120,10 @@ def _default_model_id(pipe: Any) -> str:
 
 # -- resuming: a scheduler that runs only steps K..N --------------------------------
 
+# Pipelines multiply ``latents=`` by the scheduler's init_noise_sigma (the std of fresh noise; a property of
+# the sigmas set, for Euler-family schedulers). A resumed run starts from x_K itself: its scheduler says 1.
+RESUMED_NOISE_SIGMA = property(lambda self: 1.0)
+
 _SLICED_CLASSES: dict[type, type] = {}
 _SLICED_LOCK = threading.Lock()
 
@@ -135,7 +139,8 @@ def _sliced_scheduler_class(base: type) -> type:
                 if getattr(self, "sigmas", None) is not None:
                     self.sigmas = self.sigmas[skip:]
 
-            _SLICED_CLASSES[base] = type(f"FlexCacheSliced{base.__name__}", (base,), {"set_timesteps": set_timesteps})
+            _SLICED_CLASSES[base] = type(f"FlexCacheSliced{base.__name__}", (base,),
+                                         {"set_timesteps": set_timesteps, "init_noise_sigma": RESUMED_NOISE_SIGMA})
         return _SLICED_CLASSES[base]
 
 

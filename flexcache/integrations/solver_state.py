@@ -137,7 +137,8 @@ def _resumed_class(base: type) -> type:
 
             set_timesteps = functools.wraps(base.set_timesteps)(set_timesteps)  # diffusers inspects its signature
             _RESUMED_CLASSES[base] = type(f"FlexCacheResumed{base.__name__}", (base,),
-                                          {"set_timesteps": set_timesteps, "step": step})
+                                          {"set_timesteps": set_timesteps, "step": step,
+                                           "init_noise_sigma": property(lambda self: 1.0)})  # starts from x_K
         return _RESUMED_CLASSES[base]
 
 

@@ -15,13 +15,15 @@ TEXT_DIM = 32
 TEXT_TOKENS = 8
 
 
-def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2, *, boundary_ratio: float | None = None):
+def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2, *, boundary_ratio: float | None = None,
+                      expand_timesteps: bool = False):
     """A `WanPipeline` with a ~100k-parameter transformer and a flow-matching Euler scheduler.
 
     Latents are (16, T, H/8, W/8) for T = (frames - 1) / 4 + 1. With
     `boundary_ratio` it is shaped like Wan2.2 A14B: a second expert
     (`transformer_2`, other weights) takes the steps whose timestep is below
-    ``boundary_ratio * 1000``.
+    ``boundary_ratio * 1000``. With `expand_timesteps` it is shaped like
+    Wan2.2 TI2V-5B: one transformer given a timestep per token.
     """
     from diffusers import (
         FlowMatchEulerDiscreteScheduler,
@@ -40,14 +42,16 @@ def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2, *, boundary_ratio: flo
     if boundary_ratio is not None:
         second = WanTransformer3DModel(**transformer.config).eval()  # drawn after the first: other weights
     return WanPipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=None, scheduler=scheduler,
-                       transformer_2=second, boundary_ratio=boundary_ratio)
+                       transformer_2=second, boundary_ratio=boundary_ratio, expand_timesteps=expand_timesteps)
 
 
-def tiny_wan_i2v_pipeline(seed: int = 0):
+def tiny_wan_i2v_pipeline(seed: int = 0, *, expand_timesteps: bool = False):
     """A `WanImageToVideoPipeline` shaped like Wan2.2 I2V (no image encoder), with a tiny Wan VAE.
 
     The transformer takes 36 channels: the 16-channel noise latent, the
-    4-channel frame mask and the image's 16-channel latent condition.
+    4-channel frame mask and the image's 16-channel latent condition. With
+    `expand_timesteps` it is shaped like Wan2.2 TI2V-5B's image-to-video: the
+    image's latent replaces the first frame, and the transformer takes 16.
     """
     from diffusers import (
         AutoencoderKLWan,
@@ -60,13 +64,13 @@ def tiny_wan_i2v_pipeline(seed: int = 0):
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True]).eval()
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36,
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16 if expand_timesteps else 36,
         out_channels=16, text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2,
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
     ).eval()
     return WanImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
                                    scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), image_encoder=None,
-                                   image_processor=None)
+                                   image_processor=None, expand_timesteps=expand_timesteps)
 
 
 def tiny_skyreels_v2_pipeline(seed: int = 0):
@@ -85,6 +89,23 @@ def tiny_skyreels_v2_pipeline(seed: int = 0):
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0)
     return SkyReelsV2Pipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=None,
                               scheduler=scheduler)
+
+
+def tiny_allegro_pipeline(seed: int = 0):
+    """An `AllegroPipeline` with a one-layer transformer and a deterministic Euler scheduler.
+
+    Its ``init_noise_sigma`` is far from 1 (the scheduler's sigma_max), which
+    the pipeline multiplies into any ``latents=``. Latents are (4, T, H/8, W/8).
+    """
+    from diffusers import AllegroPipeline, AllegroTransformer3DModel, EulerDiscreteScheduler
+
+    torch.manual_seed(seed)
+    transformer = AllegroTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, num_layers=1,
+        cross_attention_dim=24, sample_width=8, sample_height=8, sample_frames=8, caption_channels=TEXT_DIM,
+    ).eval()
+    return AllegroPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer,
+                           scheduler=EulerDiscreteScheduler())
 
 
 def tiny_cogvideox_pipeline(seed: int = 0, num_frames: int = 9, height: int = 16, width: int = 16):

@@ -283,6 +283,24 @@ def test_two_experts_resume_on_the_expert_of_the_full_schedule(make_cache, fract
     assert ("boundary_ratio", "0.875") in signature.extra
 
 
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5])
+def test_ti2v_shaped_pipeline_resumes_exactly(make_cache, fraction):
+    """Wan2.2 TI2V-5B: one transformer, a timestep per token (expand_timesteps)."""
+    pipe = tiny_wan_pipeline(seed=0, expand_timesteps=True)
+    pipe.set_progress_bar_config(disable=True)
+    reference, _ = uninterrupted(pipe, seed=55)
+    cache = make_cache(codec={"name": "lossless"}, planner={"lookup": "full", "similarity_table": [[0.99, fraction]]})
+    enable_flexcache(pipe, cache)
+    run(pipe, generator=torch.Generator().manual_seed(55))
+    resumed = run(pipe)
+    report = last_call_report(pipe)
+    assert report.hit and report.skip_steps == round(fraction * STEPS)
+    assert float((resumed - reference).norm() / reference.norm()) < 1e-5
+    assert ("expand_timesteps", "True") in next(iter(cache._records.values())).signature.extra
+    run(pipe, height=48)
+    assert not last_call_report(pipe).hit
+
+
 def test_the_expert_boundary_is_in_the_signature(make_cache):
     cache = make_cache(codec={"name": "lossless"}, planner={"lookup": "full", "similarity_table": [[0.99, 0.3]]})
     one = tiny_wan_pipeline(seed=0, boundary_ratio=0.875)

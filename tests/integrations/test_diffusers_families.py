@@ -1,8 +1,9 @@
 """diffusers integration on tiny random-weight pipelines whose latents come from `prepare_latents` (CPU).
 
 LTX (packed token latents), HunyuanVideo (embedded guidance, caller sigmas),
-Mochi (linear-quadratic sigmas) and SkyReels-V2 (UniPC, its solver state
-restored): one set of tests, one entry per family.
+Mochi (linear-quadratic sigmas), SkyReels-V2 (UniPC, its solver state
+restored) and Allegro (an init_noise_sigma far from 1): one set of tests, one
+entry per family.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from flexcache import enable_flexcache, last_call_report
 from flexcache.integrations.tiny import (
+    tiny_allegro_pipeline,
     tiny_hunyuan_video_pipeline,
     tiny_ltx_pipeline,
     tiny_mochi_pipeline,
@@ -61,6 +63,8 @@ FAMILIES = {
                           ({"height": 48}, {"num_frames": 9}, {"guidance_scale": 3.0,
                                                                "negative_prompt_embeds": tiny_prompt_embeds("")}),
                           {"guidance_scale": 3.0, "negative_prompt_embeds": tiny_prompt_embeds("")}),
+    "allegro": Family(tiny_allegro_pipeline, dict(height=32, width=32, num_frames=9, guidance_scale=1.0),
+                      (4, 3, 4, 4), masked, ({"height": 48}, {"num_frames": 17}, NEGATIVE), NEGATIVE),
     "mochi": Family(tiny_mochi_pipeline, dict(height=32, width=32, num_frames=7, guidance_scale=1.0),
                     (12, 2, 4, 4), masked, ({"height": 48}, {"num_frames": 13}, NEGATIVE), NEGATIVE),
 }

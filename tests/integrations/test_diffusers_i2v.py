@@ -1,4 +1,4 @@
-"""Image-to-video on tiny random-weight pipelines (CPU): Wan (Wan2.2 I2V-shaped) and CogVideoX.
+"""Image-to-video on tiny random-weight pipelines (CPU): Wan (Wan2.2 I2V and TI2V-5B-shaped) and CogVideoX.
 
 The conditioning image's content joins the generation signature: an entry
 made for one image never serves another.
@@ -35,6 +35,8 @@ class Family:
 FAMILIES = {
     "wan": Family(tiny_wan_i2v_pipeline, dict(height=32, width=32, num_frames=5), (16, 2, 4, 4), 32,
                   ({"height": 48}, {"num_frames": 9}, {"last_image": "other"})),
+    "wan-ti2v": Family(lambda seed: tiny_wan_i2v_pipeline(seed, expand_timesteps=True),
+                       dict(height=32, width=32, num_frames=5), (16, 2, 4, 4), 32, ({"height": 48},)),
     "cogvideox": Family(tiny_cogvideox_i2v_pipeline, dict(height=16, width=16, num_frames=9), (3, 4, 2, 2), 16,
                         ({"guidance_scale": 3.0, "negative_prompt_embeds": tiny_prompt_embeds("")},)),
 }

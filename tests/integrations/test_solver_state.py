@@ -16,7 +16,6 @@ PROMPT = "a red fox running through fresh snow in a pine forest"
 STEPS = 10
 CALL = dict(height=32, width=32, num_frames=5, num_inference_steps=STEPS, guidance_scale=1.0, output_type="latent")
 SHAPE = (16, 2, 4, 4)
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # DPM on numpy 2
 
 
 def multistep(name: str):
