@@ -135,7 +135,11 @@ def _bench_quality(args: argparse.Namespace) -> int:
 
 
 def _bench_solvers(args: argparse.Namespace) -> int:
-    from flexcache.benchmarks.solver_bench import SOLVERS, format_solver_table, run_solver_bench
+    from flexcache.benchmarks.solver_bench import (
+        SOLVERS,
+        format_solver_table,
+        run_solver_bench,
+    )
     from flexcache.toyworld.model import WEIGHTS
 
     skips = _parse_list(args.skips, "--skips", int)

@@ -49,7 +49,11 @@ DEFAULT_SKIPS = (4, 8, 12)
 
 
 def build_scheduler(name: str) -> Any:
-    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        FlowMatchEulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+    )
 
     if name == "euler":
         return FlowMatchEulerDiscreteScheduler(shift=1.0)

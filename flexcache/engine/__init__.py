@@ -14,7 +14,12 @@ from flexcache.engine.index import (
     build_index,
 )
 from flexcache.engine.planner import Plan, SimilarityPlanner, checkpoint_steps
-from flexcache.engine.records import CacheEntry, GenerationSignature, PromptRecord, SolverState
+from flexcache.engine.records import (
+    CacheEntry,
+    GenerationSignature,
+    PromptRecord,
+    SolverState,
+)
 from flexcache.engine.region_hits import HitStart, region_start
 from flexcache.engine.regions import decode_mask, encode_mask, object_cells
 from flexcache.engine.solver_bundle import encode_bundle, encode_state, split_bundle

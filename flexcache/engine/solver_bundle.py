@@ -18,8 +18,6 @@ import json
 import struct
 from typing import Any
 
-import torch
-
 from flexcache.core.blob import Blob, DeviceBlob, host_bytes
 from flexcache.core.errors import CorruptBlobError, InvalidLatentError
 from flexcache.engine.records import GenerationSignature, SolverState

@@ -6,6 +6,7 @@ searched along the class's MRO).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -36,6 +37,9 @@ class PipelineAdapter:
     """Knows one pipeline family's latent layout and generation signature."""
 
     pipeline_class_name: str
+    # A miss lets the pipeline draw its own initial latents from a generator seeded with the plan's seed,
+    # where the pipeline composes them with a condition only its own draw gets (LTX image-to-video).
+    draws_own_noise: bool = False
 
     def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         raise NotImplementedError
@@ -61,6 +65,10 @@ class PipelineAdapter:
     def uncacheable_reason(self, args: dict[str, Any]) -> str | None:
         """Why this family cannot key the call (it then runs uncached), beyond what every family checks."""
         return None
+
+    def _conditions(self, args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        """Signature entries for conditioning inputs (image-to-video: the images' digests)."""
+        return ()
 
     @staticmethod
     def _extra(args: dict[str, Any], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -111,9 +119,6 @@ class WanAdapter(PipelineAdapter):
     def _latent_channels(self, pipe: Any) -> int:
         transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
         return int(transformer.config.in_channels)
-
-    def _conditions(self, args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-        return ()
 
     @staticmethod
     def _experts(pipe: Any) -> tuple[tuple[str, str], ...]:
@@ -187,9 +192,6 @@ class CogVideoXAdapter(PipelineAdapter):
     def _latent_channels(self, pipe: Any) -> int:
         return int(pipe.transformer.config.in_channels)
 
-    def _conditions(self, args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-        return ()
-
 
 def _embeddings_dtype(pipe: Any, args: dict[str, Any]) -> torch.dtype:
     """The dtype of the prompt embeddings the pipeline will use: the caller's, else its text encoder's.
@@ -204,13 +206,13 @@ def _embeddings_dtype(pipe: Any, args: dict[str, Any]) -> torch.dtype:
     return pipe.transformer.dtype
 
 
-def _prepared_latent(pipe: Any, sizes: dict[str, int], channels: int, dtype: torch.dtype) -> torch.Tensor:
+def _prepared_latent(prepare_latents: Any, sizes: dict[str, int], channels: int, dtype: torch.dtype) -> torch.Tensor:
     """One latent as the pipeline's own `prepare_latents` shapes it (batch 1), for its shape and dtype.
 
     Drawn on the meta device: every call computes the signature, and no
     values are needed. Arguments go by name: the families order them differently.
     """
-    return pipe.prepare_latents(batch_size=1, num_channels_latents=channels, dtype=dtype,
+    return prepare_latents(batch_size=1, num_channels_latents=channels, dtype=dtype,
                                 device=torch.device("meta"), generator=None, latents=None, **sizes)
 
 
@@ -233,7 +235,7 @@ class PreparedLatentsAdapter(PipelineAdapter):
 
     def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         sizes = self._sizes(pipe, args)
-        probe = _prepared_latent(pipe, sizes, self._latent_channels(pipe), self._latent_dtype(pipe, args))
+        probe = self._prepared(pipe, sizes, self._latent_channels(pipe), self._latent_dtype(pipe, args))
         return GenerationSignature(
             model_id=model_id,
             scheduler=self._scheduler_id(pipe),
@@ -243,9 +245,12 @@ class PreparedLatentsAdapter(PipelineAdapter):
             num_frames=sizes["num_frames"],
             latent_shape=tuple(int(d) for d in probe.shape[1:]),
             latent_dtype=dtype_name(probe.dtype),
-            extra=self._extra(args, self.extra_names),
+            extra=self._extra(args, self.extra_names) + self._conditions(args),
             frame_axis=self.frame_axis,
         )
+
+    def _prepared(self, pipe: Any, sizes: dict[str, int], channels: int, dtype: torch.dtype) -> torch.Tensor:
+        return _prepared_latent(pipe.prepare_latents, sizes, channels, dtype)
 
     def _sizes(self, pipe: Any, args: dict[str, Any]) -> dict[str, int]:
         """`prepare_latents`' size arguments, as the pipeline's ``__call__`` passes them."""
@@ -416,6 +421,27 @@ class CogVideoXImageToVideoAdapter(ImageConditioned, CogVideoXAdapter):
         return int(pipe.transformer.config.in_channels) // 2
 
 
+class LTXImageToVideoAdapter(ImageConditioned, LTXAdapter):
+    """`LTXImageToVideoPipeline`: LTX's packed tokens; the image is the first latent frame.
+
+    The pipeline writes the image's latent into its own initial draw and
+    ignores the image when given ``latents=``, so on a miss it draws them
+    itself, from a generator seeded with the plan's seed (the codec then finds
+    no seed noise to subtract and stores the entry unsubtracted). A hit's x_K
+    carries the image frame, kept through every step, and its digest is in
+    the signature. The latent's shape comes from LTX's text-to-video
+    `prepare_latents`, which packs the same noise latent.
+    """
+
+    pipeline_class_name = "LTXImageToVideoPipeline"
+    draws_own_noise = True
+
+    def _prepared(self, pipe: Any, sizes: dict[str, int], channels: int, dtype: torch.dtype) -> torch.Tensor:
+        from diffusers import LTXPipeline
+
+        return _prepared_latent(functools.partial(LTXPipeline.prepare_latents, pipe), sizes, channels, dtype)
+
+
 class SkyReelsV2Adapter(PreparedLatentsAdapter):
     """`SkyReelsV2Pipeline` (text-to-video): Wan's latent layout, (B, C, T, H, W) float32, on UniPC.
 
@@ -437,7 +463,8 @@ class SkyReelsV2Adapter(PreparedLatentsAdapter):
 ADAPTERS: dict[str, PipelineAdapter] = {
     adapter.pipeline_class_name: adapter
     for adapter in (WanAdapter(), WanImageToVideoAdapter(), CogVideoXAdapter(), CogVideoXImageToVideoAdapter(),
-                    LTXAdapter(), HunyuanVideoAdapter(), MochiAdapter(), SkyReelsV2Adapter(), AllegroAdapter())
+                    LTXAdapter(), LTXImageToVideoAdapter(), HunyuanVideoAdapter(), MochiAdapter(), SkyReelsV2Adapter(),
+                    AllegroAdapter())
 }
 
 

@@ -97,13 +97,18 @@ class CallReport:
 # -- per-pipeline adapters: `integrations.adapters` -----------------------------------
 
 
+PLANNED_PIPELINES = ("LTX2Pipeline", "HunyuanVideo15Pipeline", "Kandinsky5T2VPipeline", "SkyReelsV2DiffusionForcingPipeline",
+                     "SkyReelsV2ImageToVideoPipeline")
+
+
 def _adapter_for(pipe: Any) -> PipelineAdapter:
     for cls in type(pipe).__mro__:
         if cls.__name__ in ADAPTERS:
             return ADAPTERS[cls.__name__]
     raise UnsupportedPipelineError(
         f"FlexCache has no adapter for {type(pipe).__name__}; supported pipelines: "
-        f"{', '.join(sorted(ADAPTERS))} (HunyuanVideo 1.5, LTX-2, SkyReels-V2 and the image-to-video pipelines are planned)"
+        f"{', '.join(sorted(ADAPTERS))} (planned: {', '.join(PLANNED_PIPELINES)}). Without the cache, call the "
+        "pipeline as it is; to cache it, an adapter in flexcache.integrations.adapters.ADAPTERS names its latent"
     )
 
 
@@ -324,8 +329,12 @@ class _Binding:
                         timesteps.remove()
         else:
             report.seed = plan.seed
-            noise = seeded_noise(signature.latent_shape, plan.seed, device=device, dtype=signature.torch_dtype)
-            pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, noise, resume=False)
+            if self.adapter.draws_own_noise:
+                if not isinstance(pipeline_args.get("generator"), torch.Generator):
+                    pipeline_args["generator"] = torch.Generator().manual_seed(plan.seed)
+            else:
+                noise = seeded_noise(signature.latent_shape, plan.seed, device=device, dtype=signature.torch_dtype)
+                pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, noise, resume=False)
             with self.run_lock, self._recording(pipe, recorder):
                 result = original_call(pipe, **pipeline_args)
         if context.captured:
@@ -386,6 +395,9 @@ class _Binding:
             return "num_videos_per_prompt > 1 is served uncached"
         if args.get("latents") is not None:
             return "caller-supplied latents are served uncached"
+        for name in ("video", "conditions"):
+            if args.get(name) is not None:
+                return f"video-to-video input ({name}=) is served uncached"
         embeds = args.get("prompt_embeds")
         if embeds is not None and embeds.shape[0] != 1:
             return "batched prompt_embeds are served uncached"

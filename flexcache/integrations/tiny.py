@@ -78,7 +78,11 @@ def tiny_skyreels_v2_pipeline(seed: int = 0):
 
     Latents are (16, T, H/8, W/8) as Wan's.
     """
-    from diffusers import SkyReelsV2Pipeline, SkyReelsV2Transformer3DModel, UniPCMultistepScheduler
+    from diffusers import (
+        SkyReelsV2Pipeline,
+        SkyReelsV2Transformer3DModel,
+        UniPCMultistepScheduler,
+    )
 
     torch.manual_seed(seed)
     transformer = SkyReelsV2Transformer3DModel(
@@ -97,7 +101,11 @@ def tiny_allegro_pipeline(seed: int = 0):
     Its ``init_noise_sigma`` is far from 1 (the scheduler's sigma_max), which
     the pipeline multiplies into any ``latents=``. Latents are (4, T, H/8, W/8).
     """
-    from diffusers import AllegroPipeline, AllegroTransformer3DModel, EulerDiscreteScheduler
+    from diffusers import (
+        AllegroPipeline,
+        AllegroTransformer3DModel,
+        EulerDiscreteScheduler,
+    )
 
     torch.manual_seed(seed)
     transformer = AllegroTransformer3DModel(
@@ -180,6 +188,37 @@ def tiny_ltx_pipeline(seed: int = 0):
     ).eval()
     return LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
                        transformer=transformer)
+
+
+def tiny_ltx_i2v_pipeline(seed: int = 0):
+    """An `LTXImageToVideoPipeline` with the transformer of `tiny_ltx_pipeline` and a tiny LTX VAE.
+
+    The VAE compresses 4x in space and 4x in time; the pipeline wants heights
+    and widths that are multiples of 32 and 4k + 1 frames. Latents are packed
+    tokens (frames' x rows' x cols', 8).
+    """
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXImageToVideoPipeline,
+        LTXVideoTransformer3DModel,
+    )
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False), decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, timestep_conditioning=False, patch_size=1,
+        patch_size_t=1, encoder_causal=True, decoder_causal=False,
+    ).eval()
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, num_layers=2, caption_channels=TEXT_DIM,
+    ).eval()
+    return LTXImageToVideoPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None,
+                                   tokenizer=None, transformer=transformer)
 
 
 def tiny_hunyuan_video_pipeline(seed: int = 0):

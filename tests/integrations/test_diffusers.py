@@ -234,8 +234,23 @@ def test_unsupported_pipeline_names_the_supported_ones(make_cache):
     class ImagePipeline:
         pass
 
-    with pytest.raises(UnsupportedPipelineError, match="WanPipeline"):
+    with pytest.raises(UnsupportedPipelineError, match="WanPipeline") as info:
         enable_flexcache(ImagePipeline(), make_cache())
+    assert "ImagePipeline" in str(info.value) and "LTX2Pipeline" in str(info.value)  # and the planned ones
+
+
+def test_the_readme_table_of_supported_pipelines_matches_the_adapters():
+    import re
+    from pathlib import Path
+
+    from flexcache.integrations.diffusers import ADAPTERS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("| pipeline | latent layout | tested with | region hits |"):]
+    rows = [line for line in table.splitlines()[2:] if line.strip().startswith("|")]
+    table_end = next(i for i, line in enumerate(table.splitlines()[2:]) if not line.strip().startswith("|"))
+    named = {re.match(r"\s*\| `(\w+)`", line).group(1) for line in rows[:table_end]}
+    assert named == set(ADAPTERS)
 
 
 def test_the_signature_is_the_same_in_every_process():

@@ -1,4 +1,4 @@
-"""Image-to-video on tiny random-weight pipelines (CPU): Wan (Wan2.2 I2V and TI2V-5B-shaped) and CogVideoX.
+"""Image-to-video on tiny random-weight pipelines (CPU): Wan (Wan2.2 I2V and TI2V-5B-shaped), LTX and CogVideoX.
 
 The conditioning image's content joins the generation signature: an entry
 made for one image never serves another.
@@ -15,7 +15,12 @@ import pytest
 import torch
 
 from flexcache import enable_flexcache, last_call_report
-from flexcache.integrations.tiny import tiny_cogvideox_i2v_pipeline, tiny_prompt_embeds, tiny_wan_i2v_pipeline
+from flexcache.integrations.tiny import (
+    tiny_cogvideox_i2v_pipeline,
+    tiny_ltx_i2v_pipeline,
+    tiny_prompt_embeds,
+    tiny_wan_i2v_pipeline,
+)
 from flexcache.kernels.noise import seeded_noise
 
 PROMPT = "a red fox running through fresh snow in a pine forest"
@@ -30,6 +35,8 @@ class Family:
     latent: tuple[int, ...]
     size: int
     misses: tuple[dict[str, Any], ...]  # call settings (beside another image) that must not share an entry
+    masked: bool = False  # prompt embeddings travel with an attention mask
+    own_noise: bool = False  # on a miss the pipeline draws its initial latents (seeded by FlexCache)
 
 
 FAMILIES = {
@@ -37,6 +44,8 @@ FAMILIES = {
                   ({"height": 48}, {"num_frames": 9}, {"last_image": "other"})),
     "wan-ti2v": Family(lambda seed: tiny_wan_i2v_pipeline(seed, expand_timesteps=True),
                        dict(height=32, width=32, num_frames=5), (16, 2, 4, 4), 32, ({"height": 48},)),
+    "ltx": Family(tiny_ltx_i2v_pipeline, dict(height=32, width=32, num_frames=9), (192, 8), 32,
+                  ({"height": 64}, {"num_frames": 17}, {"frame_rate": 30}), masked=True, own_noise=True),
     "cogvideox": Family(tiny_cogvideox_i2v_pipeline, dict(height=16, width=16, num_frames=9), (3, 4, 2, 2), 16,
                         ({"guidance_scale": 3.0, "negative_prompt_embeds": tiny_prompt_embeds("")},)),
 }
@@ -54,11 +63,16 @@ def image(spec, seed: int) -> torch.Tensor:
     return torch.rand(1, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(seed))
 
 
+def embeds(spec) -> dict[str, torch.Tensor]:
+    e = tiny_prompt_embeds(PROMPT)
+    return dict(prompt_embeds=e, **({"prompt_attention_mask": torch.ones(1, e.shape[1])} if spec.masked else {}))
+
+
 def run(family, picture, **overrides):
     spec, pipe = family
     if overrides.get("last_image") == "other":
         overrides["last_image"] = image(spec, 3)
-    return pipe(image=picture, prompt=PROMPT, prompt_embeds=tiny_prompt_embeds(PROMPT),
+    return pipe(image=picture, prompt=PROMPT, **embeds(spec),
                 **{**spec.call, "num_inference_steps": STEPS, "guidance_scale": 1.0, "output_type": "latent",
                    **overrides}).frames
 
@@ -71,8 +85,8 @@ def _cache(make_cache, fraction=0.3):
 def test_resume_reproduces_the_uninterrupted_run(family, make_cache, fraction):
     spec, pipe = family
     # CogVideoX samples the image latent with the call's generator: the same seed, the same conditioning.
-    reference = pipe(image=image(spec, 1), prompt_embeds=tiny_prompt_embeds(PROMPT),
-                     latents=seeded_noise(spec.latent, 77).unsqueeze(0), generator=torch.Generator().manual_seed(77),
+    start = {} if spec.own_noise else {"latents": seeded_noise(spec.latent, 77).unsqueeze(0)}
+    reference = pipe(image=image(spec, 1), **embeds(spec), **start, generator=torch.Generator().manual_seed(77),
                      num_inference_steps=STEPS, guidance_scale=1.0, output_type="latent", **spec.call).frames
     enable_flexcache(pipe, _cache(make_cache, fraction))
     first = run(family, image(spec, 1), generator=torch.Generator().manual_seed(77))

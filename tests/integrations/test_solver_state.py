@@ -7,7 +7,12 @@ import torch
 
 from flexcache import enable_flexcache, last_call_report
 from flexcache.core.errors import CorruptBlobError, InvalidLatentError
-from flexcache.engine import GenerationSignature, SolverState, encode_bundle, split_bundle
+from flexcache.engine import (
+    GenerationSignature,
+    SolverState,
+    encode_bundle,
+    split_bundle,
+)
 from flexcache.integrations.solver_state import capture_solver_state, state_fields
 from flexcache.integrations.tiny import tiny_prompt_embeds, tiny_wan_pipeline
 from flexcache.kernels.noise import seeded_noise
