@@ -30,6 +30,9 @@ class ModelProfile:
     text_encoder_s: float = 0.0
     vae_decode_s: float = 0.0
     overheads_in_step_time: bool = True
+    # The scheduler class the published weights ship: "unipc" and "dpm++" keep a solver state that FlexCache
+    # stores with each entry (planner.solver_state); "one-step" solvers keep none.
+    solver: str = "one-step"
 
     @property
     def seconds_full(self) -> float:
@@ -48,10 +51,12 @@ class ModelProfile:
 PROFILES: dict[str, ModelProfile] = {p.name: p for p in (
     ModelProfile("wan2.1-1.3b-480p", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "H100", "832x480x81", 50, 95 / 50, 2,
                  (16, 21, 60, 104), "float32",
-                 "ML.ENERGY leaderboard v3 (secondary): 95 s on H100; diffusers' WanPipeline keeps latents in float32"),
+                 "ML.ENERGY leaderboard v3 (secondary): 95 s on H100; diffusers' WanPipeline keeps latents in float32",
+                 solver="unipc"),
     ModelProfile("wan2.1-14b-720p", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "H100", "1280x720x81", 50, 1837.9 / 50, 2,
                  (16, 21, 90, 160), "float32",
-                 "Wan2.1 repository README, efficiency table: 1837.9 s on one H100/H800 (with offload)"),
+                 "Wan2.1 repository README, efficiency table: 1837.9 s on one H100/H800 (with offload)",
+                 solver="unipc"),
     ModelProfile("hunyuanvideo-720p", "hunyuanvideo-community/HunyuanVideo", "H100", "1280x720x129", 50,
                  1904.1 / 50, 1, (16, 33, 90, 160), "bfloat16",
                  "xDiT documentation, HunyuanVideo performance page: 1904.1 s on one H100 (guidance embedded)"),

@@ -38,7 +38,8 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
 
     started = time.perf_counter()
     embedder = MemoizedEmbedder(SentenceTransformerEmbedder(EmbedderConfig(device="cpu")))
-    sizes = measure_entry_sizes(profile, PlannerConfig().checkpoint_fractions)
+    defaults = PlannerConfig()
+    sizes = measure_entry_sizes(profile, defaults.checkpoint_fractions, solver_state=defaults.solver_state)
     span_h = max(trace[-1].t - trace[0].t, 1.0) / 3600
     offered = len(trace) / span_h
     budgets = sorted(set(sweep_bytes) | {budget_bytes})

@@ -99,19 +99,43 @@ class AccountedTier(MemoryTier):
             return True
 
 
-def measure_entry_sizes(profile: ModelProfile, fractions: tuple[float, ...], seed: int = 0) -> dict[int, int]:
-    """Bytes the default codec needs per checkpoint step for a latent of the profile's shape."""
+# What a multistep solver's state holds beside x_K (`integrations.solver_state`): (model outputs, trajectory points).
+_STATE_TENSORS = {"unipc": (2, 1), "dpm++": (2, 0)}
+
+
+def measure_entry_sizes(profile: ModelProfile, fractions: tuple[float, ...], seed: int = 0, *,
+                        solver_state: bool = True) -> dict[int, int]:
+    """Bytes the default codec needs per checkpoint step for a latent of the profile's shape.
+
+    Under a multistep solver an entry also holds its state (planner.solver_state): the model outputs are
+    taken as the proxy's clean latent x0 (what flow solvers store of them: x0 predictions) and UniPC's last
+    sample as the proxy's latent a step earlier, coded as the engine codes them.
+    """
     from flexcache.benchmarks.codec_bench import correlated_proxy
     from flexcache.codec import build_codec
     from flexcache.core import CodecConfig
-    from flexcache.engine import checkpoint_steps
+    from flexcache.engine import SolverState, checkpoint_steps, encode_bundle, encode_state
+    from flexcache.kernels import seeded_noise
 
     codec = build_codec(CodecConfig())
+    dtype = getattr(torch, profile.latent_dtype)
     sizes = {}
     wanted = set(checkpoint_steps(profile.steps, fractions))
+    outputs, points = _STATE_TENSORS.get(profile.solver, (0, 0)) if solver_state else (0, 0)
     for step, sigma, latent in correlated_proxy(profile.latent_shape, profile.steps, seed):
         if step in wanted:
-            sizes[step] = len(codec.encode(latent.to(getattr(torch, profile.latent_dtype)), seed=seed, sigma=sigma))
+            blob = codec.encode(latent.to(dtype), seed=seed, sigma=sigma)
+            if outputs:
+                eps = seeded_noise(profile.latent_shape, seed)
+                x0 = (latent - sigma * eps) / (1 - sigma)
+                earlier = min(1.0, sigma * 1.05)  # a step before K, on a 50-step flow schedule
+                tensors = {f"model_outputs.{i}": x0.to(dtype) for i in range(outputs)}
+                tensors.update({f"last_sample.{i}": ((1 - earlier) * x0 + earlier * eps).to(dtype)
+                                for i in range(points)})
+                state = SolverState(profile.solver, {}, tensors, frozenset(n for n in tensors if "last" in n))
+                parts = encode_state(codec, state, seed=seed, sigma=sigma, frame_axis=1)
+                blob = encode_bundle(blob, profile.solver, {}, parts)
+            sizes[step] = len(blob)
     missing = wanted - set(sizes)
     if missing:  # checkpoints outside the proxy's set: the nearest measured size
         for step in missing:
