@@ -6,6 +6,7 @@ searched along the class's MRO).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -306,7 +307,7 @@ class AllegroAdapter(PreparedLatentsAdapter):
     Its `prepare_latents` multiplies any ``latents=`` by the scheduler's
     ``init_noise_sigma`` (above 1 for its Euler-family schedulers): fresh
     noise is scaled as its own would be, and a resumed run's scheduler says 1
-    (`integrations.diffusers.sliced_scheduler`). Ancestral schedulers draw
+    (`integrations.resuming.sliced_scheduler`). Ancestral schedulers draw
     fresh noise at each step, so a resumed run matches the uninterrupted one
     only in distribution.
     """
@@ -442,6 +443,42 @@ class LTXImageToVideoAdapter(ImageConditioned, LTXAdapter):
         return _prepared_latent(functools.partial(LTXPipeline.prepare_latents, pipe), sizes, channels, dtype)
 
 
+class HunyuanVideo15Adapter(PreparedLatentsAdapter):
+    """`HunyuanVideo15Pipeline` (text-to-video): (B, C, T, H, W) in the transformer's dtype.
+
+    Guidance lives in the pipeline's `guider` component: its class and config
+    join the signature, and a resumed run's guider numbers steps as the full
+    schedule does. The pipeline takes no step callback: FlexCache captures
+    through the scheduler's step. Height and width default as its ``__call__``
+    defaults them.
+    """
+
+    pipeline_class_name = "HunyuanVideo15Pipeline"
+    extra_names = ("negative_prompt", "sigmas")
+
+    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+        signature = super().signature(pipe, args, model_id)
+        guider = getattr(pipe, "guider", None)
+        if guider is None:
+            return signature
+        entry = ("guider", f"{type(guider).__name__}:{_config_digest(guider.config)}")
+        return dataclasses.replace(signature, extra=tuple(sorted(signature.extra + (entry,))))
+
+    def _sizes(self, pipe: Any, args: dict[str, Any]) -> dict[str, int]:
+        height, width = args.get("height"), args.get("width")
+        if height is None and width is None:
+            aspect_width, aspect_height = pipe.default_aspect_ratio
+            height, width = pipe.video_processor.calculate_default_height_width(aspect_height, aspect_width,
+                                                                                pipe.target_size)
+        return {"height": int(height), "width": int(width), "num_frames": int(args["num_frames"])}
+
+    def _latent_channels(self, pipe: Any) -> int:
+        return int(pipe.num_channels_latents)
+
+    def _latent_dtype(self, pipe: Any, args: dict[str, Any]) -> torch.dtype:
+        return pipe.transformer.dtype
+
+
 class SkyReelsV2Adapter(PreparedLatentsAdapter):
     """`SkyReelsV2Pipeline` (text-to-video): Wan's latent layout, (B, C, T, H, W) float32, on UniPC.
 
@@ -463,8 +500,8 @@ class SkyReelsV2Adapter(PreparedLatentsAdapter):
 ADAPTERS: dict[str, PipelineAdapter] = {
     adapter.pipeline_class_name: adapter
     for adapter in (WanAdapter(), WanImageToVideoAdapter(), CogVideoXAdapter(), CogVideoXImageToVideoAdapter(),
-                    LTXAdapter(), LTXImageToVideoAdapter(), HunyuanVideoAdapter(), MochiAdapter(), SkyReelsV2Adapter(),
-                    AllegroAdapter())
+                    LTXAdapter(), LTXImageToVideoAdapter(), HunyuanVideoAdapter(), HunyuanVideo15Adapter(), MochiAdapter(),
+                    SkyReelsV2Adapter(), AllegroAdapter())
 }
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import inspect
 import logging
 import re
@@ -59,6 +58,12 @@ from flexcache.integrations.attention_masks import (  # noqa: F401  (public here
     token_grid,
 )
 from flexcache.integrations.region_runs import TokenTimesteps, region_scheduler
+from flexcache.integrations.resuming import (  # noqa: F401  (public here)
+    capturing_scheduler,
+    noise_level,
+    offset_guider,
+    sliced_scheduler,
+)
 from flexcache.integrations.solver_state import (  # noqa: F401  (public here: the solver bench uses them)
     capture_solver_state,
     check_compatible,
@@ -97,8 +102,8 @@ class CallReport:
 # -- per-pipeline adapters: `integrations.adapters` -----------------------------------
 
 
-PLANNED_PIPELINES = ("LTX2Pipeline", "HunyuanVideo15Pipeline", "Kandinsky5T2VPipeline", "SkyReelsV2DiffusionForcingPipeline",
-                     "SkyReelsV2ImageToVideoPipeline")
+PLANNED_PIPELINES = ("LTX2Pipeline", "Kandinsky5T2VPipeline", "HunyuanVideo15ImageToVideoPipeline",
+                     "SkyReelsV2DiffusionForcingPipeline", "SkyReelsV2ImageToVideoPipeline")
 
 
 def _adapter_for(pipe: Any) -> PipelineAdapter:
@@ -123,65 +128,7 @@ def _default_model_id(pipe: Any) -> str:
     return f"{type(pipe).__name__}:{_config_digest(config)}"
 
 
-# -- resuming: a scheduler that runs only steps K..N --------------------------------
-
-# Pipelines multiply ``latents=`` by the scheduler's init_noise_sigma (the std of fresh noise; a property of
-# the sigmas set, for Euler-family schedulers). A resumed run starts from x_K itself: its scheduler says 1.
-RESUMED_NOISE_SIGMA = property(lambda self: 1.0)
-
-_SLICED_CLASSES: dict[type, type] = {}
-_SLICED_LOCK = threading.Lock()
-
-
-def _sliced_scheduler_class(base: type) -> type:
-    with _SLICED_LOCK:
-        if base not in _SLICED_CLASSES:
-            @functools.wraps(base.set_timesteps)  # keeps the signature diffusers inspects for `timesteps=`
-            def set_timesteps(self, *args, **kwargs):
-                base.set_timesteps(self, *args, **kwargs)
-                skip = self.flexcache_skip_steps
-                self.timesteps = self.timesteps[skip:]
-                if getattr(self, "sigmas", None) is not None:
-                    self.sigmas = self.sigmas[skip:]
-
-            _SLICED_CLASSES[base] = type(f"FlexCacheSliced{base.__name__}", (base,),
-                                         {"set_timesteps": set_timesteps, "init_noise_sigma": RESUMED_NOISE_SIGMA})
-        return _SLICED_CLASSES[base]
-
-
-def sliced_scheduler(scheduler: Any, skip_steps: int) -> Any:
-    """A copy of `scheduler` whose schedule starts at step `skip_steps`.
-
-    Exact for one-step solvers (Euler flow matching: resuming from the x_K an
-    uninterrupted run produced reproduces that run). Multistep solvers (UniPC,
-    DPM++) resume through `solver_state.resumed_multistep_scheduler`, which
-    restores the history stored with the entry.
-    """
-    clone = copy.deepcopy(scheduler)
-    clone.__class__ = _sliced_scheduler_class(type(scheduler))
-    clone.flexcache_skip_steps = skip_steps
-    return clone
-
-
-# -- the per-call state -------------------------------------------------------------
-
-
-def noise_level(scheduler: Any, steps_done: int) -> float | None:
-    """The noise std of the latent after `steps_done` steps, where the scheduler says.
-
-    Flow matching (x = (1 - sigma) x0 + sigma eps): ``sigmas[steps_done]``.
-    DDPM-family (x = sqrt(a) x0 + sqrt(1 - a) eps): ``sqrt(1 - alphas_cumprod[t])``
-    at the next timestep. None when neither applies; the codec then uses a
-    relative-L2 budget.
-    """
-    sigmas = getattr(scheduler, "sigmas", None)
-    if isinstance(sigmas, torch.Tensor) and steps_done < sigmas.numel():
-        return float(sigmas[steps_done])
-    alphas = getattr(scheduler, "alphas_cumprod", None)
-    timesteps = getattr(scheduler, "timesteps", None)
-    if isinstance(alphas, torch.Tensor) and isinstance(timesteps, torch.Tensor) and steps_done < timesteps.numel():
-        return float(torch.sqrt(1.0 - alphas[int(timesteps[steps_done])]))
-    return None
+# -- resuming: `integrations.resuming` ------------------------------------------------
 
 
 class _CallContext:
@@ -235,6 +182,8 @@ class _Binding:
         self.model_id = model_id
         self.original_class = original_class
         self.call_signature = inspect.signature(original_class.__call__)
+        # Pipelines without step callbacks (HunyuanVideo 1.5) are captured through their scheduler's step.
+        self.step_callbacks = "callback_on_step_end" in self.call_signature.parameters
         # A diffusers pipeline (its scheduler state) serves one call at a time.
         self.run_lock = threading.RLock()
         self.reports = threading.local()
@@ -288,7 +237,7 @@ class _Binding:
         recorder = self._mask_recorder(pipe, plan, prompt, pipeline_args) if capture else None
         context = _CallContext(plan, pipeline_args.get("callback_on_step_end"), recorder,
                                self.cache.config.planner.solver_state)
-        if capture:
+        if capture and self.step_callbacks:
             tensor_inputs = list(pipeline_args.get("callback_on_step_end_tensor_inputs") or [])
             tensor_inputs = list(getattr(context.user_callback, "tensor_inputs", tensor_inputs))
             if "latents" not in tensor_inputs:
@@ -318,13 +267,20 @@ class _Binding:
                                                  catch_up=self.cache.config.planner.region_catch_up)
                     timesteps = TokenTimesteps(scheduler, region, self.adapter.patch_size(pipe))
                     timesteps.install(self.adapter.transformers(pipe))
+                if capture and not self.step_callbacks:
+                    scheduler = capturing_scheduler(scheduler, context, pipe)
                 # Bypass DiffusionPipeline.__setattr__, which would rewrite the saved config.
                 pipe.__dict__["scheduler"] = scheduler
+                original_guider = pipe.__dict__.get("guider")
+                if original_guider is not None and hasattr(original_guider, "set_state"):
+                    pipe.__dict__["guider"] = offset_guider(original_guider, plan.skip_steps)
                 try:
                     with self._recording(pipe, recorder):
                         result = original_call(pipe, **pipeline_args)
                 finally:
                     pipe.__dict__["scheduler"] = original_scheduler
+                    if original_guider is not None:
+                        pipe.__dict__["guider"] = original_guider
                     if timesteps is not None:
                         timesteps.remove()
         else:
@@ -336,7 +292,13 @@ class _Binding:
                 noise = seeded_noise(signature.latent_shape, plan.seed, device=device, dtype=signature.torch_dtype)
                 pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, noise, resume=False)
             with self.run_lock, self._recording(pipe, recorder):
-                result = original_call(pipe, **pipeline_args)
+                original_scheduler = pipe.scheduler
+                if capture and not self.step_callbacks:
+                    pipe.__dict__["scheduler"] = capturing_scheduler(copy.deepcopy(original_scheduler), context, pipe)
+                try:
+                    result = original_call(pipe, **pipeline_args)
+                finally:
+                    pipe.__dict__["scheduler"] = original_scheduler
         if context.captured:
             try:
                 report.inserted = self.cache.insert(plan, context.captured, context.sigmas, context.masks,

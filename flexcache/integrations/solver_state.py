@@ -8,7 +8,7 @@ far). With the state captured after step K and restored into the resumed
 scheduler, every step does the arithmetic the uninterrupted run did.
 
 The resumed scheduler keeps the sliced schedule the pipeline loops over
-(`integrations.diffusers.sliced_scheduler`), but each `step` sees the full
+(`integrations.resuming.sliced_scheduler`), but each `step` sees the full
 schedule at the full run's index: the solvers look back at earlier sigmas by
 index and choose their order from the schedule's length.
 """
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from flexcache.engine.records import SolverState
+from flexcache.integrations.resuming import RESUMED_NOISE_SIGMA
 
 # Per scheduler class (matched along the MRO): the attributes `step` reads from earlier steps.
 SOLVER_STATE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -138,7 +139,7 @@ def _resumed_class(base: type) -> type:
             set_timesteps = functools.wraps(base.set_timesteps)(set_timesteps)  # diffusers inspects its signature
             _RESUMED_CLASSES[base] = type(f"FlexCacheResumed{base.__name__}", (base,),
                                           {"set_timesteps": set_timesteps, "step": step,
-                                           "init_noise_sigma": property(lambda self: 1.0)})  # starts from x_K
+                                           "init_noise_sigma": RESUMED_NOISE_SIGMA})
         return _RESUMED_CLASSES[base]
 
 

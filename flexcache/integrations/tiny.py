@@ -244,6 +244,34 @@ def tiny_hunyuan_video_pipeline(seed: int = 0):
                                 text_encoder_2=None, tokenizer_2=None, scheduler=FlowMatchEulerDiscreteScheduler())
 
 
+def tiny_hunyuan_video15_pipeline(seed: int = 0, guidance_scale: float = 1.0):
+    """A `HunyuanVideo15Pipeline` (text-to-video) with a one-layer transformer and a tiny VAE config.
+
+    The VAE is there for its config (latent channels, compression): the
+    pipeline reads them at construction. Prompt embeddings are (1, L,
+    `TEXT_DIM`) plus a second set (1, L2, 16), each with a mask. Latents are
+    (4, T, H/16, W/16).
+    """
+    from diffusers import (
+        AutoencoderKLHunyuanVideo15,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideo15Pipeline,
+        HunyuanVideo15Transformer3DModel,
+    )
+    from diffusers.guiders import ClassifierFreeGuidance
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLHunyuanVideo15(latent_channels=4, block_out_channels=(8, 8, 8, 8, 8), layers_per_block=1).eval()
+    transformer = HunyuanVideo15Transformer3DModel(
+        in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
+        num_refiner_layers=1, text_embed_dim=TEXT_DIM, text_embed_2_dim=16, image_embed_dim=16,
+        rope_axes_dim=(2, 2, 4), target_size=32, task_type="t2v",
+    ).eval()
+    return HunyuanVideo15Pipeline(text_encoder=None, tokenizer=None, transformer=transformer, vae=vae,
+                                  scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), text_encoder_2=None,
+                                  tokenizer_2=None, guider=ClassifierFreeGuidance(guidance_scale=guidance_scale))
+
+
 def tiny_mochi_pipeline(seed: int = 0):
     """A `MochiPipeline` with a two-layer transformer and the Euler flow scheduler.
 

@@ -2,12 +2,13 @@
 
 LTX (packed token latents), HunyuanVideo (embedded guidance, caller sigmas),
 Mochi (linear-quadratic sigmas), SkyReels-V2 (UniPC, its solver state
-restored) and Allegro (an init_noise_sigma far from 1): one set of tests, one
-entry per family.
+restored), Allegro (an init_noise_sigma far from 1) and HunyuanVideo 1.5 (no
+step callback, a guider component): one set of tests, one entry per family.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,6 +18,7 @@ import torch
 from flexcache import enable_flexcache, last_call_report
 from flexcache.integrations.tiny import (
     tiny_allegro_pipeline,
+    tiny_hunyuan_video15_pipeline,
     tiny_hunyuan_video_pipeline,
     tiny_ltx_pipeline,
     tiny_mochi_pipeline,
@@ -34,6 +36,13 @@ NEGATIVE = dict(guidance_scale=3.0, negative_prompt_embeds=tiny_prompt_embeds(""
 def masked(prompt: str) -> dict[str, torch.Tensor]:
     e = tiny_prompt_embeds(prompt)
     return dict(prompt_embeds=e, prompt_attention_mask=torch.ones(1, e.shape[1]))
+
+
+def two_encoders(prompt: str) -> dict[str, torch.Tensor]:
+    e = tiny_prompt_embeds(prompt)
+    second = e[:, :, :16]
+    return dict(prompt_embeds=e, prompt_embeds_mask=torch.ones(1, e.shape[1]), prompt_embeds_2=second,
+                prompt_embeds_mask_2=torch.ones(1, second.shape[1]))
 
 
 def pooled(prompt: str) -> dict[str, torch.Tensor]:
@@ -65,6 +74,9 @@ FAMILIES = {
                           {"guidance_scale": 3.0, "negative_prompt_embeds": tiny_prompt_embeds("")}),
     "allegro": Family(tiny_allegro_pipeline, dict(height=32, width=32, num_frames=9, guidance_scale=1.0),
                       (4, 3, 4, 4), masked, ({"height": 48}, {"num_frames": 17}, NEGATIVE), NEGATIVE),
+    "hunyuan-1.5": Family(tiny_hunyuan_video15_pipeline, dict(height=32, width=32, num_frames=5), (4, 2, 2, 2),
+                          two_encoders, ({"height": 48}, {"num_frames": 9},
+                                         {"sigmas": [1.0 - i / STEPS * 0.9 for i in range(STEPS)]})),
     "mochi": Family(tiny_mochi_pipeline, dict(height=32, width=32, num_frames=7, guidance_scale=1.0),
                     (12, 2, 4, 4), masked, ({"height": 48}, {"num_frames": 13}, NEGATIVE), NEGATIVE),
 }
@@ -94,8 +106,23 @@ def uninterrupted(family, seed, capture_step):
             captured["x"] = kwargs["latents"].clone()
         return kwargs
 
-    out = pipe(**spec.embeds(PROMPT), latents=seeded_noise(spec.latent, seed).unsqueeze(0),
-               callback_on_step_end=callback, num_inference_steps=STEPS, output_type="latent", **spec.call).frames
+    hooks = {"callback_on_step_end": callback}
+    if "callback_on_step_end" not in inspect.signature(type(pipe).__call__).parameters:
+        # No step callback (HunyuanVideo 1.5): read x_K from the scheduler's step output instead.
+        hooks, step, calls = {}, pipe.scheduler.step, []
+
+        def recording_step(*args, **kwargs):
+            out = step(*args, **kwargs)
+            calls.append(None)
+            callback(pipe, len(calls) - 1, None, {"latents": out[0] if isinstance(out, tuple) else out.prev_sample})
+            return out
+
+        pipe.scheduler.step = recording_step
+    try:
+        out = pipe(**spec.embeds(PROMPT), latents=seeded_noise(spec.latent, seed).unsqueeze(0),
+                   num_inference_steps=STEPS, output_type="latent", **spec.call, **hooks).frames
+    finally:
+        pipe.scheduler.__dict__.pop("step", None)
     return out, captured["x"]
 
 
@@ -141,3 +168,20 @@ def test_a_hit_with_other_settings_resumes_exactly(family, make_cache):
     report = last_call_report(pipe)
     assert report.hit and report.skip_steps == 3
     assert float((second - first).norm() / first.norm()) < 1e-5
+
+
+def test_a_guidance_window_follows_the_full_schedule_on_a_resumed_run(make_cache):
+    """HunyuanVideo 1.5's guider guides only steps [start, stop) x N: a resumed run must count from K, not 0."""
+    from diffusers.guiders import ClassifierFreeGuidance
+
+    pipe = tiny_hunyuan_video15_pipeline(seed=0)
+    pipe.guider = ClassifierFreeGuidance(guidance_scale=4.0, start=0.0, stop=0.4)
+    pipe.set_progress_bar_config(disable=True)
+    negative = {f"negative_{k}": v for k, v in two_encoders("").items()}
+    call = dict(height=32, width=32, num_frames=5, num_inference_steps=STEPS, output_type="latent", **negative)
+    reference = pipe(**two_encoders(PROMPT), latents=seeded_noise((4, 2, 2, 2), 8).unsqueeze(0), **call).frames
+    enable_flexcache(pipe, _cache(make_cache, 0.2))
+    pipe(prompt=PROMPT, **two_encoders(PROMPT), generator=torch.Generator().manual_seed(8), **call)
+    resumed = pipe(prompt=PROMPT, **two_encoders(PROMPT), **call).frames
+    assert last_call_report(pipe).skip_steps == 2  # guided steps 0-3 of the full run: 2 and 3 still guided
+    assert float((resumed - reference).norm() / reference.norm()) < 1e-5

@@ -169,3 +169,17 @@ def test_a_damaged_bundle_is_a_corrupt_blob():
     dangling = encode_bundle(latent, "UniPCMultistepScheduler", {"last_sample": {"tensor": "gone"}}, {})
     with pytest.raises(CorruptBlobError, match="gone"):
         split_bundle(dangling)
+
+
+def test_a_device_latent_stays_a_device_blob_inside_the_bundle():
+    from flexcache.core.blob import DeviceBlob
+
+    latent = b"FXLC" + bytes(range(60))
+    device_latent = DeviceBlob(torch.frombuffer(bytearray(latent), dtype=torch.uint8), latent[:8])
+    bundle = encode_bundle(device_latent, "DPMSolverMultistepScheduler", {"lower_order_nums": 2},
+                           {"model_outputs.0": b"y" * 24})
+    assert isinstance(bundle, DeviceBlob)
+    blob, (solver, scalars, parts) = split_bundle(bundle)
+    assert isinstance(blob, DeviceBlob) and blob.to_host() == latent  # a suffix of the device blob, no copy
+    assert solver == "DPMSolverMultistepScheduler" and scalars == {"lower_order_nums": 2}
+    assert parts == {"model_outputs.0": b"y" * 24}
