@@ -479,6 +479,48 @@ class HunyuanVideo15Adapter(PreparedLatentsAdapter):
         return pipe.transformer.dtype
 
 
+class Kandinsky5Adapter(PreparedLatentsAdapter):
+    """`Kandinsky5T2VPipeline`: channel-last latents (B, T, H, W, C) in the transformer's dtype.
+
+    With ``visual_cond`` the latent the pipeline steps carries the visual
+    condition and its mask as extra channels (zeros for text-to-video); the
+    cache keeps the whole tensor, as the step callback hands it over, and
+    fresh noise fills only the denoised channels. Prompt embeddings are
+    `prompt_embeds_qwen` / `prompt_embeds_clip` / `prompt_cu_seqlens`.
+    """
+
+    pipeline_class_name = "Kandinsky5T2VPipeline"
+    extra_names = ("guidance_scale", "negative_prompt", "max_sequence_length")
+    frame_axis = 0
+
+    def _sizes(self, pipe: Any, args: dict[str, Any]) -> dict[str, int]:
+        sizes = super()._sizes(pipe, args)
+        temporal = pipe.vae_scale_factor_temporal
+        if sizes["num_frames"] % temporal != 1:  # as its __call__ rounds them
+            sizes["num_frames"] = sizes["num_frames"] // temporal * temporal + 1
+        sizes["num_frames"] = max(sizes["num_frames"], 1)
+        return sizes
+
+    def _latent_channels(self, pipe: Any) -> int:
+        return int(pipe.transformer.config.in_visual_dim)
+
+    def _latent_dtype(self, pipe: Any, args: dict[str, Any]) -> torch.dtype:
+        return pipe.transformer.dtype
+
+    def to_pipeline_latents(self, pipe: Any, latent: torch.Tensor, *, resume: bool) -> torch.Tensor:
+        latent = latent.unsqueeze(0)
+        if not resume:
+            latent = latent.clone()
+            latent[..., self._latent_channels(pipe):] = 0  # no visual condition: zeros, as its own draw has
+        return latent
+
+    def uncacheable_reason(self, args: dict[str, Any]) -> str | None:
+        embeds = args.get("prompt_embeds_qwen")
+        if embeds is not None and embeds.shape[0] != 1:
+            return "batched prompt_embeds_qwen are served uncached"
+        return None
+
+
 class SkyReelsV2Adapter(PreparedLatentsAdapter):
     """`SkyReelsV2Pipeline` (text-to-video): Wan's latent layout, (B, C, T, H, W) float32, on UniPC.
 
@@ -501,7 +543,7 @@ ADAPTERS: dict[str, PipelineAdapter] = {
     adapter.pipeline_class_name: adapter
     for adapter in (WanAdapter(), WanImageToVideoAdapter(), CogVideoXAdapter(), CogVideoXImageToVideoAdapter(),
                     LTXAdapter(), LTXImageToVideoAdapter(), HunyuanVideoAdapter(), HunyuanVideo15Adapter(), MochiAdapter(),
-                    SkyReelsV2Adapter(), AllegroAdapter())
+                    SkyReelsV2Adapter(), AllegroAdapter(), Kandinsky5Adapter())
 }
 
 

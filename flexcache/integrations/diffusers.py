@@ -102,7 +102,7 @@ class CallReport:
 # -- per-pipeline adapters: `integrations.adapters` -----------------------------------
 
 
-PLANNED_PIPELINES = ("LTX2Pipeline", "Kandinsky5T2VPipeline", "HunyuanVideo15ImageToVideoPipeline",
+PLANNED_PIPELINES = ("LTX2Pipeline", "HunyuanVideo15ImageToVideoPipeline",
                      "SkyReelsV2DiffusionForcingPipeline", "SkyReelsV2ImageToVideoPipeline")
 
 

@@ -272,6 +272,29 @@ def tiny_hunyuan_video15_pipeline(seed: int = 0, guidance_scale: float = 1.0):
                                   tokenizer_2=None, guider=ClassifierFreeGuidance(guidance_scale=guidance_scale))
 
 
+def tiny_kandinsky5_pipeline(seed: int = 0):
+    """A `Kandinsky5T2VPipeline` with one text and one visual block and visual-conditioning channels.
+
+    Prompt embeddings are `prompt_embeds_qwen` (1, L, `TEXT_DIM`),
+    `prompt_embeds_clip` (1, 16) and `prompt_cu_seqlens`. Latents are
+    (T, H/8, W/8, 4 + 4 + 1): the denoised channels, the visual condition and its mask.
+    """
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        Kandinsky5T2VPipeline,
+        Kandinsky5Transformer3DModel,
+    )
+
+    torch.manual_seed(seed)
+    transformer = Kandinsky5Transformer3DModel(
+        in_visual_dim=4, in_text_dim=TEXT_DIM, in_text_dim2=16, time_dim=16, out_visual_dim=4, patch_size=(1, 2, 2),
+        model_dim=16, ff_dim=32, num_text_blocks=1, num_visual_blocks=1, axes_dims=(2, 2, 4), visual_cond=True,
+    ).eval()
+    return Kandinsky5T2VPipeline(transformer=transformer, vae=None, text_encoder=None, tokenizer=None,
+                                 text_encoder_2=None, tokenizer_2=None,
+                                 scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0))
+
+
 def tiny_mochi_pipeline(seed: int = 0):
     """A `MochiPipeline` with a two-layer transformer and the Euler flow scheduler.
 

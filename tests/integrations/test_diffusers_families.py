@@ -20,6 +20,7 @@ from flexcache.integrations.tiny import (
     tiny_allegro_pipeline,
     tiny_hunyuan_video15_pipeline,
     tiny_hunyuan_video_pipeline,
+    tiny_kandinsky5_pipeline,
     tiny_ltx_pipeline,
     tiny_mochi_pipeline,
     tiny_prompt_embeds,
@@ -45,6 +46,12 @@ def two_encoders(prompt: str) -> dict[str, torch.Tensor]:
                 prompt_embeds_mask_2=torch.ones(1, second.shape[1]))
 
 
+def qwen_clip(prompt: str) -> dict[str, torch.Tensor]:
+    e = tiny_prompt_embeds(prompt)
+    return dict(prompt_embeds_qwen=e, prompt_embeds_clip=e.mean(dim=1)[:, :16],
+                prompt_cu_seqlens=torch.tensor([0, e.shape[1]], dtype=torch.int32))
+
+
 def pooled(prompt: str) -> dict[str, torch.Tensor]:
     e = tiny_prompt_embeds(prompt)
     return dict(prompt_embeds=e, pooled_prompt_embeds=e.mean(dim=1)[:, :8], prompt_attention_mask=torch.ones(1, 8))
@@ -58,6 +65,13 @@ class Family:
     embeds: Callable[[str], dict[str, torch.Tensor]]
     misses: tuple[dict[str, Any], ...]  # call settings that must not share an entry
     guided: dict[str, Any] = field(default_factory=dict)  # a hit with these settings resumes exactly too
+    initial: Callable[[torch.Tensor], torch.Tensor] = lambda noise: noise  # the start the pipeline's own draw has
+
+
+def _no_visual_condition(noise: torch.Tensor) -> torch.Tensor:
+    noise = noise.clone()
+    noise[..., 4:] = 0  # Kandinsky 5 draws zeros for the visual condition and its mask
+    return noise
 
 
 FAMILIES = {
@@ -77,6 +91,9 @@ FAMILIES = {
     "hunyuan-1.5": Family(tiny_hunyuan_video15_pipeline, dict(height=32, width=32, num_frames=5), (4, 2, 2, 2),
                           two_encoders, ({"height": 48}, {"num_frames": 9},
                                          {"sigmas": [1.0 - i / STEPS * 0.9 for i in range(STEPS)]})),
+    "kandinsky-5": Family(tiny_kandinsky5_pipeline, dict(height=32, width=32, num_frames=5, guidance_scale=1.0),
+                          (2, 4, 4, 9), qwen_clip, ({"height": 48}, {"num_frames": 9}, {"max_sequence_length": 256}),
+                          initial=_no_visual_condition),
     "mochi": Family(tiny_mochi_pipeline, dict(height=32, width=32, num_frames=7, guidance_scale=1.0),
                     (12, 2, 4, 4), masked, ({"height": 48}, {"num_frames": 13}, NEGATIVE), NEGATIVE),
 }
@@ -119,7 +136,7 @@ def uninterrupted(family, seed, capture_step):
 
         pipe.scheduler.step = recording_step
     try:
-        out = pipe(**spec.embeds(PROMPT), latents=seeded_noise(spec.latent, seed).unsqueeze(0),
+        out = pipe(**spec.embeds(PROMPT), latents=spec.initial(seeded_noise(spec.latent, seed)).unsqueeze(0),
                    num_inference_steps=STEPS, output_type="latent", **spec.call, **hooks).frames
     finally:
         pipe.scheduler.__dict__.pop("step", None)
