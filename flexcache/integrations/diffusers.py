@@ -5,14 +5,19 @@ copying pipeline code; it uses only the public surface (DESIGN.md, "Resuming"):
 
 * miss: FlexCache draws the initial noise from the plan's seed, passes it as
   ``latents=``, and captures x_K after each checkpoint step through
-  ``callback_on_step_end``; the captured latents are inserted after the run.
+  ``callback_on_step_end`` (through the scheduler's step where a pipeline has
+  no step callback), with a multistep solver's state; the captured latents
+  are inserted after the run.
 * hit: the cached x_K is passed as ``latents=`` and a copy of the scheduler
   whose ``set_timesteps`` drops the first K entries of ``timesteps`` and
-  ``sigmas`` runs only steps K..N.
+  ``sigmas`` runs only steps K..N (`integrations.resuming`); a multistep
+  solver gets its stored state back (`integrations.solver_state`) and a
+  guider counts steps from K.
 
 Calls that cannot be keyed (a list of prompts, ``num_videos_per_prompt > 1``,
-caller-supplied ``latents``, only ``prompt_embeds`` without ``prompt``) run
-uncached; `last_call_report` says why. ``pipe(prompt=..., prompt_embeds=...)``
+caller-supplied ``latents``, only ``prompt_embeds`` without ``prompt``,
+video-to-video input, several conditioning images) run uncached;
+`last_call_report` says why. ``pipe(prompt=..., prompt_embeds=...)``
 keys the cache on the prompt text and hands the pipeline only the embeddings,
 which is how pipelines built without a text encoder are served.
 
