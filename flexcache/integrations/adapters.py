@@ -34,6 +34,13 @@ def _config_digest(config: Any) -> str:
     return _digest({key: value for key, value in dict(config).items() if not str(key).startswith("_")})
 
 
+def _rounded_frames(num_frames: int, temporal: int) -> int:
+    """The frame count Wan-style pipelines (Wan, SkyReels-V2, Kandinsky 5) round a request to: 4k + 1."""
+    if num_frames % temporal != 1:
+        num_frames = num_frames // temporal * temporal + 1
+    return max(num_frames, 1)
+
+
 class PipelineAdapter:
     """Knows one pipeline family's latent layout and generation signature."""
 
@@ -41,6 +48,8 @@ class PipelineAdapter:
     # A miss lets the pipeline draw its own initial latents from a generator seeded with the plan's seed,
     # where the pipeline composes them with a condition only its own draw gets (LTX image-to-video).
     draws_own_noise: bool = False
+    # The call argument holding the (first) prompt embeddings; a batch of them runs uncached.
+    prompt_embeds_name: str = "prompt_embeds"
 
     def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         raise NotImplementedError
@@ -90,12 +99,8 @@ class WanAdapter(PipelineAdapter):
         # signature names the latent the pipeline will really produce.
         temporal = pipe.vae_scale_factor_temporal
         spatial = pipe.vae_scale_factor_spatial
-        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-        patch = transformer.config.patch_size
-        num_frames = int(args["num_frames"])
-        if num_frames % temporal != 1:
-            num_frames = num_frames // temporal * temporal + 1
-        num_frames = max(num_frames, 1)
+        patch = self.patch_size(pipe)
+        num_frames = _rounded_frames(int(args["num_frames"]), temporal)
         height = int(args["height"]) // (spatial * patch[1]) * (spatial * patch[1])
         width = int(args["width"]) // (spatial * patch[2]) * (spatial * patch[2])
         latent_shape = (
@@ -117,9 +122,13 @@ class WanAdapter(PipelineAdapter):
                                      "max_sequence_length")) + self._experts(pipe) + self._conditions(args),
         )
 
+    @staticmethod
+    def _transformer(pipe: Any) -> Any:
+        """The expert whose config shapes the latent (Wan2.2 A14B may run with its second one only)."""
+        return pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+
     def _latent_channels(self, pipe: Any) -> int:
-        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-        return int(transformer.config.in_channels)
+        return int(self._transformer(pipe).config.in_channels)
 
     @staticmethod
     def _experts(pipe: Any) -> tuple[tuple[str, str], ...]:
@@ -143,8 +152,7 @@ class WanAdapter(PipelineAdapter):
         return [t for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
 
     def patch_size(self, pipe: Any) -> tuple[int, int, int]:
-        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-        return tuple(int(p) for p in transformer.config.patch_size)
+        return tuple(int(p) for p in self._transformer(pipe).config.patch_size)
 
     def supports_regions(self, pipe: Any) -> bool:
         from flexcache.integrations.region_runs import supports_region_schedule
@@ -189,7 +197,6 @@ class CogVideoXAdapter(PipelineAdapter):
             frame_axis=0,
         )
 
-
     def _latent_channels(self, pipe: Any) -> int:
         return int(pipe.transformer.config.in_channels)
 
@@ -213,8 +220,8 @@ def _prepared_latent(prepare_latents: Any, sizes: dict[str, int], channels: int,
     Drawn on the meta device: every call computes the signature, and no
     values are needed. Arguments go by name: the families order them differently.
     """
-    return prepare_latents(batch_size=1, num_channels_latents=channels, dtype=dtype,
-                                device=torch.device("meta"), generator=None, latents=None, **sizes)
+    return prepare_latents(batch_size=1, num_channels_latents=channels, dtype=dtype, device=torch.device("meta"),
+                           generator=None, latents=None, **sizes)
 
 
 def _schedule_length(args: dict[str, Any]) -> int:
@@ -317,7 +324,6 @@ class AllegroAdapter(PreparedLatentsAdapter):
 
     def _latent_dtype(self, pipe: Any, args: dict[str, Any]) -> torch.dtype:
         return _embeddings_dtype(pipe, args)
-
 
 
 def content_digest(value: Any) -> str | None:
@@ -492,13 +498,11 @@ class Kandinsky5Adapter(PreparedLatentsAdapter):
     pipeline_class_name = "Kandinsky5T2VPipeline"
     extra_names = ("guidance_scale", "negative_prompt", "max_sequence_length")
     frame_axis = 0
+    prompt_embeds_name = "prompt_embeds_qwen"
 
     def _sizes(self, pipe: Any, args: dict[str, Any]) -> dict[str, int]:
         sizes = super()._sizes(pipe, args)
-        temporal = pipe.vae_scale_factor_temporal
-        if sizes["num_frames"] % temporal != 1:  # as its __call__ rounds them
-            sizes["num_frames"] = sizes["num_frames"] // temporal * temporal + 1
-        sizes["num_frames"] = max(sizes["num_frames"], 1)
+        sizes["num_frames"] = _rounded_frames(sizes["num_frames"], pipe.vae_scale_factor_temporal)
         return sizes
 
     def _latent_channels(self, pipe: Any) -> int:
@@ -514,12 +518,6 @@ class Kandinsky5Adapter(PreparedLatentsAdapter):
             latent[..., self._latent_channels(pipe):] = 0  # no visual condition: zeros, as its own draw has
         return latent
 
-    def uncacheable_reason(self, args: dict[str, Any]) -> str | None:
-        embeds = args.get("prompt_embeds_qwen")
-        if embeds is not None and embeds.shape[0] != 1:
-            return "batched prompt_embeds_qwen are served uncached"
-        return None
-
 
 class SkyReelsV2Adapter(PreparedLatentsAdapter):
     """`SkyReelsV2Pipeline` (text-to-video): Wan's latent layout, (B, C, T, H, W) float32, on UniPC.
@@ -532,10 +530,7 @@ class SkyReelsV2Adapter(PreparedLatentsAdapter):
 
     def _sizes(self, pipe: Any, args: dict[str, Any]) -> dict[str, int]:
         sizes = super()._sizes(pipe, args)
-        temporal = pipe.vae_scale_factor_temporal
-        if sizes["num_frames"] % temporal != 1:
-            sizes["num_frames"] = sizes["num_frames"] // temporal * temporal + 1
-        sizes["num_frames"] = max(sizes["num_frames"], 1)
+        sizes["num_frames"] = _rounded_frames(sizes["num_frames"], pipe.vae_scale_factor_temporal)
         return sizes
 
 

@@ -212,7 +212,8 @@ class _Binding:
 
         reason = None if enabled else "disabled for this call"
         if reason is None:
-            reason = self._uncacheable_reason(call_args) or self.adapter.uncacheable_reason(call_args)
+            reason = (self._uncacheable_reason(call_args, self.adapter.prompt_embeds_name)
+                      or self.adapter.uncacheable_reason(call_args))
         pipeline_args = dict(call_args)
         if pipeline_args.get("prompt_embeds") is not None:
             pipeline_args["prompt"] = None  # the pipeline refuses both; it gets the embeddings only
@@ -352,7 +353,7 @@ class _Binding:
                 state.recorder = None
 
     @staticmethod
-    def _uncacheable_reason(args: dict[str, Any]) -> str | None:
+    def _uncacheable_reason(args: dict[str, Any], embeds_name: str) -> str | None:
         prompt = args.get("prompt")
         if prompt is None:
             return "no prompt text to key the cache on (pass prompt= alongside prompt_embeds=)"
@@ -365,9 +366,9 @@ class _Binding:
         for name in ("video", "conditions"):
             if args.get(name) is not None:
                 return f"video-to-video input ({name}=) is served uncached"
-        embeds = args.get("prompt_embeds")
+        embeds = args.get(embeds_name)
         if embeds is not None and embeds.shape[0] != 1:
-            return "batched prompt_embeds are served uncached"
+            return f"batched {embeds_name} are served uncached"
         return None
 
 

@@ -29,13 +29,14 @@ _SLICED_CLASSES: dict[type, type] = {}
 _SLICED_LOCK = threading.Lock()
 
 
-def _sliced_scheduler_class(base: type) -> type:
+def sliced_scheduler_class(base: type) -> type:
     with _SLICED_LOCK:
         if base not in _SLICED_CLASSES:
             @functools.wraps(base.set_timesteps)  # keeps the signature diffusers inspects for `timesteps=`
             def set_timesteps(self, *args, **kwargs):
                 base.set_timesteps(self, *args, **kwargs)
                 skip = self.flexcache_skip_steps
+                self.flexcache_full = (self.timesteps, getattr(self, "sigmas", None))  # multistep steps read it
                 self.timesteps = self.timesteps[skip:]
                 if getattr(self, "sigmas", None) is not None:
                     self.sigmas = self.sigmas[skip:]
@@ -54,7 +55,7 @@ def sliced_scheduler(scheduler: Any, skip_steps: int) -> Any:
     restores the history stored with the entry.
     """
     clone = copy.deepcopy(scheduler)
-    clone.__class__ = _sliced_scheduler_class(type(scheduler))
+    clone.__class__ = sliced_scheduler_class(type(scheduler))
     clone.flexcache_skip_steps = skip_steps
     return clone
 

@@ -15,13 +15,14 @@ index and choose their order from the schedule's length.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
 import torch
 
 from flexcache.engine.records import SolverState
-from flexcache.integrations.resuming import RESUMED_NOISE_SIGMA
+from flexcache.integrations.resuming import sliced_scheduler, sliced_scheduler_class
 
 # Per scheduler class (matched along the MRO): the attributes `step` reads from earlier steps.
 SOLVER_STATE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -32,19 +33,15 @@ SOLVER_STATE_FIELDS: dict[str, tuple[str, ...]] = {
 NOISY_FIELDS = frozenset({"last_sample"})
 
 
+def _solver_name(scheduler: Any) -> str | None:
+    """The class in `scheduler`'s MRO that `SOLVER_STATE_FIELDS` knows; None for one-step solvers."""
+    return next((cls.__name__ for cls in type(scheduler).__mro__ if cls.__name__ in SOLVER_STATE_FIELDS), None)
+
+
 def state_fields(scheduler: Any) -> tuple[str, ...] | None:
     """The state attributes of `scheduler`'s solver; None for one-step solvers (nothing to restore)."""
-    for cls in type(scheduler).__mro__:
-        if cls.__name__ in SOLVER_STATE_FIELDS:
-            return SOLVER_STATE_FIELDS[cls.__name__]
-    return None
-
-
-def _solver_name(scheduler: Any) -> str:
-    for cls in type(scheduler).__mro__:
-        if cls.__name__ in SOLVER_STATE_FIELDS:
-            return cls.__name__
-    raise TypeError(f"{type(scheduler).__name__} keeps no solver state FlexCache knows")
+    name = _solver_name(scheduler)
+    return None if name is None else SOLVER_STATE_FIELDS[name]
 
 
 def capture_solver_state(scheduler: Any) -> SolverState | None:
@@ -100,8 +97,8 @@ def restore_solver_state(scheduler: Any, state: SolverState, device: torch.devic
 
 def check_compatible(scheduler: Any, state: SolverState) -> bool:
     """Whether `state` was captured from a solver of `scheduler`'s kind (the signature names the scheduler too)."""
-    fields = state_fields(scheduler)
-    return fields is not None and state.solver == _solver_name(scheduler) and set(state.scalars) == set(fields)
+    name = _solver_name(scheduler)
+    return name is not None and state.solver == name and set(state.scalars) == set(SOLVER_STATE_FIELDS[name])
 
 
 _RESUMED_CLASSES: dict[type, type] = {}
@@ -109,15 +106,13 @@ _LOCK = threading.Lock()
 
 
 def _resumed_class(base: type) -> type:
-    """`base` with a `step` that runs at the full schedule's index (see the module docstring)."""
+    """`base`'s sliced class with the state restored and a `step` at the full schedule's index (module docstring)."""
+    sliced = sliced_scheduler_class(base)
     with _LOCK:
         if base not in _RESUMED_CLASSES:
+            @functools.wraps(base.set_timesteps)  # diffusers inspects its signature
             def set_timesteps(self, *args, **kwargs):
-                base.set_timesteps(self, *args, **kwargs)
-                skip = self.flexcache_skip_steps
-                self.flexcache_full = (self.timesteps, self.sigmas)
-                self.timesteps = self.timesteps[skip:]
-                self.sigmas = self.sigmas[skip:]
+                sliced.set_timesteps(self, *args, **kwargs)  # clears the state: restore it after
                 if self.flexcache_state is not None:
                     restore_solver_state(self, self.flexcache_state, self.timesteps.device)
 
@@ -125,21 +120,17 @@ def _resumed_class(base: type) -> type:
                 skip = self.flexcache_skip_steps
                 if self._step_index is None:
                     self._step_index = 0  # pipelines loop from the sliced schedule's first timestep
-                sliced = (self.timesteps, self.sigmas)
+                view = (self.timesteps, self.sigmas)
                 self.timesteps, self.sigmas = self.flexcache_full
                 self._step_index += skip
                 try:
                     return base.step(self, model_output, timestep, sample, *args, **kwargs)
                 finally:
                     self._step_index -= skip
-                    self.timesteps, self.sigmas = sliced
+                    self.timesteps, self.sigmas = view
 
-            import functools
-
-            set_timesteps = functools.wraps(base.set_timesteps)(set_timesteps)  # diffusers inspects its signature
-            _RESUMED_CLASSES[base] = type(f"FlexCacheResumed{base.__name__}", (base,),
-                                          {"set_timesteps": set_timesteps, "step": step,
-                                           "init_noise_sigma": RESUMED_NOISE_SIGMA})
+            _RESUMED_CLASSES[base] = type(f"FlexCacheResumed{base.__name__}", (sliced,),
+                                          {"set_timesteps": set_timesteps, "step": step})
         return _RESUMED_CLASSES[base]
 
 
@@ -149,10 +140,7 @@ def resumed_multistep_scheduler(scheduler: Any, skip_steps: int, state: SolverSt
     Without a state the solver restarts its history at K (lower order first),
     as earlier versions' entries resume.
     """
-    import copy
-
-    clone = copy.deepcopy(scheduler)
+    clone = sliced_scheduler(scheduler, skip_steps)
     clone.__class__ = _resumed_class(type(scheduler))
-    clone.flexcache_skip_steps = skip_steps
     clone.flexcache_state = state
     return clone

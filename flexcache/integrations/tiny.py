@@ -15,6 +15,18 @@ TEXT_DIM = 32
 TEXT_TOKENS = 8
 
 
+def _wan_blocks(num_layers: int = 2) -> dict:
+    """The tiny Wan-architecture transformer (Wan, Wan image-to-video, SkyReels-V2), less its input channels."""
+    return dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, out_channels=16,
+                text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=num_layers, cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", rope_max_seq_len=1024)
+
+
+# The tiny LTX-Video transformer (text- and image-to-video).
+_LTX_TRANSFORMER = dict(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2,
+                        attention_head_dim=8, cross_attention_dim=16, num_layers=2, caption_channels=TEXT_DIM)
+
+
 def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2, *, boundary_ratio: float | None = None,
                       expand_timesteps: bool = False):
     """A `WanPipeline` with a ~100k-parameter transformer and a flow-matching Euler scheduler.
@@ -32,11 +44,7 @@ def tiny_wan_pipeline(seed: int = 0, num_layers: int = 2, *, boundary_ratio: flo
     )
 
     torch.manual_seed(seed)
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
-        out_channels=16, text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=num_layers,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
-    ).eval()
+    transformer = WanTransformer3DModel(in_channels=16, **_wan_blocks(num_layers)).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
     second = None
     if boundary_ratio is not None:
@@ -63,11 +71,7 @@ def tiny_wan_i2v_pipeline(seed: int = 0, *, expand_timesteps: bool = False):
     torch.manual_seed(seed)
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True]).eval()
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16 if expand_timesteps else 36,
-        out_channels=16, text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
-    ).eval()
+    transformer = WanTransformer3DModel(in_channels=16 if expand_timesteps else 36, **_wan_blocks()).eval()
     return WanImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
                                    scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), image_encoder=None,
                                    image_processor=None, expand_timesteps=expand_timesteps)
@@ -85,11 +89,7 @@ def tiny_skyreels_v2_pipeline(seed: int = 0):
     )
 
     torch.manual_seed(seed)
-    transformer = SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
-    ).eval()
+    transformer = SkyReelsV2Transformer3DModel(in_channels=16, **_wan_blocks()).eval()
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0)
     return SkyReelsV2Pipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=None,
                               scheduler=scheduler)
@@ -182,10 +182,7 @@ def tiny_ltx_pipeline(seed: int = 0):
     )
 
     torch.manual_seed(seed)
-    transformer = LTXVideoTransformer3DModel(
-        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
-        cross_attention_dim=16, num_layers=2, caption_channels=TEXT_DIM,
-    ).eval()
+    transformer = LTXVideoTransformer3DModel(**_LTX_TRANSFORMER).eval()
     return LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
                        transformer=transformer)
 
@@ -213,10 +210,7 @@ def tiny_ltx_i2v_pipeline(seed: int = 0):
         upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, timestep_conditioning=False, patch_size=1,
         patch_size_t=1, encoder_causal=True, decoder_causal=False,
     ).eval()
-    transformer = LTXVideoTransformer3DModel(
-        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
-        cross_attention_dim=16, num_layers=2, caption_channels=TEXT_DIM,
-    ).eval()
+    transformer = LTXVideoTransformer3DModel(**_LTX_TRANSFORMER).eval()
     return LTXImageToVideoPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None,
                                    tokenizer=None, transformer=transformer)
 
