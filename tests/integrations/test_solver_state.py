@@ -13,7 +13,11 @@ from flexcache.engine import (
     encode_bundle,
     split_bundle,
 )
-from flexcache.integrations.solver_state import capture_solver_state, state_fields
+from flexcache.integrations.solver_state import (
+    capture_solver_state,
+    check_compatible,
+    state_fields,
+)
 from flexcache.integrations.tiny import tiny_prompt_embeds, tiny_wan_pipeline
 from flexcache.kernels.noise import seeded_noise
 
@@ -115,6 +119,18 @@ def test_a_state_from_another_solver_is_not_restored(make_cache):
     run(writer)
     run(reader)  # another scheduler: another signature, a miss
     assert not last_call_report(reader).hit
+    state = capture_state_after_one_step(writer.scheduler)
+    assert check_compatible(multistep("unipc"), state) and not check_compatible(multistep("dpm++"), state)
+
+
+def capture_state_after_one_step(scheduler):
+    import copy
+
+    scheduler = copy.deepcopy(scheduler)
+    scheduler.set_timesteps(STEPS)
+    sample = torch.randn(1, *SHAPE)
+    scheduler.step(torch.randn(1, *SHAPE), scheduler.timesteps[0], sample)
+    return capture_solver_state(scheduler)
 
 
 def test_one_step_solvers_keep_no_state():
