@@ -1,13 +1,13 @@
 """One adapter per diffusers pipeline family: its latent layout and its generation signature.
 
-`enable_flexcache` picks the adapter by the pipeline's class (`ADAPTERS`,
-searched along the class's MRO).
+Text-to-video families; image-to-video in `integrations.image_adapters`.
+`integrations.adapter_table.ADAPTERS` lists them all, and `enable_flexcache`
+picks one by the pipeline's class, searched along the class's MRO.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 from typing import Any
@@ -50,6 +50,11 @@ class PipelineAdapter:
     draws_own_noise: bool = False
     # The call argument holding the (first) prompt embeddings; a batch of them runs uncached.
     prompt_embeds_name: str = "prompt_embeds"
+    # The pipeline steps a second latent on a deep copy of its scheduler (LTX-2's audio), which
+    # `cache_latent` joins to the step callback's latents.
+    steps_scheduler_copies: bool = False
+    # A multistep solver's state is captured and restored (not where a scheduler copy steps a second latent).
+    keeps_solver_state: bool = True
 
     def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         raise NotImplementedError
@@ -60,6 +65,17 @@ class PipelineAdapter:
         `resume` is True for a cached x_K, False for fresh initial noise.
         """
         return latent.unsqueeze(0)
+
+    def latent_arguments(self, pipe: Any, args: dict[str, Any], latent: torch.Tensor, *,
+                         resume: bool) -> dict[str, torch.Tensor]:
+        """The call arguments that hand the pipeline a cache-layout latent (LTX-2: video and audio)."""
+        return {"latents": self.to_pipeline_latents(pipe, latent, resume=resume)}
+
+    def cache_latent(self, pipe: Any, args: dict[str, Any], latents: torch.Tensor,
+                     copy_output: torch.Tensor | None) -> torch.Tensor | None:
+        """The step callback's `latents` (with the scheduler copy's output, where there is one) in the cache's
+        layout; None when it cannot be made (the step is then not cached)."""
+        return latents
 
     def transformers(self, pipe: Any) -> list[Any]:
         """The transformers whose cross-attention gives object masks; [] where masks are not captured."""
@@ -72,7 +88,7 @@ class PipelineAdapter:
         """Whether a region hit can run: masks are captured and the scheduler takes a region schedule."""
         return False
 
-    def uncacheable_reason(self, args: dict[str, Any]) -> str | None:
+    def uncacheable_reason(self, pipe: Any, args: dict[str, Any]) -> str | None:
         """Why this family cannot key the call (it then runs uncached), beyond what every family checks."""
         return None
 
@@ -326,129 +342,6 @@ class AllegroAdapter(PreparedLatentsAdapter):
         return _embeddings_dtype(pipe, args)
 
 
-def content_digest(value: Any) -> str | None:
-    """A digest of an image's (or tensor's) content, the same in every process; None for what cannot be read.
-
-    A list of one is that one. PIL images by mode, size and pixels; tensors
-    and arrays by dtype, shape and bytes.
-    """
-    import numpy as np
-
-    if isinstance(value, (list, tuple)):
-        if len(value) != 1:
-            return None
-        value = value[0]
-    digest = hashlib.sha256()
-    if isinstance(value, torch.Tensor):
-        data = value.detach().to("cpu").contiguous()
-        digest.update(f"tensor:{data.dtype}:{tuple(data.shape)}:".encode())
-        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(value, np.ndarray):
-        data = np.ascontiguousarray(value)
-        digest.update(f"array:{data.dtype}:{data.shape}:".encode())
-        digest.update(data.tobytes())
-    else:
-        try:
-            import PIL.Image
-        except ImportError:  # pragma: no cover - diffusers depends on Pillow
-            return None
-        if not isinstance(value, PIL.Image.Image):
-            return None
-        digest.update(f"image:{value.mode}:{value.size}:".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()[:32]
-
-
-def _several(value: Any) -> bool:
-    """A list of images, or a batch of them in one tensor or array (B, C, H, W) with B > 1."""
-    if isinstance(value, (list, tuple)):
-        return len(value) != 1
-    shape = getattr(value, "shape", None)
-    return shape is not None and len(shape) == 4 and int(shape[0]) > 1
-
-
-class ImageConditioned:
-    """What image-to-video adapters share: the conditioning images' content digests join the signature.
-
-    An entry made for one image never serves another. Several images (a
-    list, or a batch in one tensor) cannot be keyed: such calls run uncached.
-    No region hits: the image fixes the first frame.
-    """
-
-    image_names: tuple[str, ...] = ("image",)
-
-    def _conditions(self, args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-        return tuple((name, content_digest(args[name])) for name in self.image_names if args.get(name) is not None)
-
-    def uncacheable_reason(self, args: dict[str, Any]) -> str | None:
-        for name in self.image_names:
-            value = args.get(name)
-            if value is None:
-                continue
-            if _several(value):
-                return f"several conditioning images ({name}) are served uncached; call once per image"
-            if content_digest(value) is None:
-                return f"{name} of type {type(value).__name__} cannot be keyed (pass a PIL image, array or tensor)"
-        return None
-
-    def transformers(self, pipe: Any) -> list[Any]:
-        return []
-
-    def supports_regions(self, pipe: Any) -> bool:
-        return False
-
-
-class WanImageToVideoAdapter(ImageConditioned, WanAdapter):
-    """`WanImageToVideoPipeline` (Wan2.1 I2V / FLF2V, Wan2.2 I2V A14B).
-
-    The cached latent is the noise latent (``vae.config.z_dim`` channels); the
-    pipeline concatenates the image's latent condition at every step, so a
-    resumed run gets it as the uninterrupted one did. `image`, `last_image`
-    and caller `image_embeds` are keyed by content.
-    """
-
-    pipeline_class_name = "WanImageToVideoPipeline"
-    image_names = ("image", "last_image", "image_embeds")
-
-    def _latent_channels(self, pipe: Any) -> int:
-        return int(pipe.vae.config.z_dim)
-
-
-class CogVideoXImageToVideoAdapter(ImageConditioned, CogVideoXAdapter):
-    """`CogVideoXImageToVideoPipeline`: the noise latent has half the transformer's input channels.
-
-    The image latent is concatenated at every step. The pipeline samples it
-    from the VAE with the call's `generator`: pass the same generator seed to
-    get the same conditioning on a hit.
-    """
-
-    pipeline_class_name = "CogVideoXImageToVideoPipeline"
-
-    def _latent_channels(self, pipe: Any) -> int:
-        return int(pipe.transformer.config.in_channels) // 2
-
-
-class LTXImageToVideoAdapter(ImageConditioned, LTXAdapter):
-    """`LTXImageToVideoPipeline`: LTX's packed tokens; the image is the first latent frame.
-
-    The pipeline writes the image's latent into its own initial draw and
-    ignores the image when given ``latents=``, so on a miss it draws them
-    itself, from a generator seeded with the plan's seed (the codec then finds
-    no seed noise to subtract and stores the entry unsubtracted). A hit's x_K
-    carries the image frame, kept through every step, and its digest is in
-    the signature. The latent's shape comes from LTX's text-to-video
-    `prepare_latents`, which packs the same noise latent.
-    """
-
-    pipeline_class_name = "LTXImageToVideoPipeline"
-    draws_own_noise = True
-
-    def _prepared(self, pipe: Any, sizes: dict[str, int], channels: int, dtype: torch.dtype) -> torch.Tensor:
-        from diffusers import LTXPipeline
-
-        return _prepared_latent(functools.partial(LTXPipeline.prepare_latents, pipe), sizes, channels, dtype)
-
-
 class HunyuanVideo15Adapter(PreparedLatentsAdapter):
     """`HunyuanVideo15Pipeline` (text-to-video): (B, C, T, H, W) in the transformer's dtype.
 
@@ -532,13 +425,3 @@ class SkyReelsV2Adapter(PreparedLatentsAdapter):
         sizes = super()._sizes(pipe, args)
         sizes["num_frames"] = _rounded_frames(sizes["num_frames"], pipe.vae_scale_factor_temporal)
         return sizes
-
-
-ADAPTERS: dict[str, PipelineAdapter] = {
-    adapter.pipeline_class_name: adapter
-    for adapter in (WanAdapter(), WanImageToVideoAdapter(), CogVideoXAdapter(), CogVideoXImageToVideoAdapter(),
-                    LTXAdapter(), LTXImageToVideoAdapter(), HunyuanVideoAdapter(), HunyuanVideo15Adapter(), MochiAdapter(),
-                    SkyReelsV2Adapter(), AllegroAdapter(), Kandinsky5Adapter())
-}
-
-

@@ -6,8 +6,9 @@ copying pipeline code; it uses only the public surface (DESIGN.md, "Resuming"):
 * miss: FlexCache draws the initial noise from the plan's seed, passes it as
   ``latents=``, and captures x_K after each checkpoint step through
   ``callback_on_step_end`` (through the scheduler's step where a pipeline has
-  no step callback), with a multistep solver's state; the captured latents
-  are inserted after the run.
+  no step callback), with a multistep solver's state and a second latent the
+  pipeline steps on a copy of its scheduler (LTX-2's audio, joined to the
+  video in one cached latent); the captured latents are inserted after the run.
 * hit: the cached x_K is passed as ``latents=`` and a copy of the scheduler
   whose ``set_timesteps`` drops the first K entries of ``timesteps`` and
   ``sigmas`` runs only steps K..N (`integrations.resuming`); a multistep
@@ -47,8 +48,12 @@ import torch
 from flexcache.core.errors import FlexCacheError, UnsupportedPipelineError
 from flexcache.engine.cache import DEFAULT_TENANT, FlexCache
 from flexcache.engine.planner import Plan
-from flexcache.integrations.adapters import (  # noqa: F401  (public here)
+from flexcache.integrations.adapter_table import (  # noqa: F401  (public here)
     ADAPTERS,
+    PLANNED_PIPELINES,
+)
+from flexcache.integrations.adapter_table import adapter_for as _adapter_for
+from flexcache.integrations.adapters import (  # noqa: F401  (public here)
     CogVideoXAdapter,
     LTXAdapter,
     PipelineAdapter,
@@ -67,6 +72,7 @@ from flexcache.integrations.resuming import (  # noqa: F401  (public here)
     capturing_scheduler,
     noise_level,
     offset_guider,
+    recording_copies,
     sliced_scheduler,
 )
 from flexcache.integrations.solver_state import (  # noqa: F401  (public here: the solver bench uses them)
@@ -104,22 +110,7 @@ class CallReport:
     seconds: float = 0.0
 
 
-# -- per-pipeline adapters: `integrations.adapters` -----------------------------------
-
-
-PLANNED_PIPELINES = ("LTX2Pipeline", "HunyuanVideo15ImageToVideoPipeline",
-                     "SkyReelsV2DiffusionForcingPipeline", "SkyReelsV2ImageToVideoPipeline")
-
-
-def _adapter_for(pipe: Any) -> PipelineAdapter:
-    for cls in type(pipe).__mro__:
-        if cls.__name__ in ADAPTERS:
-            return ADAPTERS[cls.__name__]
-    raise UnsupportedPipelineError(
-        f"FlexCache has no adapter for {type(pipe).__name__}; supported pipelines: "
-        f"{', '.join(sorted(ADAPTERS))} (planned: {', '.join(PLANNED_PIPELINES)}). Without the cache, call the "
-        "pipeline as it is; to cache it, an adapter in flexcache.integrations.adapters.ADAPTERS names its latent"
-    )
+# -- per-pipeline adapters: `integrations.adapter_table` ------------------------------
 
 
 def _default_model_id(pipe: Any) -> str:
@@ -140,8 +131,12 @@ class _CallContext:
     """State of one generation: its plan and the latents (and noise levels) captured so far."""
 
     def __init__(self, plan: Plan, user_callback: Callable | None, recorder: Any = None,
-                 keep_solver_state: bool = True) -> None:
+                 keep_solver_state: bool = True, adapter: PipelineAdapter | None = None,
+                 args: dict[str, Any] | None = None) -> None:
         self.plan = plan
+        self.adapter = adapter or PipelineAdapter()
+        self.args = args or {}
+        self.copy_outputs: Any = None  # a scheduler copy's step outputs (`resuming.recording_copies`), if recorded
         self.keep_solver_state = keep_solver_state
         self.user_callback = user_callback
         self.recorder = recorder
@@ -166,6 +161,10 @@ class _CallContext:
                     self.masks[steps_done] = mask
         if steps_done in self.checkpoints:
             latents = outputs.get("latents", callback_kwargs["latents"])
+            copy_output = None if self.copy_outputs is None else self.copy_outputs.latest
+            latents = self.adapter.cache_latent(pipe, self.args, latents, copy_output)
+            if latents is None:
+                return outputs
             self.captured[steps_done] = latents.detach().clone()
             sigma = noise_level(pipe.scheduler, step_index + 1)
             if sigma is not None:
@@ -213,7 +212,7 @@ class _Binding:
         reason = None if enabled else "disabled for this call"
         if reason is None:
             reason = (self._uncacheable_reason(call_args, self.adapter.prompt_embeds_name)
-                      or self.adapter.uncacheable_reason(call_args))
+                      or self.adapter.uncacheable_reason(pipe, call_args))
         pipeline_args = dict(call_args)
         if pipeline_args.get("prompt_embeds") is not None:
             pipeline_args["prompt"] = None  # the pipeline refuses both; it gets the embeddings only
@@ -242,7 +241,8 @@ class _Binding:
         capture = bool(plan.run_checkpoints) and (not plan.hit or self.cache.config.planner.cache_resumed)
         recorder = self._mask_recorder(pipe, plan, prompt, pipeline_args) if capture else None
         context = _CallContext(plan, pipeline_args.get("callback_on_step_end"), recorder,
-                               self.cache.config.planner.solver_state)
+                               self.cache.config.planner.solver_state and self.adapter.keeps_solver_state,
+                               self.adapter, call_args)
         if capture and self.step_callbacks:
             tensor_inputs = list(pipeline_args.get("callback_on_step_end_tensor_inputs") or [])
             tensor_inputs = list(getattr(context.user_callback, "tensor_inputs", tensor_inputs))
@@ -254,11 +254,11 @@ class _Binding:
             report.hit, report.skip_steps, report.source_prompt = True, plan.skip_steps, plan.source_prompt
             report.object_similarity, report.background_similarity = plan.object_similarity, plan.background_similarity
             report.via_parts, report.region = plan.via_parts, plan.region
-            pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, latent, resume=True)
+            pipeline_args.update(self.adapter.latent_arguments(pipe, call_args, latent, resume=True))
             with self.run_lock:
                 original_scheduler = pipe.scheduler
                 if state_fields(original_scheduler) is not None:
-                    state = start.solver_state
+                    state = start.solver_state if self.adapter.keeps_solver_state else None
                     if state is not None and not check_compatible(original_scheduler, state):
                         state = None
                     report.solver_state = "restored" if state is not None else "restarted"
@@ -275,6 +275,8 @@ class _Binding:
                     timesteps.install(self.adapter.transformers(pipe))
                 if capture and not self.step_callbacks:
                     scheduler = capturing_scheduler(scheduler, context, pipe)
+                if capture and self.adapter.steps_scheduler_copies:
+                    scheduler, context.copy_outputs = recording_copies(scheduler)
                 # Bypass DiffusionPipeline.__setattr__, which would rewrite the saved config.
                 pipe.__dict__["scheduler"] = scheduler
                 original_guider = pipe.__dict__.get("guider")
@@ -296,11 +298,16 @@ class _Binding:
                     pipeline_args["generator"] = torch.Generator().manual_seed(plan.seed)
             else:
                 noise = seeded_noise(signature.latent_shape, plan.seed, device=device, dtype=signature.torch_dtype)
-                pipeline_args["latents"] = self.adapter.to_pipeline_latents(pipe, noise, resume=False)
+                pipeline_args.update(self.adapter.latent_arguments(pipe, call_args, noise, resume=False))
             with self.run_lock, self._recording(pipe, recorder):
                 original_scheduler = pipe.scheduler
+                scheduler = None
                 if capture and not self.step_callbacks:
-                    pipe.__dict__["scheduler"] = capturing_scheduler(copy.deepcopy(original_scheduler), context, pipe)
+                    scheduler = capturing_scheduler(copy.deepcopy(original_scheduler), context, pipe)
+                if capture and self.adapter.steps_scheduler_copies:
+                    scheduler, context.copy_outputs = recording_copies(scheduler or copy.deepcopy(original_scheduler))
+                if scheduler is not None:
+                    pipe.__dict__["scheduler"] = scheduler
                 try:
                     result = original_call(pipe, **pipeline_args)
                 finally:

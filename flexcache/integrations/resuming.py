@@ -7,7 +7,9 @@ class, installed for one call and removed after it (`integrations.diffusers`):
 * `capturing_scheduler`: reports each step's output, for pipelines whose
   ``__call__`` takes no step callback;
 * `offset_guider`: a diffusers guider that numbers a resumed run's steps as
-  the full schedule does.
+  the full schedule does;
+* `recording_copies`: keeps the last step output of the scheduler's deep
+  copies, for pipelines that step a second latent on a copy (LTX-2's audio).
 
 `noise_level` reads a scheduler's sigma after a step, for the codec's budget.
 """
@@ -103,6 +105,44 @@ def offset_guider(guider: Any, skip_steps: int) -> Any:
     clone.__class__ = _OFFSET_GUIDERS[base]
     clone.flexcache_skip_steps = skip_steps
     return clone
+
+
+class CopyOutputs:
+    """The last step output of a scheduler's deep copies; shared by the scheduler and every copy of it."""
+
+    def __init__(self, primary: Any) -> None:
+        self.primary = primary
+        self.latest: torch.Tensor | None = None
+
+    def __deepcopy__(self, memo: dict) -> CopyOutputs:
+        return self  # a deep copy of the scheduler reports here, and keeps no copy of `primary`
+
+
+_RECORDING_CLASSES: dict[type, type] = {}
+
+
+def recording_copies(scheduler: Any) -> tuple[Any, CopyOutputs]:
+    """`scheduler` (a copy made for this call), whose deep copies report each step's output.
+
+    LTX-2 steps its audio latent on ``copy.deepcopy(pipe.scheduler)`` and
+    hands only the video latent to the step callback; the audio latent of
+    each step is read from the returned `CopyOutputs`.
+    """
+    base = type(scheduler)
+    with _SLICED_LOCK:
+        if base not in _RECORDING_CLASSES:
+            def step(self, *args, **kwargs):
+                out = base.step(self, *args, **kwargs)
+                outputs = self.flexcache_copy_outputs
+                if self is not outputs.primary:
+                    outputs.latest = out[0] if isinstance(out, tuple) else out.prev_sample
+                return out
+
+            _RECORDING_CLASSES[base] = type(f"FlexCacheRecording{base.__name__}", (base,), {"step": step})
+    scheduler.__class__ = _RECORDING_CLASSES[base]
+    outputs = CopyOutputs(scheduler)
+    scheduler.flexcache_copy_outputs = outputs
+    return scheduler, outputs
 
 
 def noise_level(scheduler: Any, steps_done: int) -> float | None:

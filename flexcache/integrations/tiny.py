@@ -215,6 +215,56 @@ def tiny_ltx_i2v_pipeline(seed: int = 0):
                                    tokenizer=None, transformer=transformer)
 
 
+def tiny_ltx2_pipeline(seed: int = 0):
+    """An `LTX2Pipeline` (video with audio): a two-layer transformer, tiny video and audio VAEs, no vocoder.
+
+    The video VAE compresses 2x in space and 2x in time; latents are packed
+    tokens (frames' x rows' x cols', 4), audio latents packed (length, 2 x 2).
+    Both VAEs get random latent statistics, as trained checkpoints have: the
+    pipeline normalizes the latents it is given with them. Call it with
+    `prompt_embeds` (1, L, `TEXT_DIM`) and a (1, L) `prompt_attention_mask`,
+    and ``output_type="latent"`` (no vocoder).
+    """
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2Pipeline,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+
+    torch.manual_seed(seed)
+    transformer = LTX2VideoTransformer3DModel(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
+        audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2, qk_norm="rms_norm_across_heads",
+        caption_channels=TEXT_DIM, rope_double_precision=False, rope_type="split").eval()
+    connectors = LTX2TextConnectors(
+        caption_channels=TEXT_DIM, text_proj_in_factor=1, video_connector_num_attention_heads=4,
+        video_connector_attention_head_dim=8, video_connector_num_layers=1,
+        video_connector_num_learnable_registers=None, audio_connector_num_attention_heads=4,
+        audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_theta=10000.0,
+        rope_double_precision=False, causal_temporal_positioning=False, rope_type="split").eval()
+    vae = AutoencoderKLLTX2Video(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,), decoder_block_out_channels=(8,),
+        layers_per_block=(1,), decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(True,),
+        decoder_spatio_temporal_scaling=(True,), decoder_inject_noise=(False, False), downsample_type=("spatial",),
+        upsample_residual=(False,), upsample_factor=(1,), timestep_conditioning=False, patch_size=1,
+        patch_size_t=1, encoder_causal=True, decoder_causal=False).eval()
+    audio_vae = AutoencoderKLLTX2Audio(
+        base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1, attn_resolutions=None, in_channels=2,
+        resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height", dropout=0.0,
+        mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160, is_causal=True, mel_bins=8).eval()
+    with torch.no_grad():
+        for model in (vae, audio_vae):
+            model.latents_mean.copy_(torch.randn_like(model.latents_mean) * 0.5)
+            model.latents_std.copy_(torch.rand_like(model.latents_std) + 0.5)
+    return LTX2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, audio_vae=audio_vae, text_encoder=None,
+                        tokenizer=None, connectors=connectors, transformer=transformer, vocoder=None)
+
+
 def tiny_hunyuan_video_pipeline(seed: int = 0):
     """A `HunyuanVideoPipeline` with a one-layer transformer, embedded guidance and its Euler flow scheduler.
 
