@@ -157,3 +157,13 @@ def test_a_multistep_solver_restarts_on_a_hit_and_says_so(pipe, make_cache):
     report = last_call_report(pipe)
     assert report.hit and report.solver_state == "restarted"
     assert torch.isfinite(second[0]).all() and second[0].shape == first[0].shape
+
+
+def test_prompt_enhancement_and_a_duration_head_are_served_uncached(pipe):
+    adapter = ADAPTERS["LTX2Pipeline"]
+    args = {**CALL, **UNGUIDED}
+    assert adapter.uncacheable_reason(pipe, args) is None
+    assert "prompt enhancement" in adapter.uncacheable_reason(pipe, {**args, "enable_prompt_enhancement": True})
+    pipe.__dict__["duration_head"] = object()  # a checkpoint that predicts the clip's length from the prompt
+    assert "duration head" in adapter.uncacheable_reason(pipe, {**args, "num_frames": None})
+    assert adapter.uncacheable_reason(pipe, args) is None  # with num_frames given the head is not used
