@@ -84,6 +84,15 @@ class PipelineAdapter:
     def patch_size(self, pipe: Any) -> tuple[int, int, int]:
         return (1, 1, 1)
 
+    def denoisers(self, pipe: Any) -> list[Any]:
+        """The transformers the denoising loop calls (in-request caches are enabled on these)."""
+        return [model for name in ("transformer", "transformer_2")
+                if (model := getattr(pipe, name, None)) is not None]
+
+    def steps_before(self, pipe: Any, index: int, skip_steps: int) -> int:
+        """How many of a resumed run's `skip_steps` skipped steps denoiser `index` would have run."""
+        return skip_steps if index == 0 else 0
+
     def supports_regions(self, pipe: Any) -> bool:
         """Whether a region hit can run: masks are captured and the scheduler takes a region schedule."""
         return False
@@ -163,6 +172,16 @@ class WanAdapter(PipelineAdapter):
             out.append(("expand_timesteps", "True"))
         return tuple(out)
 
+
+    def steps_before(self, pipe: Any, index: int, skip_steps: int) -> int:
+        """Wan2.2 A14B: the high-noise expert runs the steps at or above the boundary timestep, the other the rest."""
+        ratio = getattr(pipe.config, "boundary_ratio", None)
+        full = getattr(pipe.scheduler, "flexcache_full", None)  # the resumed scheduler's full schedule
+        if ratio is None or getattr(pipe, "transformer_2", None) is None or full is None:
+            return super().steps_before(pipe, index, skip_steps)
+        boundary = ratio * pipe.scheduler.config.num_train_timesteps
+        high = int((full[0][:skip_steps] >= boundary).sum())
+        return high if index == 0 else skip_steps - high
 
     def transformers(self, pipe: Any) -> list[Any]:
         return [t for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]

@@ -67,6 +67,7 @@ from flexcache.integrations.attention_masks import (  # noqa: F401  (public here
     object_token_weights,
     token_grid,
 )
+from flexcache.integrations.in_request import InRequestCacheError, in_request_call  # noqa: F401  (public here)
 from flexcache.integrations.region_runs import TokenTimesteps, region_scheduler
 from flexcache.integrations.resuming import (  # noqa: F401  (public here)
     capturing_scheduler,
@@ -102,6 +103,7 @@ class CallReport:
     region: str | None = None  # a region hit: the part generated anew ("object", "background", "composed")
     # A hit under a multistep solver: "restored" (its state came with the entry: exact) or "restarted".
     solver_state: str | None = None
+    in_request: list[str] = field(default_factory=list)  # in-request caches on the denoisers (`in_request`)
     source_prompt: str | None = None
     seed: int | None = None
     inserted: list[str] = field(default_factory=list)
@@ -283,7 +285,7 @@ class _Binding:
                 if original_guider is not None and hasattr(original_guider, "set_state"):
                     pipe.__dict__["guider"] = offset_guider(original_guider, plan.skip_steps)
                 try:
-                    with self._recording(pipe, recorder):
+                    with self._recording(pipe, recorder), self._in_request(pipe, report, signature, plan.skip_steps):
                         result = original_call(pipe, **pipeline_args)
                 finally:
                     pipe.__dict__["scheduler"] = original_scheduler
@@ -309,7 +311,8 @@ class _Binding:
                 if scheduler is not None:
                     pipe.__dict__["scheduler"] = scheduler
                 try:
-                    result = original_call(pipe, **pipeline_args)
+                    with self._in_request(pipe, report, signature, 0):
+                        result = original_call(pipe, **pipeline_args)
                 finally:
                     pipe.__dict__["scheduler"] = original_scheduler
         if context.captured:
@@ -342,6 +345,14 @@ class _Binding:
             return None
         grid = token_grid(plan.signature.latent_shape, self.adapter.patch_size(pipe), plan.signature.frame_axis)
         return ObjectMaskRecorder(weights, grid)
+
+    @contextlib.contextmanager
+    def _in_request(self, pipe: Any, report: CallReport, signature: Any, skip_steps: int):
+        """The call's in-request caches, reset and offset to the resumed run's first step (`in_request`)."""
+        with in_request_call(self.adapter.denoisers(pipe), num_steps=signature.num_steps, skip_steps=skip_steps,
+                             steps_before=lambda i: self.adapter.steps_before(pipe, i, skip_steps)) as methods:
+            report.in_request = methods
+            yield
 
     @contextlib.contextmanager
     def _recording(self, pipe: Any, recorder: Any):
