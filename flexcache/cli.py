@@ -156,6 +156,32 @@ def _bench_solvers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_compose(args: argparse.Namespace) -> int:
+    from flexcache.benchmarks.compose_bench import (
+        METHODS,
+        format_compose_table,
+        run_compose_bench,
+    )
+    from flexcache.toyworld.cases import CASES
+    from flexcache.toyworld.model import WEIGHTS
+
+    methods = _parse_list(args.methods, "--methods", str)
+    cases = _parse_list(args.cases, "--cases", str)
+    if sorted(set(methods) - set(METHODS)) or "none" not in methods:
+        raise FlexCacheError(f"--methods takes some of {', '.join(METHODS)}, with none (the uncached baseline); "
+                             f"got {args.methods!r}")
+    if sorted(set(cases) - set(CASES)) or not cases:
+        raise FlexCacheError(f"--cases takes some of {', '.join(CASES)}; got {args.cases!r}")
+    if args.pairs < 1 or args.steps < 2:
+        raise FlexCacheError("--pairs must be >= 1 and --steps >= 2")
+    result = run_compose_bench(pairs=args.pairs, steps=args.steps, methods=methods, cases=cases,
+                               weights=args.weights or WEIGHTS, seed=args.seed,
+                               progress=lambda message: print(message, file=sys.stderr, flush=True))
+    print(format_compose_table(result))
+    _write_json(args.json, result, "results")
+    return 0
+
+
 def _bench_splitter(args: argparse.Namespace) -> int:
     from flexcache.benchmarks.splitter_bench import (
         evaluate_splits,
@@ -190,13 +216,18 @@ WORKLOAD_FLAGS = {
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    from flexcache.benchmarks.serve.simulate import SYSTEMS
+    from flexcache.benchmarks.serve.in_request import METHODS
+    from flexcache.benchmarks.serve.simulate import SYSTEMS, parse_system
     from flexcache.benchmarks.serve.workload import read_trace
 
     systems = _parse_list(args.systems, "--systems", str) if args.systems else None
-    unknown = [name for name in systems or () if name not in SYSTEMS]
-    if unknown or systems == ():
-        raise FlexCacheError(f"--systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
+    if systems == ():
+        raise FlexCacheError(f"--systems: name some of {', '.join(SYSTEMS)}")
+    for name in systems or ():
+        parse_system(name)  # a ConfigError naming the systems and methods
+    if args.live and any("+" in name for name in systems or ()):
+        raise FlexCacheError(f"--live serves systems without in-request methods ({', '.join(METHODS)} are "
+                             "simulated variants)")
     if (args.workers is not None and args.workers < 1) or args.budget_gb < 0:
         raise FlexCacheError("--workers must be >= 1 and --budget-gb >= 0")
     trace = read_trace(args.trace) if args.trace else None
@@ -229,8 +260,9 @@ def _bench_serve_simulated(args: argparse.Namespace, systems, trace) -> int:
         # Offered load: 80 % of what the workers serve uncached, unless given.
         rate = args.rph or 0.8 * workers * 3600 / profile.seconds_full
         shape = {name: getattr(args, name) for name in WORKLOAD_FLAGS if getattr(args, name) is not None}
-        trace = generate_trace(SyntheticWorkload(requests=args.requests or 2000, users=args.users, seed=args.seed,
-                                                 requests_per_hour=rate, **shape))
+        users = args.users or (200 if args.quick else None)  # --quick keeps its 200 users
+        trace = generate_trace(SyntheticWorkload(requests=args.requests or SyntheticWorkload.requests, users=users,
+                                                 seed=args.seed, requests_per_hour=rate, **shape))
     sweep = DEFAULT_SWEEP_GB if args.sweep_gb is None else _parse_list(args.sweep_gb, "--sweep-gb", float)
     if any(b < 0 for b in sweep):
         raise FlexCacheError("--sweep-gb budgets must be >= 0")
@@ -352,6 +384,20 @@ def build_parser() -> argparse.ArgumentParser:
     solvers.add_argument("--seed", type=int, default=0)
     solvers.set_defaults(run=_bench_solvers)
 
+    compose = bench.add_parser("compose", help="toy world: in-request caches (FirstBlockCache, MagCache, TaylorSeer, "
+                               "PAB) alone and with FlexCache; block evaluations counted")
+    compose.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
+    compose.add_argument("--pairs", type=int, default=3, help="target/source pairs per case (default 3)")
+    compose.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    compose.add_argument("--methods", default="none,fbc,magcache,taylorseer,pab",
+                         help="default: none,fbc,magcache,taylorseer,pab (none is the uncached baseline)")
+    compose.add_argument("--cases", default=",".join(("identical", "near-duplicate", "same-background", "same-object",
+                                                      "object-edit", "background-edit")),
+                         help="reuse cases of the quality bench (default: all)")
+    compose.add_argument("--weights", default=None, help="toy-world weights (default: the shipped ones)")
+    compose.add_argument("--seed", type=int, default=0)
+    compose.set_defaults(run=_bench_compose)
+
     splitter = bench.add_parser("splitter", help="prompt splitter accuracy on a labelled set")
     splitter.add_argument("--labels", default="tests/data/prompt_splits.jsonl",
                           help="labelled JSONL (default: tests/data/prompt_splits.jsonl, from the repository root)")
@@ -366,14 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model profile (wan2.1-1.3b-480p, wan2.1-14b-720p, hunyuanvideo-720p, cogvideox-5b, "
                             "ltx-video, or 'measure': time the toy-world pipeline here; default wan2.1-14b-720p)")
     serve.add_argument("--systems", help="systems to compare (default: every system simulated; "
-                       "nocache,nirvana,flexcache live)")
+                       "nocache,nirvana,flexcache live); simulated ones take +fbc, +magcache or +taylorseer "
+                       "(an in-request cache on every run: nocache+magcache,nirvana+magcache,flexcache+magcache)")
     serve.add_argument("--budget-gb", type=float, default=16.0, help="storage budget per system, GB (default 16)")
     serve.add_argument("--sweep-gb", help="also run at these budgets, for the plots (default 1,4,16,64; '' for none)")
     serve.add_argument("--plots", metavar="PREFIX", help="write PREFIX-throughput.png and PREFIX-hit-rate.png "
                        "(default: next to --json)")
     serve.add_argument("--workers", type=int, help="simulated GPUs (default 8) or live worker processes (default 3)")
-    serve.add_argument("--requests", type=int, help="synthetic trace length (default 2000; live: 60)")
-    serve.add_argument("--users", type=int, default=200, help="synthetic users (default 200)")
+    serve.add_argument("--requests", type=int, help="synthetic trace length (default 20000; live: 60)")
+    serve.add_argument("--users", type=int, help="synthetic users (default: requests / 10; --quick: 200)")
     for name, help_text in WORKLOAD_FLAGS.items():
         serve.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float,
                            help=f"synthetic: {help_text} (default {getattr(SyntheticWorkload, name)}; "

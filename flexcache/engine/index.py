@@ -249,8 +249,11 @@ class FaissFlatIndex(VectorIndex):
         while True:
             sims_np, ids_np = self._index.search(array, fetch)
             sims, ids = torch.from_numpy(sims_np), torch.from_numpy(ids_np)
-            dead = torch.tensor([[int(i) not in self._live for i in row] for row in ids_np.tolist()],
-                                dtype=torch.bool).reshape(ids.shape)
+            if len(self._live) == total:  # no tombstones (always so on CPU): every fetched row is live
+                dead = torch.zeros(ids.shape, dtype=torch.bool)
+            else:
+                dead = torch.tensor([[int(i) not in self._live for i in row] for row in ids_np.tolist()],
+                                    dtype=torch.bool).reshape(ids.shape)
             sims = sims.masked_fill(dead | (ids < 0), float("-inf"))
             live_sorted = sims.sort(dim=1, descending=True).values
             kth = live_sorted[:, min(k, fetch) - 1]

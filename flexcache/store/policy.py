@@ -18,6 +18,7 @@ the copies in its tier and the hits that tier serves.
 from __future__ import annotations
 
 import abc
+import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Container
@@ -47,6 +48,56 @@ class RankedEntry:
     step: int
     nbytes: int
     hits: int = 0
+
+
+class RankHeap:
+    """The key of the lowest rank among tracked keys, in O(log n) a change: a heap with lazy deletion.
+
+    Each `set` pushes the key's new rank; entries whose rank is no longer
+    the key's current one are dropped when they reach the top. Ranks are
+    unique tuples (the policies end them with an event clock), so the
+    minimum is the one an O(n) scan would find. A rank that can rise
+    without an event (LCBFU reads the entry's live hit count) is passed as
+    `refresh`: `lowest` re-ranks a top entry whose rank rose, which finds the
+    true minimum as long as ranks only rise between events.
+    """
+
+    def __init__(self) -> None:
+        self._rank: dict[str, tuple] = {}
+        self._heap: list[tuple[tuple, str]] = []
+
+    def set(self, key: str, rank: tuple) -> None:
+        self._rank[key] = rank
+        heapq.heappush(self._heap, (rank, key))
+        if len(self._heap) > 2 * len(self._rank) + 64:  # too many stale entries: rebuild
+            self._heap = [(r, k) for k, r in self._rank.items()]
+            heapq.heapify(self._heap)
+
+    def discard(self, key: str) -> None:
+        self._rank.pop(key, None)
+
+    def lowest(self, exclude: Container[str] = _NOTHING, refresh=None) -> str | None:
+        heap, held = self._heap, []
+        found = None
+        while heap:
+            rank, key = heap[0]
+            if self._rank.get(key) != rank:
+                heapq.heappop(heap)  # stale: the key changed rank or left
+                continue
+            if refresh is not None and (current := refresh(key)) != rank:
+                self.set(key, current)  # its rank rose since it was pushed: compare it at its real rank
+                continue
+            if key in exclude:
+                held.append(heapq.heappop(heap))
+                continue
+            found = key
+            break
+        for item in held:
+            heapq.heappush(heap, item)
+        return found
+
+    def __len__(self) -> int:
+        return len(self._rank)
 
 
 class ReplacementPolicy(abc.ABC):
@@ -108,14 +159,21 @@ class LCBFUPolicy(ReplacementPolicy):
         self._entries: dict[str, RankedEntry] = {}
         self._clock = 0
         self._last_use: dict[str, int] = {}
+        # (score, last use). The score reads the entry's live hit count, which other tiers' hits raise
+        # without telling this policy: `victim` refreshes a rank that rose (hit counts never fall).
+        self._ranks = RankHeap()
 
     @staticmethod
     def score(entry: RankedEntry) -> int:
         return entry.step * (entry.hits + 1)
 
+    def _current(self, key: str) -> tuple[int, int]:
+        return (self.score(self._entries[key]), self._last_use[key])
+
     def _touch(self, key: str) -> None:
         self._clock += 1
         self._last_use[key] = self._clock
+        self._ranks.set(key, self._current(key))
 
     def on_insert(self, entry: RankedEntry) -> None:
         self._entries[entry.key] = entry
@@ -128,11 +186,10 @@ class LCBFUPolicy(ReplacementPolicy):
     def on_remove(self, key: str) -> None:
         self._entries.pop(key, None)
         self._last_use.pop(key, None)
+        self._ranks.discard(key)
 
     def victim(self, exclude: Container[str] = _NOTHING) -> str | None:
-        # O(n) scan: fine for the entry counts one store holds (tens of thousands).
-        candidates = (k for k in self._entries if k not in exclude)
-        return min(candidates, key=lambda k: (self.score(self._entries[k]), self._last_use[k]), default=None)
+        return self._ranks.lowest(exclude, refresh=self._current)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -164,8 +221,8 @@ class FlexCachePolicy(ReplacementPolicy):
     event). Decay is lazy: every entry's value decays by the same factor per
     event, so the order only changes when an entry's own event happens. Each
     entry therefore keeps one rank, ``log2(value(e, t)) + t / half_life``,
-    computed at its last event and valid at every later ``t``; `victim` is an
-    O(n) scan over those ranks that touches no entry's state.
+    computed at its last event and valid at every later ``t``; `victim` reads
+    the lowest from a heap of those ranks (`RankHeap`) and touches no entry's state.
 
     Args:
         half_life: events after which a hit counts half; > 0.
@@ -196,10 +253,12 @@ class FlexCachePolicy(ReplacementPolicy):
         self._log_hits: dict[str, float] = {}
         self._weight: dict[str, float] = {}  # log2(K / nbytes), fixed for an entry
         self._rank: dict[str, tuple[float, int]] = {}  # (log2 value + t / half_life, last event)
+        self._heap = RankHeap()
 
     def _record(self, key: str, log_hits: float) -> None:
         self._log_hits[key] = log_hits
-        self._rank[key] = (log_hits + self._weight[key], self._clock)
+        self._rank[key] = rank = (log_hits + self._weight[key], self._clock)
+        self._heap.set(key, rank)
 
     def on_insert(self, entry: RankedEntry) -> None:
         self._clock += 1
@@ -219,6 +278,7 @@ class FlexCachePolicy(ReplacementPolicy):
     def on_remove(self, key: str) -> None:
         if self._rank.pop(key, None) is not None:
             del self._log_hits[key], self._weight[key]
+            self._heap.discard(key)
 
     def hit_rate(self, key: str) -> float | None:
         """The decayed hit count ``r(t)`` of `key` at the current clock, or None if untracked."""
@@ -231,11 +291,7 @@ class FlexCachePolicy(ReplacementPolicy):
         return None if rank is None else 2.0 ** (rank[0] - self._clock / self.half_life)
 
     def victim(self, exclude: Container[str] = _NOTHING) -> str | None:
-        # O(n) over precomputed ranks (tens of thousands of entries: milliseconds).
-        ranks = self._rank
-        if not exclude:
-            return min(ranks, key=ranks.__getitem__, default=None)
-        return min((k for k in ranks if k not in exclude), key=ranks.__getitem__, default=None)
+        return self._heap.lowest(exclude)
 
     def __len__(self) -> int:
         return len(self._rank)

@@ -93,3 +93,52 @@ def test_bench_serve_replays_a_trace_and_writes_every_field(tmp_path, capsys):
     assert result["systems"]["flexcache"]["hit_rate"] > 0
     assert "flexcache_vs_nirvana" in result["ratios"] and "| flexcache |" in capsys.readouterr().out
     assert main(["bench", "serve", "--systems", "nocache,magic"]) == 2
+
+
+def _run_variant(trace, name, embedder, budget=10**9, workers=2):
+    from flexcache.benchmarks.serve.simulate import parse_system
+
+    spec, method = parse_system(name)
+    return simulate(trace, PROFILE, spec, budget_bytes=budget, workers=workers, embedder=embedder,
+                    entry_sizes=SIZES, in_request=method, name=name)
+
+
+def test_an_in_request_method_scales_each_step_full_and_resumed(embedder):
+    from flexcache.benchmarks.serve.in_request import get_method
+
+    trace = [TraceRequest(i * SPACED, "default", UNRELATED[i % 3], seed=i) for i in range(9)]
+    plain = _run_variant(trace, "flexcache", embedder)
+    with_method = _run_variant(trace, "flexcache+magcache", embedder)
+    assert with_method.name == "flexcache+magcache" and with_method.hits == plain.hits == 6
+    full, source = get_method("magcache").step_fraction(PROFILE.name, resumed=False)
+    resumed, _ = get_method("magcache").step_fraction(PROFILE.name, resumed=True)
+    assert full == pytest.approx(1 / 2.68) and "Wan2.1" in source  # the public figure for Wan2.1
+    assert resumed == pytest.approx(full * 0.36 / 0.40)  # the toy world's change on resumed runs
+    steps_full = 3 * PROFILE.steps
+    steps_resumed = plain.steps_total - plain.steps_saved - steps_full
+    overhead = plain.gpu_seconds - (plain.steps_total - plain.steps_saved) * PROFILE.seconds_per_step
+    expected = (steps_full * full + steps_resumed * resumed) * PROFILE.seconds_per_step + overhead
+    assert with_method.gpu_seconds == pytest.approx(expected, rel=1e-9)
+
+
+def test_variants_are_compared_like_for_like():
+    from flexcache.benchmarks.serve.simulate import flexcache_ratios
+
+    rows = {name: {"throughput_rph": rph, "cost_per_1k_videos": 1.0 / rph}
+            for name, rph in (("nocache", 1.0), ("nirvana", 1.2), ("flexcache", 1.5), ("nocache+fbc", 2.0),
+                              ("nirvana+fbc", 2.4), ("flexcache+fbc", 3.0))}
+    ratios = flexcache_ratios(rows)
+    assert ratios["flexcache+fbc_vs_nirvana+fbc"]["throughput"] == pytest.approx(1.25)
+    assert ratios["flexcache+fbc_vs_nocache+fbc"]["throughput"] == pytest.approx(1.5)
+    assert ratios["flexcache+fbc_vs_nocache"]["throughput"] == pytest.approx(3.0)
+    assert ratios["flexcache_vs_nirvana"]["throughput"] == pytest.approx(1.25)
+
+
+def test_an_unknown_system_or_method_names_the_choices():
+    from flexcache.benchmarks.serve.simulate import parse_system
+    from flexcache.core import ConfigError
+
+    with pytest.raises(ConfigError, match="choose from nocache"):
+        parse_system("lmcache+fbc")
+    with pytest.raises(ConfigError, match="fbc, magcache, taylorseer"):
+        parse_system("flexcache+teacache")

@@ -14,6 +14,7 @@ from flexcache.benchmarks.serve.simulate import (
     CachePathCosts,
     MemoizedEmbedder,
     flexcache_ratios,
+    parse_system,
     simulate,
     summarize,
 )
@@ -24,6 +25,7 @@ from flexcache.benchmarks.serve.workload import TraceRequest, near_duplicate_sha
 DEFAULT_GPU_PRICE = 3.0  # USD per H100-hour (Lambda ~3, GCP A3 ~3, AWS ~3.9, RunPod ~2)
 DEFAULT_STORAGE_PRICE = 0.11  # USD per GB-month (S3 Express; host memory / NVMe comes with the GPU)
 DEFAULT_SWEEP_GB = (1.0, 4.0, 16.0, 64.0)  # the storage budgets the plots span
+UNBOUNDED_BYTES = 10**18  # a budget nothing fills: NIRVANA's peak there is the trace's working set
 
 
 def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems: tuple[str, ...] = tuple(SYSTEMS),
@@ -38,23 +40,32 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
 
     started = time.perf_counter()
     embedder = MemoizedEmbedder(SentenceTransformerEmbedder(EmbedderConfig(device="cpu")))
+    embedder.prefill(r.prompt for r in trace)
     defaults = PlannerConfig()
     sizes = measure_entry_sizes(profile, defaults.checkpoint_fractions, solver_state=defaults.solver_state)
     span_h = max(trace[-1].t - trace[0].t, 1.0) / 3600
     offered = len(trace) / span_h
     budgets = sorted(set(sweep_bytes) | {budget_bytes})
     # nocache does not depend on the budget: one run serves every point.
-    runs = [(name, budget) for name in systems for budget in (budgets if SYSTEMS[name].cached else budgets[:1])]
+    specs = {name: parse_system(name) for name in systems}
+    runs = [(name, budget) for name in systems for budget in (budgets if specs[name][0].cached else budgets[:1])]
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     with tqdm(total=len(trace) * len(runs), desc="requests", unit="req", disable=not progress) as bar:
         for name, budget in runs:
             bar.set_postfix_str(f"{name} @ {budget / 1e9:g} GB")
-            result = simulate(trace, profile, SYSTEMS[name], budget_bytes=budget, workers=workers,
-                              embedder=embedder, entry_sizes=sizes, costs=costs, on_request=lambda: bar.update(1))
+            spec, method = specs[name]
+            result = simulate(trace, profile, spec, budget_bytes=budget, workers=workers, embedder=embedder,
+                              entry_sizes=sizes, costs=costs, on_request=lambda: bar.update(1), in_request=method,
+                              name=name)
             rows[name, budget] = summarize(result, workers=workers, gpu_price_per_hour=gpu_price,
                                            storage_price_per_gb_month=storage_price, offered_rph=offered)
+        working_set = None
+        if "nirvana" in systems:  # what NIRVANA would hold with no budget limit: the trace's working set
+            bar.set_postfix_str("nirvana, unbounded (working set)")
+            working_set = simulate(trace, profile, SYSTEMS["nirvana"], budget_bytes=UNBOUNDED_BYTES, workers=workers,
+                                   embedder=embedder, entry_sizes=sizes, costs=costs).bytes_peak
     for name in systems:
-        if not SYSTEMS[name].cached:
+        if not specs[name][0].cached:
             for budget in budgets:
                 rows[name, budget] = rows[name, budgets[0]]
     out = {name: rows[name, budget_bytes] for name in systems}
@@ -62,6 +73,10 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
     ratios = flexcache_ratios(out)
     prompts = [r.prompt for r in trace]
     workload = {"requests": len(trace), "unique_prompts": len(set(prompts)),
+                "nirvana_working_set_bytes": working_set,
+                # At each budget, the share of that working set NIRVANA can hold.
+                "nirvana_held_share_by_budget": ({str(b): min(1.0, b / working_set) for b in budgets}
+                                                 if working_set else None),
                 "near_duplicate_share": near_duplicate_share(prompts, embedder),
                 "near_duplicate_threshold": 0.9,
                 "public_reference": "VidProM ~38 %, DiffusionDB ~59 % of unique prompts have a near-duplicate"}
@@ -73,6 +88,9 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
         "sweep": sweep,
         "profile": vars(profile) | {"latent_shape": list(profile.latent_shape)},
         "entry_bytes_by_step": sizes,
+        "in_request": {name: {"method": method.name, "full_run": method.step_fraction(profile.name, resumed=False),
+                              "resumed_run": method.step_fraction(profile.name, resumed=True)}
+                       for name, (_, method) in specs.items() if method is not None},
         "settings": {"requests": len(trace), "budget_bytes": budget_bytes, "sweep_bytes": sorted(set(sweep_bytes)),
                      "workers": workers,
                      "gpu_price_per_hour": gpu_price, "storage_price_per_gb_month": storage_price,
@@ -90,6 +108,12 @@ def format_serve_table(result: dict[str, Any]) -> str:
         f"Workload: {w['requests']} requests, {w['unique_prompts']} unique prompts, "
         f"{w['near_duplicate_share']:.0%} of them with a near-duplicate (cosine >= {w['near_duplicate_threshold']}; "
         "VidProM ~38 %, DiffusionDB ~59 %)",
+    ]
+    if w.get("nirvana_working_set_bytes"):
+        shares = ", ".join(f"{float(b) / 1e9:g} GB {share:.1%}" for b, share in w["nirvana_held_share_by_budget"].items())
+        lines.append(f"NIRVANA's working set (raw entries, no budget limit): "
+                     f"{w['nirvana_working_set_bytes'] / 1e9:.1f} GB; share a budget holds: {shares}")
+    lines += [
         "",
         "| system | throughput (req/h) | p50 latency (s) | p95 latency (s) | hit rate | decoupled | region | "
         "steps saved | $ / 1k videos | stored (GB) |",

@@ -114,7 +114,12 @@ def measure_entry_sizes(profile: ModelProfile, fractions: tuple[float, ...], see
     from flexcache.benchmarks.codec_bench import correlated_proxy
     from flexcache.codec import build_codec
     from flexcache.core import CodecConfig
-    from flexcache.engine import SolverState, checkpoint_steps, encode_bundle, encode_state
+    from flexcache.engine import (
+        SolverState,
+        checkpoint_steps,
+        encode_bundle,
+        encode_state,
+    )
     from flexcache.kernels import seeded_noise
 
     codec = build_codec(CodecConfig())
