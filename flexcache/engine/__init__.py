@@ -6,6 +6,7 @@ from flexcache.engine.embedder import (
     SentenceTransformerEmbedder,
     TextEmbedder,
     build_embedder,
+    validate_prompts,
 )
 from flexcache.engine.index import (
     MISSING_ID,
@@ -34,5 +35,5 @@ from flexcache.engine.splitter import (
 __all__ = [
     "CacheEntry", "DEFAULT_TENANT", "HitStart", "decode_mask", "encode_mask", "object_cells", "region_start", "FlexCache", "GenerationSignature", "MISSING_ID", "PartitionedIndex", "Plan",
     "PromptParts", "PromptRecord", "SentenceTransformerEmbedder", "SolverState", "encode_bundle", "encode_state", "split_bundle", "SimilarityPlanner", "TextEmbedder",
-    "TorchFlatIndex", "build_embedder", "build_index", "checkpoint_steps", "normalise", "parts_from", "split_prompt", "words",
+    "TorchFlatIndex", "build_embedder", "build_index", "checkpoint_steps", "normalise", "parts_from", "split_prompt", "validate_prompts", "words",
 ]

@@ -57,8 +57,7 @@ class MemoizedEmbedder:
         One text a call would embed a 20,000-request trace one MiniLM call
         per request; in batches it takes a fraction of that.
         """
-        from flexcache.engine.embedder import validate_prompts
-        from flexcache.engine.splitter import parts_from
+        from flexcache.engine import parts_from, validate_prompts
 
         texts: dict[str, None] = {}
         for prompt in dict.fromkeys(prompts):
