@@ -182,7 +182,8 @@ def in_request_call(transformers: list[Any], *, num_steps: int, skip_steps: int,
     run in the full schedule (default: all of them), asked at its first
     forward. Nothing is changed for transformers without cache hooks.
     """
-    active = [(i, t) for i, t in enumerate(transformers) if methods_of(t)]
+    methods = [(i, t, methods_of(t)) for i, t in enumerate(transformers)]
+    active = [(i, t) for i, t, found in methods if found]
     for _, transformer in active:
         _check(transformer, num_steps)
     installed: list[_Offset] = []
@@ -198,7 +199,7 @@ def in_request_call(transformers: list[Any], *, num_steps: int, skip_steps: int,
                         offset.install()
                         installed.append(offset)
                     stack.enter_context(_shifted_cache_context(transformer, skip_steps))
-            yield sorted({m for _, t in active for m in methods_of(t)})
+            yield sorted({m for _, _, found in methods for m in found})
         finally:
             for offset in installed:
                 offset.remove()
