@@ -142,3 +142,19 @@ def test_an_unknown_system_or_method_names_the_choices():
         parse_system("lmcache+fbc")
     with pytest.raises(ConfigError, match="fbc, magcache, taylorseer"):
         parse_system("flexcache+teacache")
+
+
+def test_the_report_says_which_methods_keep_the_adherence_floor():
+    from flexcache.benchmarks.serve.in_request import get_method
+    from flexcache.benchmarks.serve.run import format_serve_table
+
+    records = {f"flexcache+{name}": get_method(name).describe(PROFILE.name) for name in ("fbc", "magcache")}
+    assert records["flexcache+fbc"]["meets_adherence_floor"] is True
+    assert records["flexcache+magcache"]["meets_adherence_floor"] is False  # 96.6 % on the toy world
+    assert "setting 0.5" in records["flexcache+magcache"]["resumed_run"][1]
+    result = {"workload": {"requests": 1, "unique_prompts": 1, "near_duplicate_share": 0.0,
+                           "near_duplicate_threshold": 0.9},
+              "systems": {}, "ratios": {}, "in_request": records}
+    table = format_serve_table(result)
+    assert "- magcache (setting 0.5)" in table and "BELOW the 98 % floor" in table
+    assert "- fbc (setting 0.2)" in table and "96.6%" not in table.split("- magcache")[0]
