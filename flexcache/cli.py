@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -165,11 +166,15 @@ def _bench_compose(args: argparse.Namespace) -> int:
     from flexcache.toyworld.cases import CASES
     from flexcache.toyworld.model import WEIGHTS
 
-    methods = _parse_list(args.methods, "--methods", str)
+    cache_dit_installed = importlib.util.find_spec("cache_dit") is not None
+    default_methods = [m for m in METHODS if m != "cachedit" or cache_dit_installed]
+    methods = _parse_list(args.methods, "--methods", str) if args.methods else default_methods
     cases = _parse_list(args.cases, "--cases", str)
     if sorted(set(methods) - set(METHODS)) or "none" not in methods:
         raise FlexCacheError(f"--methods takes some of {', '.join(METHODS)}, with none (the uncached baseline); "
                              f"got {args.methods!r}")
+    if "cachedit" in methods and not cache_dit_installed:
+        raise FlexCacheError("--methods cachedit needs cache-dit: pip install 'flexcache[cache-dit]'")
     if sorted(set(cases) - set(CASES)) or not cases:
         raise FlexCacheError(f"--cases takes some of {', '.join(CASES)}; got {args.cases!r}")
     if args.pairs < 1 or args.steps < 2:
@@ -385,12 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     solvers.set_defaults(run=_bench_solvers)
 
     compose = bench.add_parser("compose", help="toy world: in-request caches (FirstBlockCache, MagCache, TaylorSeer, "
-                               "PAB) alone and with FlexCache; block evaluations counted")
+                               "PAB, cache-dit) alone and with FlexCache; block evaluations counted")
     compose.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
     compose.add_argument("--pairs", type=int, default=3, help="target/source pairs per case (default 3)")
     compose.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
-    compose.add_argument("--methods", default="none,fbc,magcache,taylorseer,pab",
-                         help="default: none,fbc,magcache,taylorseer,pab (none is the uncached baseline)")
+    compose.add_argument("--methods", default=None,
+                         help="default: none,fbc,magcache,taylorseer,pab, and cachedit (cache-dit's DBCache) when "
+                              "cache-dit is installed (none is the uncached baseline)")
     compose.add_argument("--cases", default=",".join(("identical", "near-duplicate", "same-background", "same-object",
                                                       "object-edit", "background-edit")),
                          help="reuse cases of the quality bench (default: all)")

@@ -1,7 +1,7 @@
 """`flexcache bench compose`: in-request caches alone and with FlexCache, on the toy world.
 
 Each in-request method (diffusers' FirstBlockCache, MagCache, TaylorSeer,
-PyramidAttentionBroadcast) at a few operating points runs on the toy-world
+PyramidAttentionBroadcast; cache-dit's DBCache when it is installed) at a few operating points runs on the toy-world
 `WanPipeline` (4 blocks, 20 steps, classifier-free guidance: two transformer
 passes a step):
 
@@ -44,7 +44,7 @@ from flexcache.toyworld.model import (
 from flexcache.toyworld.reader import adherence
 from flexcache.toyworld.world import held_out_specs
 
-METHODS = ("none", "fbc", "magcache", "taylorseer", "pab")
+METHODS = ("none", "fbc", "magcache", "taylorseer", "pab", "cachedit")
 # Operating points per method: the knob each exposes, from careful to aggressive.
 SETTINGS: dict[str, tuple[float, ...]] = {
     "none": (0.0,),
@@ -52,6 +52,7 @@ SETTINGS: dict[str, tuple[float, ...]] = {
     "magcache": (0.06, 0.12, 0.24, 0.5),  # accumulated-error threshold
     "taylorseer": (2.0, 3.0, 4.0, 6.0),  # cache interval (steps between full computations)
     "pab": (2.0, 3.0, 4.0),  # attention block skip range
+    "cachedit": (0.05, 0.1, 0.2, 0.4),  # cache-dit DBCache (F1B0) residual-diff threshold
 }
 ADHERENCE_FLOOR = 0.98  # of uncached
 
@@ -110,7 +111,30 @@ def _config(method: str, setting: float, pipe, ratios: list[float], steps: int) 
         return PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=int(setting),
                                                spatial_attention_timestep_skip_range=(100, 800),
                                                current_timestep_callback=lambda: pipe.current_timestep)
+    if method == "cachedit":  # the toy world's CFG runs two transformer passes a step
+        from cache_dit import DBCacheConfig
+
+        return DBCacheConfig(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=setting,
+                             max_warmup_steps=3, enable_separate_cfg=True, num_inference_steps=steps)
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def _enable(pipe, method: str, config: Any) -> None:
+    if method == "cachedit":  # on the transformer alone: cache-dit leaves the pipeline's class unpatched
+        import cache_dit
+
+        cache_dit.enable_cache(pipe.transformer, cache_config=config)
+    else:
+        pipe.transformer.enable_cache(config)
+
+
+def _disable(pipe, method: str) -> None:
+    if method == "cachedit":
+        import cache_dit
+
+        cache_dit.disable_cache(pipe.transformer)
+    else:
+        pipe.transformer.disable_cache()
 
 
 class EvaluationCounter:
@@ -179,7 +203,7 @@ def run_compose_bench(*, pairs: int = 3, steps: int = DEFAULT_STEPS, methods: tu
     for method in methods:
         for setting in SETTINGS[method]:
             if method != "none":
-                pipe.transformer.enable_cache(_config(method, setting, pipe, ratios, steps))
+                _enable(pipe, method, _config(method, setting, pipe, ratios, steps))
             for case in cases:
                 alone, fresh, resumed = _tally(), _tally(), _tally()
                 for index, (target, source) in enumerate(samples[case]):
@@ -200,7 +224,7 @@ def run_compose_bench(*, pairs: int = 3, steps: int = DEFAULT_STEPS, methods: tu
                 say(f"{method} {setting:g} {case}: adherence alone {rows[-3]['adherence']:.3f}, with flexcache "
                     f"{rows[-1]['adherence']:.3f}, steps skipped {rows[-1]['steps_skipped']:.1f}")
             if method != "none":
-                pipe.transformer.disable_cache()
+                _disable(pipe, method)
     result = {
         "benchmark": "compose",
         "rows": rows,

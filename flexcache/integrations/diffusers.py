@@ -222,7 +222,10 @@ class _Binding:
             pipeline_args["negative_prompt"] = None
         if reason is not None:
             report.bypass_reason = reason
-            with self.run_lock:
+            # In-request caches still start clean; no checks: MagCache calibrates on such a call.
+            with self.run_lock, in_request_call(self.adapter.denoisers(pipe), num_steps=None, skip_steps=0,
+                                                check=False) as methods:
+                report.in_request = methods
                 result = original_call(pipe, **pipeline_args)
             report.seconds = time.perf_counter() - started
             return result

@@ -23,6 +23,7 @@ For each FlexCache call, `in_request_call` makes them correct:
   calibrating on a cached call.
 
 Wan2.2's two experts each get the offset of the steps they would have run.
+cache-dit's contexts get the same treatment (`cache_dit_contexts`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flexcache.core.errors import FlexCacheError
+from flexcache.integrations import cache_dit_contexts
 
 # diffusers hook names (`diffusers.hooks.*`) -> the method, as the README's table names it.
 HOOK_METHODS = {
@@ -69,6 +71,9 @@ def methods_of(transformer: Any) -> list[str]:
     config = getattr(transformer, "_cache_config", None)
     if config is not None and not names:
         names.add(type(config).__name__.removesuffix("Config"))  # enabled, but hooked no module
+    cache_dit = cache_dit_contexts.cache_dit_method(transformer)
+    if cache_dit is not None:
+        names.add(cache_dit)
     return sorted(names)
 
 
@@ -174,23 +179,25 @@ def _shifted_cache_context(transformer: Any, skip_steps: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def in_request_call(transformers: list[Any], *, num_steps: int, skip_steps: int,
-                    steps_before: Callable[[int], int] | None = None) -> Iterator[list[str]]:
+def in_request_call(transformers: list[Any], *, num_steps: int | None, skip_steps: int,
+                    steps_before: Callable[[int], int] | None = None, check: bool = True) -> Iterator[list[str]]:
     """Make the in-request caches on `transformers` correct for one FlexCache call; yields the methods found.
 
     `steps_before(i)`: how many of the skipped steps transformer i would have
     run in the full schedule (default: all of them), asked at its first
-    forward. Nothing is changed for transformers without cache hooks.
+    forward. `check=False` (a call the cache bypasses) only resets state.
+    Nothing is changed for transformers without cache hooks.
     """
     methods = [(i, t, methods_of(t)) for i, t in enumerate(transformers)]
     active = [(i, t) for i, t, found in methods if found]
-    for _, transformer in active:
+    for _, transformer in active if check else ():
         _check(transformer, num_steps)
     installed: list[_Offset] = []
     with contextlib.ExitStack() as stack:
         try:
             for index, transformer in active:
                 _reset(transformer)
+                cache_dit_contexts.reset_contexts(transformer)  # at the start only: its summary reads them after
                 if skip_steps:
                     def before(index=index) -> int:
                         return skip_steps if steps_before is None else steps_before(index)
@@ -198,6 +205,9 @@ def in_request_call(transformers: list[Any], *, num_steps: int, skip_steps: int,
                     for offset in _offsets(transformer, before):
                         offset.install()
                         installed.append(offset)
+                    remove = cache_dit_contexts.install_offsets(transformer, before)
+                    if remove is not None:
+                        stack.callback(remove)
                     stack.enter_context(_shifted_cache_context(transformer, skip_steps))
             yield sorted({m for _, _, found in methods for m in found})
         finally:

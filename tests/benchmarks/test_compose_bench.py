@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from flexcache.benchmarks import compose_bench
 from flexcache.benchmarks.compose_bench import format_compose_table, run_compose_bench, summarize
 
 
+CACHE_DIT = importlib.util.find_spec("cache_dit") is not None
+
+
 @pytest.fixture(scope="module")
 def result():
-    settings = {"none": (0.0,), "fbc": (0.2,)}
+    settings = {"none": (0.0,), "fbc": (0.2,), "cachedit": (0.4,)}
     original = compose_bench.SETTINGS
     compose_bench.SETTINGS = settings
+    methods = ("none", "fbc", "cachedit") if CACHE_DIT else ("none", "fbc")
     try:
-        return run_compose_bench(pairs=1, steps=10, methods=("none", "fbc"), cases=("identical",))
+        return run_compose_bench(pairs=1, steps=10, methods=methods, cases=("identical",))
     finally:
         compose_bench.SETTINGS = original
 
@@ -37,6 +43,16 @@ def test_the_composition_never_evaluates_more_than_flexcache_alone(result):
     assert composed["block_evaluations_saved"] >= points["none", "with flexcache"]["block_evaluations_saved"]
     assert 0 < composed["block_fraction_per_step_run"] <= 1
     assert "| fbc | 0.2 | with flexcache |" in format_compose_table(result)
+
+
+@pytest.mark.skipif(not CACHE_DIT, reason="cache-dit is not installed (the cache-dit extra)")
+def test_cache_dit_is_counted_alone_and_with_flexcache(result):
+    rows = {(r["method"], r["mode"]): r for r in result["rows"]}
+    none_hit = rows["none", "with flexcache"]
+    assert rows["cachedit", "alone"]["block_evaluations"] < 80  # DBCache reused the residual at some steps
+    composed = rows["cachedit", "with flexcache"]
+    assert composed["steps_skipped"] == none_hit["steps_skipped"] > 0
+    assert composed["block_evaluations"] < none_hit["block_evaluations"]  # and on the resumed run too
 
 
 def test_an_operating_point_needs_the_adherence_floor():

@@ -82,13 +82,17 @@ def test_without_the_offsets_the_resumed_magcache_would_count_from_zero(pipe, ma
     assert 6 not in resumed
 
 
-def _after_an_aborted_call(pipe, make_cache):
-    """A clean miss, and the same miss right after a call that raised mid-run (its residuals left in the hooks)."""
+def _after_an_aborted_call(pipe, make_cache, enabled=True):
+    """A clean miss, and the same miss right after a call that raised mid-run (its residuals left in the hooks).
+
+    `enabled=False`: the same, on calls the cache bypasses (`flexcache_enabled=False`).
+    """
     from diffusers import FirstBlockCacheConfig
 
     pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=10.0))  # reuse whenever a residual is there
     enable_flexcache(pipe, _cache(make_cache))
-    clean = run(pipe, prompt="a paper boat on a pond", generator=torch.Generator().manual_seed(4))
+    clean = run(pipe, prompt="a paper boat on a pond", generator=torch.Generator().manual_seed(4),
+                flexcache_enabled=enabled)
 
     def abort(_p, i, _t, kwargs):
         if i == 2:
@@ -97,20 +101,22 @@ def _after_an_aborted_call(pipe, make_cache):
 
     with pytest.raises(RuntimeError):
         run(pipe, prompt="a blue whale", prompt_embeds=tiny_prompt_embeds("a blue whale"), callback_on_step_end=abort)
-    after = run(pipe, generator=torch.Generator().manual_seed(4))
+    after = run(pipe, generator=torch.Generator().manual_seed(4), flexcache_enabled=enabled)
     assert not last_call_report(pipe).hit and last_call_report(pipe).in_request == ["FirstBlockCache"]
     return clean, after
 
 
-def test_first_block_cache_state_never_crosses_calls(pipe, make_cache):
-    clean, after = _after_an_aborted_call(pipe, make_cache)
+@pytest.mark.parametrize("enabled", [True, False], ids=["cached", "bypassed"])
+def test_first_block_cache_state_never_crosses_calls(pipe, make_cache, enabled):
+    clean, after = _after_an_aborted_call(pipe, make_cache, enabled)
     torch.testing.assert_close(after, clean, rtol=0, atol=0)
 
 
-def test_without_the_reset_an_aborted_call_leaks_into_the_next(pipe, make_cache, monkeypatch):
+@pytest.mark.parametrize("enabled", [True, False], ids=["cached", "bypassed"])
+def test_without_the_reset_an_aborted_call_leaks_into_the_next(pipe, make_cache, monkeypatch, enabled):
     """The control: diffusers resets the hooks only at the end of a call that returns."""
     monkeypatch.setattr(in_request, "_reset", lambda transformer: None)
-    clean, after = _after_an_aborted_call(pipe, make_cache)
+    clean, after = _after_an_aborted_call(pipe, make_cache, enabled)
     assert not torch.equal(after, clean)
 
 
