@@ -187,6 +187,42 @@ def _bench_compose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_attacks(args: argparse.Namespace) -> int:
+    from flexcache.benchmarks.attacks_bench import (
+        DEFENCES,
+        SIZES,
+        format_attacks_table,
+        run_attacks_bench,
+    )
+
+    defences = _parse_list(args.defences, "--defences", str) if args.defences else list(DEFENCES)
+    modes = _parse_list(args.modes, "--modes", str)
+    if sorted(set(defences) - set(DEFENCES)) or not {"none", "defaults"} <= set(defences):
+        raise FlexCacheError(f"--defences takes some of {', '.join(DEFENCES)}, with none and defaults; "
+                             f"got {args.defences!r}")
+    if sorted(set(modes) - {"engine", "pipeline"}) or not modes:
+        raise FlexCacheError(f"--modes takes engine and/or pipeline; got {args.modes!r}")
+    if args.size not in SIZES:
+        raise FlexCacheError(f"--size takes {' or '.join(SIZES)}; got {args.size!r}")
+    result = run_attacks_bench(size=args.size, defences=tuple(defences), modes=tuple(modes), seed=args.seed,
+                               throughput=args.throughput,
+                               progress=lambda message: print(message, file=sys.stderr, flush=True))
+    print(format_attacks_table(result))
+    _write_json(args.json, result, "results")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from flexcache.engine import disk_entries, format_inspection, inspect_entries, redis_entries
+
+    source = disk_entries(args.disk) if args.disk else redis_entries(args.redis, cache_name=args.cache_name,
+                                                                      prefix=args.prefix)
+    report = inspect_entries(source, verify=args.verify)
+    print(format_inspection(report))
+    _write_json(args.json, report, "report")
+    return 1 if report["damaged"] else 0
+
+
 def _bench_splitter(args: argparse.Namespace) -> int:
     from flexcache.benchmarks.splitter_bench import (
         evaluate_splits,
@@ -404,6 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--seed", type=int, default=0)
     compose.set_defaults(run=_bench_compose)
 
+    attacks = bench.add_parser("attacks", help="toy world: prompt stealing, poisoning and a covert channel on a "
+                               "shared pool (arXiv 2508.20424), undefended and under each defence")
+    attacks.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
+    attacks.add_argument("--size", default="full", help="full (default) or small (what make test runs)")
+    attacks.add_argument("--defences", default=None, help="default: all of them, each on its own, and the defaults")
+    attacks.add_argument("--modes", default="engine,pipeline", help="engine API and/or pipeline calls (default both)")
+    attacks.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=True,
+                         help="also simulate each defence's throughput cost on the default serving workload "
+                              "(default: on; minutes per defence)")
+    attacks.add_argument("--seed", type=int, default=0)
+    attacks.set_defaults(run=_bench_attacks)
+
     splitter = bench.add_parser("splitter", help="prompt splitter accuracy on a labelled set")
     splitter.add_argument("--labels", default="tests/data/prompt_splits.jsonl",
                           help="labelled JSONL (default: tests/data/prompt_splits.jsonl, from the repository root)")
@@ -449,6 +497,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="live: release requests at trace time x this (default 0: all at once, saturation)")
     serve.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     serve.set_defaults(run=_bench_serve)
+
+    inspect = commands.add_parser("inspect", help="list what a disk tier's directory or a Redis tier holds, "
+                                  "without changing it; damaged entries are reported")
+    where = inspect.add_mutually_exclusive_group(required=True)
+    where.add_argument("--disk", metavar="PATH", help="a disk tier's directory (store.tiers[disk].path)")
+    where.add_argument("--redis", metavar="URL", help="a Redis tier's server (store.tiers[redis].url)")
+    inspect.add_argument("--cache-name", default="flexcache", help="redis: the cache's name (default flexcache)")
+    inspect.add_argument("--prefix", default="flexcache", help="redis: the tier's key prefix (default flexcache)")
+    inspect.add_argument("--verify", action="store_true", help="also decode every blob (frames are always checked)")
+    inspect.add_argument("--json", metavar="PATH", help="write the report as JSON here")
+    inspect.set_defaults(run=_inspect)
 
     config = commands.add_parser("config", help="print the effective configuration as YAML")
     config.add_argument("--reference", action="store_true",

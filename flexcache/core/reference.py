@@ -17,6 +17,8 @@ from flexcache.core.config import (
     EmbedderConfig,
     IndexConfig,
     PlannerConfig,
+    PoolConfig,
+    SharingConfig,
     StoreConfig,
 )
 from flexcache.core.tiers import PINNING, TIER_CONFIGS
@@ -39,7 +41,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "store.tiers[host].pinned": PINNING,
 }
 SECTIONS = (("", CacheConfig), ("embedder.", EmbedderConfig), ("index.", IndexConfig),
-            ("planner.", PlannerConfig), ("codec.", CodecConfig), ("store.", StoreConfig))
+            ("planner.", PlannerConfig), ("codec.", CodecConfig), ("store.", StoreConfig),
+            ("sharing.", SharingConfig), ("sharing.pools[].", PoolConfig))
 
 
 def _arg_docs(cls: type) -> dict[str, str]:

@@ -14,6 +14,7 @@ request's write, demotion or eviction.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -30,13 +31,15 @@ from flexcache.core.errors import (
     CorruptBlobError,
     InvalidLatentError,
     InvalidPlanError,
-    InvalidPromptError,
 )
-from flexcache.core.types import TENANT_PATTERN, dtype_name, is_valid_seed
+from flexcache.core.types import dtype_name, is_valid_seed
 from flexcache.engine.embedder import TextEmbedder, build_embedder, validate_prompts
 from flexcache.engine.fetching import Fetching
+from flexcache.engine.guard import SharingGuard, check_identity, identity_of
 from flexcache.engine.index import MISSING_ID, PartitionedIndex
+from flexcache.engine.latency import LatencyHistograms, timed
 from flexcache.engine.planner import Plan, SimilarityPlanner
+from flexcache.engine.reporting import Reporting
 from flexcache.engine.records import (
     CacheEntry,
     GenerationSignature,
@@ -49,11 +52,13 @@ from flexcache.engine.records import (
 )
 from flexcache.engine.region_hits import (
     RegionOption,
+    part_similarities,
+    capped_options,
     choose_region,
     region_options_for,
     region_plan,
 )
-from flexcache.engine.regions import encode_mask
+from flexcache.engine.regions import checked_mask_blob
 from flexcache.engine.sharing import EventFollower, event_tiers
 from flexcache.engine.solver_bundle import checked_state, encode_bundle, encode_state
 from flexcache.engine.splitter import PromptParts, parts_from
@@ -84,13 +89,16 @@ class CacheCounters:
     corrupt_blobs: int = 0
     region_hits: int = 0  # of `hits`, hits that regenerated a region
     corrupt_masks: int = 0
+    codec_raw_bytes: int = 0  # what the codec was handed, and made of it (`engine.metrics`)
+    codec_coded_bytes: int = 0
+    codec_errors: list[float] = field(default_factory=lambda: [0.0, 0])  # sum, count of achieved relative L2
     by_tenant: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def tenant(self, name: str) -> dict[str, int]:
-        return self.by_tenant.setdefault(name, {"requests": 0, "hits": 0, "steps_saved": 0})
+        return self.by_tenant.setdefault(name, {"requests": 0, "hits": 0, "decoupled_hits": 0, "steps_saved": 0})
 
 
-class FlexCache(Fetching):
+class FlexCache(Fetching, Reporting):
     """An approximate cache of intermediate diffusion latents.
 
     Args:
@@ -130,6 +138,8 @@ class FlexCache(Fetching):
         self.embedder = embedder or build_embedder(self.config.embedder)
         self.codec = codec or build_codec(self.config.codec)
         self.planner = SimilarityPlanner(self.config.planner)
+        self.guard = SharingGuard(self.config.sharing)
+        self.latency = LatencyHistograms()
         self._index: PartitionedIndex | None = None
         self._records: dict[int, PromptRecord] = {}
         # key -> entry: how a store notice finds its record. Existence only, never a tier.
@@ -181,8 +191,9 @@ class FlexCache(Fetching):
                     self._index = PartitionedIndex(self.embedder.dim, self.config.index)
         return self._index
 
+    @timed("plan")
     def plan(self, prompt: str, signature: GenerationSignature, *, tenant: str = DEFAULT_TENANT,
-             seed: int | None = None, parts: PromptParts | tuple[str, str] | None = None,
+             user: str | None = None, seed: int | None = None, parts: PromptParts | tuple[str, str] | None = None,
              regions: bool = True) -> Plan:
         """Decide whether `prompt` can resume from a cached latent, and from which step.
 
@@ -190,7 +201,10 @@ class FlexCache(Fetching):
             prompt: the request's prompt text.
             signature: the request's `GenerationSignature`; only entries with
                 an equal signature are considered.
-            tenant: the namespace to search; other tenants' entries are never seen.
+            tenant: whose namespace to search (its pool's, when ``sharing.pools`` puts it in one);
+                other tenants' entries are never seen.
+            user: who asks (default: the tenant); another user's entries pass the
+                ``sharing`` defences (`engine.guard`), and `insert` records this user as writer.
             seed: the seed a full run should use (0 .. 2**64-1); random when omitted.
             parts: (object, background) of the prompt under decoupled look-up;
                 split from `prompt` by `engine.splitter.split_prompt` when omitted.
@@ -201,11 +215,14 @@ class FlexCache(Fetching):
             A `Plan`; ``plan.hit`` says whether to call `fetch`.
 
         Raises:
-            InvalidPromptError: empty or non-string prompt, bad parts, or bad tenant name.
+            InvalidPromptError: empty or non-string prompt, bad parts, a bad tenant or user name, or a
+                tenant not among ``sharing.tenants`` when those are given.
             InvalidPlanError: a seed out of range, or `signature` is not a GenerationSignature.
         """
         (prompt,) = validate_prompts([prompt])
-        _check_tenant(tenant)
+        user = check_identity(tenant, user, self.config.sharing.tenants)
+        requester = identity_of(tenant, user)
+        namespace = self.guard.namespace(tenant)
         if seed is not None and not is_valid_seed(seed):
             raise InvalidPlanError(f"seed must be an int in 0 .. 2**64-1 or None; got {seed!r}")
         if not isinstance(signature, GenerationSignature):
@@ -222,13 +239,13 @@ class FlexCache(Fetching):
         num_steps = signature.num_steps
         k = self.config.index.candidates
         with self._lock:
-            sims, ids = self.index.search((tenant, key), embedding, k)
+            sims, ids = self.index.search((namespace, key), embedding, k)
             candidates = {int(i) for i in ids[0].tolist() if i != MISSING_ID}
             if part_vectors is not None:
-                candidates |= self._part_candidates((tenant, key, "object"), part_vectors[0], k)
+                candidates |= self._part_candidates((namespace, key, "object"), part_vectors[0], k)
                 if part_vectors[1] is not None:
-                    candidates |= self._part_candidates((tenant, key, "background"), part_vectors[1], k)
-            best: tuple | None = None
+                    candidates |= self._part_candidates((namespace, key, "background"), part_vectors[1], k)
+            whole: list[tuple] = []
             use_regions = regions and part_vectors is not None and self.config.planner.regions
             region_options: list[RegionOption] = []
             for record_id in sorted(candidates):
@@ -238,16 +255,24 @@ class FlexCache(Fetching):
                     allowed, via_parts = self.planner.skip_steps(similarity, num_steps), False
                     object_similarity = background_similarity = None
                 else:
-                    object_similarity, background_similarity = _part_similarities(record, part_vectors)
+                    object_similarity, background_similarity = part_similarities(record, part_vectors)
                     allowed, via_parts = self.planner.decoupled_skip_steps(
                         similarity, object_similarity, background_similarity, num_steps)
                 step = record.deepest_step_at_most(allowed)
-                if step is not None and (best is None or (step, similarity) > best[:2]):
-                    best = (step, similarity, record, object_similarity, background_similarity, via_parts)
-                if use_regions:
-                    region_options += region_options_for(
-                        self.planner, record, similarity, object_similarity, background_similarity, num_steps,
-                        query_has_background=part_vectors[1] is not None)
+                options = region_options_for(
+                    self.planner, record, similarity, object_similarity, background_similarity, num_steps,
+                    query_has_background=part_vectors[1] is not None) if use_regions else []
+                ceiling = self.guard.ceiling(record, requester, matches=step is not None or bool(options),
+                                             similarity=similarity, num_steps=num_steps)
+                if ceiling is None:
+                    continue
+                if ceiling < num_steps:  # another user's entry: capped
+                    step = record.deepest_step_at_most(min(allowed, ceiling))
+                    options = capped_options(options, record, ceiling)
+                if step is not None:
+                    whole.append((step, similarity, record, object_similarity, background_similarity, via_parts))
+                region_options += options
+            best = self.guard.choose(whole, requester)
             region = choose_region(region_options, best[0] if best is not None else 0) if use_regions else None
             counters = self._counters
             counters.requests += 1
@@ -255,17 +280,20 @@ class FlexCache(Fetching):
             counters.tenant(tenant)["requests"] += 1
         top_similarity = float(sims[0, 0]) if int(ids[0, 0]) != MISSING_ID else None
         run_seed = secrets.randbits(63) if seed is None else int(seed)
-        common = dict(prompt=prompt, tenant=tenant, signature=signature, seed=run_seed,
+        common = dict(prompt=prompt, tenant=tenant, user=user, signature=signature, seed=run_seed,
                       checkpoint_steps=self.planner.checkpoint_steps(num_steps), embedding=embedding[0],
                       parts=None if split is None else (split.object, split.background), part_embeddings=part_vectors)
         if region is not None:
-            return region_plan(self.planner, region, common)
+            plan = region_plan(self.planner, region, common)
+            # Another tenant's prompt (a pool) is not this tenant's to read.
+            return plan if region[0].record.tenant == tenant else dataclasses.replace(plan, source_prompt=None)
         if best is None:
             return Plan(hit=False, skip_steps=0, similarity=top_similarity, source_record=None,
                         source_prompt=None, **common)
         step, similarity, record, object_similarity, background_similarity, via_parts = best
         return Plan(hit=True, skip_steps=step, similarity=similarity, source_record=record.record_id,
-                    source_prompt=record.prompt, object_similarity=object_similarity,
+                    source_prompt=record.prompt if record.tenant == tenant else None,
+                    object_similarity=object_similarity,
                     background_similarity=background_similarity, via_parts=via_parts, source_seed=record.seed,
                     **common)
 
@@ -275,6 +303,7 @@ class FlexCache(Fetching):
 
     # -- insertion ---------------------------------------------------------------
 
+    @timed("insert")
     def insert(self, plan: Plan, latents: Mapping[int, torch.Tensor],
                sigmas: Mapping[int, float] | None = None,
                masks: Mapping[int, torch.Tensor] | None = None,
@@ -322,12 +351,13 @@ class FlexCache(Fetching):
         signature = plan.signature
         checked = {step: self._checked_latent(step, latent, signature) for step, latent in latents.items()}
         sigmas = sigmas or {}
-        mask_blobs = {step: _mask_blob(step, mask) for step, mask in (masks or {}).items() if step in checked}
+        mask_blobs = {step: checked_mask_blob(step, mask) for step, mask in (masks or {}).items() if step in checked}
         states = {step: checked_state(step, state, signature)
                   for step, state in (solver_states or {}).items() if step in checked}
         blobs = {step: self.codec.encode(latent, seed=seed, sigma=sigmas.get(step),
                                          frame_axis=signature.frame_axis)
                  for step, latent in sorted(checked.items())}
+        self._note_coded(checked, blobs)
         for step, state in states.items():
             parts = encode_state(self.codec, state, seed=seed, sigma=sigmas.get(step), frame_axis=signature.frame_axis)
             blobs[step] = encode_bundle(blobs[step], state.solver, state.scalars, parts)
@@ -337,8 +367,12 @@ class FlexCache(Fetching):
                     f"an encoded latent of {len(blob)} bytes does not fit any tier (the largest holds "
                     f"{self.store.largest_fit()} bytes); raise the store's capacity"
                 )
-        candidate = PromptRecord(stable_record_id(plan.tenant, signature.key(), plan.prompt), plan.tenant,
-                                 plan.prompt, signature, seed, plan.embedding.detach())
+        writer = plan.user or plan.tenant
+        if not self.guard.may_store(identity_of(plan.tenant, writer), len(blobs)):
+            logger.debug("flexcache: %s/%s is over its write quota or rate; run not stored", plan.tenant, writer)
+            return []
+        candidate = PromptRecord(stable_record_id(plan.tenant, signature.key(), plan.prompt, writer), plan.tenant,
+                                 plan.prompt, signature, seed, plan.embedding.detach(), writer=writer)
         if plan.parts is not None and plan.part_embeddings is not None:
             candidate.parts = plan.parts
             candidate.object_embedding = plan.part_embeddings[0].detach()
@@ -371,7 +405,7 @@ class FlexCache(Fetching):
                     logger.warning("flexcache: could not store %s: %s", entry.key, exc)
                     continue
                 with self._lock:
-                    entry.ready = True  # (if the store already evicted it, it is forgotten too)
+                    self._mark_ready(record, entry)  # (if the store already evicted it, it is forgotten too)
                     self._counters.inserts += 1
                     self._counters.resumed_inserts += plan.hit
                 stored.append(entry.key)
@@ -384,6 +418,8 @@ class FlexCache(Fetching):
                     del self._inserting[record.record_id]
                 if not record.entries and self._records.get(record.record_id) is record and not left:
                     self._drop_record(record)
+        if plan.hit:
+            self._vouch(plan, checked)
         return stored
 
     def _record_for(self, candidate: PromptRecord) -> PromptRecord:
@@ -391,14 +427,20 @@ class FlexCache(Fetching):
         existing = self._records.get(candidate.record_id)
         if existing is not None:
             return existing
-        key = candidate.signature.key()
+        key, namespace = candidate.signature.key(), self.guard.namespace(candidate.tenant)
         self._records[candidate.record_id] = candidate
         ids = torch.tensor([candidate.record_id])
-        self.index.add((candidate.tenant, key), ids, candidate.embedding.unsqueeze(0))
+        self.index.add((namespace, key), ids, candidate.embedding.unsqueeze(0))
         for part, vector in (("object", candidate.object_embedding), ("background", candidate.background_embedding)):
             if vector is not None:
-                self.index.add((candidate.tenant, key, part), ids, vector.unsqueeze(0))
+                self.index.add((namespace, key, part), ids, vector.unsqueeze(0))
         return candidate
+
+    def _mark_ready(self, record: PromptRecord, entry: CacheEntry) -> None:
+        if not entry.ready:  # lock held
+            entry.ready = True
+            if self._entries.get(entry.key) is entry:
+                self.guard.stored(record)
 
     def adopt(self, key: str, meta: bytes, tier_index: int) -> bool:
         """Take in an entry a tier already holds (restart scan, another process's insert).
@@ -419,9 +461,10 @@ class FlexCache(Fetching):
             return False
         with self._lock:
             record = self._record_for(candidate)
+            entry.ready = False
             known = record.entries.setdefault(entry.step, entry)
             self._entries.setdefault(known.key, known)
-            known.ready = True  # a tier holds it: servable, whoever wrote it
+            self._mark_ready(record, known)  # a tier holds it: servable, whoever wrote it
         self.store.adopt(key, meta, tier_index, step=known.step, nbytes=known.nbytes, token=known)
         return True
 
@@ -472,102 +515,16 @@ class FlexCache(Fetching):
             return
         if record.entries.get(entry.step) is entry:
             del record.entries[entry.step]
+            if entry.ready:
+                self.guard.forgot(record)
         if not record.entries and record.record_id not in self._inserting:
             self._drop_record(record)
 
     def _drop_record(self, record: PromptRecord) -> None:
-        key = record.signature.key()
+        key, namespace = record.signature.key(), self.guard.namespace(record.tenant)
         ids = torch.tensor([record.record_id])
-        self.index.remove((record.tenant, key), ids)
+        self.index.remove((namespace, key), ids)
         for part, vector in (("object", record.object_embedding), ("background", record.background_embedding)):
             if vector is not None:
-                self.index.remove((record.tenant, key, part), ids)
+                self.index.remove((namespace, key, part), ids)
         del self._records[record.record_id]
-
-    # -- management --------------------------------------------------------------
-
-    def clear(self, tenant: str | None = None) -> int:
-        """Remove every entry (of one tenant when given); returns entries removed."""
-        with self._lock:
-            keys = [e.key for e in self._entries.values()
-                    if tenant is None or self._records[e.record_id].tenant == tenant]
-            for key in keys:
-                self._forget_entry(key)
-        for key in keys:  # tier I/O, outside the lock
-            self.store.remove(key)
-        return len(keys)
-
-    def stats(self) -> dict:
-        """Counters and sizes as a plain dict (JSON-safe).
-
-        ``hit_rate`` is hits / requests, where a request is a `plan` call and a
-        hit is a successful `fetch`.
-        """
-        store_counters = dict(self.store.counters)
-        tiers = [
-            {"name": t.name, "entries": t.entries, "bytes_used": t.bytes_used, "capacity_bytes": t.capacity_bytes,
-             "corrupt": t.corrupt, "errors": t.errors, "latency_ms": t.latency_ms}
-            for t in self.store.tier_stats()  # tier calls (a Redis round trip): outside the cache lock
-        ]
-        bytes_stored, capacity = self.store.bytes_used, self.store.capacity_bytes
-        with self._lock:
-            c = self._counters
-            return {
-                "requests": c.requests,
-                "hits": c.hits,
-                "decoupled_hits": c.decoupled_hits,
-                "region_hits": c.region_hits,
-                "corrupt_masks": c.corrupt_masks,
-                "lookup": self.config.planner.lookup,
-                "misses": c.requests - c.hits,
-                "hit_rate": c.hits / c.requests if c.requests else 0.0,
-                "steps_total": c.steps_total,
-                "steps_saved": c.steps_saved,
-                "entries": sum(entry.ready for entry in self._entries.values()),
-                "records": len(self._records),
-                "bytes_stored": bytes_stored,
-                "capacity_bytes": capacity,
-                "inserts": c.inserts,
-                "resumed_inserts": c.resumed_inserts,
-                "duplicate_inserts": c.duplicate_inserts,
-                "evictions": c.evictions,
-                "fetch_misses": c.fetch_misses,
-                "corrupt_blobs": c.corrupt_blobs,
-                "policy": self.config.policy,
-                "codec": self.codec.name,
-                "tenants": {name: dict(values) for name, values in c.by_tenant.items()},
-                "store": store_counters,
-                "tiers": tiers,
-            }
-
-    def entries(self, tenant: str | None = None) -> list[CacheEntry]:
-        """A snapshot of the entries' metadata (copies)."""
-        with self._lock:
-            return [CacheEntry(**vars(e)) for e in self._entries.values()
-                    if e.ready and (tenant is None or self._records[e.record_id].tenant == tenant)]
-
-
-def _part_similarities(record: PromptRecord, part_vectors: tuple) -> tuple[float | None, float | None]:
-    """Cosines of a request's parts with a record's; (None, None) when the record has no parts."""
-    if record.object_embedding is None:
-        return None, None
-    query_object, query_background = part_vectors
-    object_similarity = float(record.object_embedding.to(query_object.device) @ query_object)
-    if query_background is None or record.background_embedding is None:
-        # Both without a setting match; one with and one without do not.
-        background_similarity = 1.0 if query_background is None and record.background_embedding is None else 0.0
-    else:
-        background_similarity = float(record.background_embedding.to(query_background.device) @ query_background)
-    return object_similarity, background_similarity
-
-
-def _mask_blob(step: int, mask: torch.Tensor) -> bytes:
-    if not isinstance(mask, torch.Tensor) or mask.dim() != 3 or not mask.is_floating_point() or not all_finite(mask):
-        raise InvalidLatentError(f"mask for step {step} must be a finite float (frames, rows, cols) tensor; "
-                                 f"got {getattr(mask, 'shape', type(mask).__name__)}")
-    return encode_mask(mask)
-
-
-def _check_tenant(tenant: str) -> None:
-    if not isinstance(tenant, str) or TENANT_PATTERN.fullmatch(tenant) is None:
-        raise InvalidPromptError(f"tenant must be 1-64 characters of [A-Za-z0-9_-]; got {tenant!r}")

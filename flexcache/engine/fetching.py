@@ -8,12 +8,14 @@ unusable mask means None: the caller serves the request as a miss.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 import torch
 
 from flexcache.core.errors import CorruptBlobError, InvalidPlanError
+from flexcache.engine.latency import timed
 from flexcache.engine.planner import Plan
 from flexcache.engine.records import CacheEntry, SolverState
 from flexcache.engine.region_hits import HitStart, region_start
@@ -47,6 +49,7 @@ class Fetching:
         start = self.fetch_start(plan, device)
         return None if start is None else start.latent
 
+    @timed("fetch")
     def fetch_start(self, plan: Plan, device: torch.device | str | None = None) -> HitStart | None:
         """What a hit resumes from: the start latent and, for a region hit, the region to regenerate.
 
@@ -79,8 +82,31 @@ class Fetching:
             counters.steps_saved += plan.skip_steps
             tenant = counters.tenant(plan.tenant)
             tenant["hits"] += 1
+            tenant["decoupled_hits"] += plan.via_parts
             tenant["steps_saved"] += plan.skip_steps
         return start
+
+    def _vouch(self, plan: Plan, latents: dict[int, torch.Tensor]) -> None:
+        """Let a resumed run's latents vouch for (or against) its source (`engine.guard`): one decode."""
+        requester = f"{plan.tenant}/{plan.user or plan.tenant}"
+        with self._lock:
+            record = self._records.get(plan.source_record)  # type: ignore[arg-type]
+            if record is None or not self.guard.wants_vouch(record, requester, plan.similarity, plan.region):
+                return
+            common = [s for s in latents if (e := record.entries.get(s)) is not None and e.ready]
+        if not common:
+            return
+        step = max(common)
+        loaded = self._load(dataclasses.replace(plan, skip_steps=step), plan.source_record, None)
+        if loaded is None:
+            return
+        stored = loaded[0].float()
+        mine = latents[step].to(stored.device, torch.float32)
+        norm = float(stored.norm())
+        # (Zero latents, as the serving simulator's: nothing to tell apart, they agree.)
+        distance = float((mine - stored).norm()) / norm if norm > 0 else float(mine.norm() > 0)
+        with self._lock:
+            self.guard.judge(record, requester, distance, step, plan.signature.num_steps)
 
     def _load(self, plan: Plan, record_id: int | None,
               device) -> tuple[torch.Tensor, CacheEntry, SolverState | None] | None:

@@ -106,6 +106,7 @@ class Plan:
 
     Attributes:
         prompt, tenant, signature: the request.
+        user: who made it (the tenant when not given); the writer of what `insert` stores.
         hit: whether `fetch` should be called.
         skip_steps: K, the steps a hit skips (0 on a miss).
         similarity: cosine similarity to the best candidate (None when the
@@ -155,6 +156,7 @@ class Plan:
     object_record: int | None = None
     region_method: str | None = None
     uniform_from: int = 0
+    user: str | None = None
 
     @property
     def num_steps(self) -> int:

@@ -161,9 +161,15 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256("\x00".join(str(p) for p in parts).encode()).hexdigest()
 
 
-def stable_record_id(tenant: str, signature_key: str, prompt: str) -> int:
-    """A record id that every process derives alike for the same (tenant, signature, prompt)."""
-    return int(_digest("record", tenant, signature_key, prompt)[:15], 16)  # 60 bits: an int64 index id
+def stable_record_id(tenant: str, signature_key: str, prompt: str, writer: str | None = None) -> int:
+    """A record id that every process derives alike for the same (tenant, signature, prompt, writer).
+
+    Each user's run of a prompt is its own record (no user can squat another's
+    prompt); the tenant's default user (`writer` None or the tenant) keeps the
+    ids of earlier versions.
+    """
+    parts = ("record", tenant, signature_key, prompt) + (() if writer in (None, tenant) else ("writer", writer))
+    return int(_digest(*parts)[:15], 16)  # 60 bits: an int64 index id
 
 
 def entry_store_key(tenant: str, record_id: int, step: int) -> str:
@@ -188,12 +194,14 @@ def encode_entry_meta(record: "PromptRecord", entry: CacheEntry) -> bytes:
     return json.dumps({
         "v": META_VERSION,
         "tenant": record.tenant,
+        **({"writer": record.writer} if record.writer is not None else {}),
         "prompt": record.prompt,
         "signature": record.signature.to_dict(),
         "seed": record.seed,
         "record_id": record.record_id,
         "step": entry.step,
         "nbytes": entry.nbytes,
+        "created": round(time.time(), 3),  # wall clock: an entry's age for `flexcache inspect`
         "embedding": b64(record.embedding),
         **parts,
         **({"mask": base64.b64encode(entry.mask).decode()} if entry.mask is not None else {}),
@@ -222,6 +230,8 @@ def decode_entry_meta(meta: bytes, dim: int | None = None) -> tuple["PromptRecor
 
         record = PromptRecord(int(data["record_id"]), str(data["tenant"]), str(data["prompt"]), signature,
                               int(data["seed"]), vector("embedding"))
+        if data.get("writer") is not None:  # entries of earlier versions have none
+            record.writer = str(data["writer"])
         if "object_embedding" in data:  # written under decoupled look-up
             record.parts = (str(data["object"]), str(data["background"]))
             record.object_embedding = vector("object_embedding")
@@ -254,6 +264,12 @@ class PromptRecord:
     parts: tuple[str, str] | None = None
     object_embedding: torch.Tensor | None = None
     background_embedding: torch.Tensor | None = None
+    # The user who wrote it (None: an entry of an earlier version), and the users who asked for it (`engine.guard`).
+    writer: str | None = None
+    askers: set[str] = field(default_factory=set, repr=False)
+    # Other users whose runs resumed from it agreed / disagreed with its latents (`engine.guard`).
+    vouches: set[str] = field(default_factory=set, repr=False)
+    accusations: set[str] = field(default_factory=set, repr=False)
 
     def deepest_step_at_most(self, step: int) -> int | None:
         """The deepest stored (ready) step not beyond `step`, or None."""

@@ -75,6 +75,16 @@ def region_options_for(planner: SimilarityPlanner, record: PromptRecord, similar
     return options
 
 
+def capped_options(options: list[RegionOption], record: PromptRecord, ceiling: int) -> list[RegionOption]:
+    """`options` resumed no deeper than `ceiling` (another user's entry, `engine.guard`); lock held."""
+    capped = []
+    for option in options:
+        step = option.step if option.step <= ceiling else record.deepest_masked_step_at_most(ceiling)
+        if step is not None:
+            capped.append(dataclasses.replace(option, step=step))
+    return capped
+
+
 def choose_region(options: list[RegionOption], whole_step: int) -> tuple[RegionOption, RegionOption | None] | None:
     """The region option to take (for a composed hit: the background's) and the object partner, if any.
 
@@ -130,3 +140,17 @@ def region_start(regenerate: str, latent: torch.Tensor, masks: list[torch.Tensor
     object_region = shaped(cells[1]) if object_latent is not None else None
     start = compose_start(latent, noise, shaped(region), object_latent=object_latent, object_region=object_region)
     return HitStart(start, shaped(region), method)
+
+
+def part_similarities(record: PromptRecord, part_vectors: tuple) -> tuple[float | None, float | None]:
+    """Cosines of a request's parts with a record's; (None, None) when the record has no parts."""
+    if record.object_embedding is None:
+        return None, None
+    query_object, query_background = part_vectors
+    object_similarity = float(record.object_embedding.to(query_object.device) @ query_object)
+    if query_background is None or record.background_embedding is None:
+        # Both without a setting match; one with and one without do not.
+        background_similarity = 1.0 if query_background is None and record.background_embedding is None else 0.0
+    else:
+        background_similarity = float(record.background_embedding.to(query_background.device) @ query_background)
+    return object_similarity, background_similarity

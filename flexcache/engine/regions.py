@@ -32,7 +32,8 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from flexcache.core.errors import CorruptBlobError
+from flexcache.core.errors import CorruptBlobError, InvalidLatentError
+from flexcache.kernels.ops import all_finite
 
 MASK_MAGIC = b"FXMK"
 MASK_VERSION = 1
@@ -185,3 +186,11 @@ def catch_up_steps(num_steps: int, skip: int, window: float) -> int:
     """
     remaining = num_steps - skip
     return max(1, min(remaining, round(window * remaining)))
+
+
+def checked_mask_blob(step: int, mask: torch.Tensor) -> bytes:
+    """`encode_mask` of a run's mask at `step`, after checking it is a finite float (frames, rows, cols) tensor."""
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 3 or not mask.is_floating_point() or not all_finite(mask):
+        raise InvalidLatentError(f"mask for step {step} must be a finite float (frames, rows, cols) tensor; "
+                                 f"got {getattr(mask, 'shape', type(mask).__name__)}")
+    return encode_mask(mask)

@@ -22,8 +22,10 @@ video-to-video input, several conditioning images) run uncached;
 keys the cache on the prompt text and hands the pipeline only the embeddings,
 which is how pipelines built without a text encoder are served.
 
-Three keyword arguments are added to the pipeline call: ``flexcache_tenant``
+Four keyword arguments are added to the pipeline call: ``flexcache_tenant``
 (namespace for this call; default: the one given to `enable_flexcache`),
+``flexcache_user`` (who makes it, default: the tenant; reuse of other users'
+entries passes the ``sharing`` defences, `engine.guard`),
 ``flexcache_enabled=False`` (bypass the cache for this call) and
 ``flexcache_parts=(object, background)`` (the prompt's parts for decoupled
 look-up, when the caller knows them better than the splitter).
@@ -93,6 +95,7 @@ class CallReport:
 
     prompt: str | None
     tenant: str
+    user: str | None = None
     hit: bool = False
     skip_steps: int = 0
     num_steps: int = 0
@@ -110,6 +113,7 @@ class CallReport:
     bypass_reason: str | None = None
     insert_error: str | None = None
     seconds: float = 0.0
+    padded_seconds: float = 0.0  # slept so the call took as long as a full run (``sharing.latency_padding``)
 
 
 # -- per-pipeline adapters: `integrations.adapter_table` ------------------------------
@@ -193,10 +197,12 @@ class _Binding:
         # A diffusers pipeline (its scheduler state) serves one call at a time.
         self.run_lock = threading.RLock()
         self.reports = threading.local()
+        self.full_runs: dict[str, tuple[int, float]] = {}  # signature key -> (misses, seconds): latency padding
 
     def __call__(self, pipe: Any, args: tuple, kwargs: dict) -> Any:
         original_call = self.original_class.__call__
         tenant = kwargs.pop("flexcache_tenant", None) or self.tenant
+        user = kwargs.pop("flexcache_user", None)
         enabled = kwargs.pop("flexcache_enabled", True)
         parts = kwargs.pop("flexcache_parts", None)
         bound = self.call_signature.bind(pipe, *args, **kwargs)
@@ -207,7 +213,7 @@ class _Binding:
             if parameter.kind is inspect.Parameter.VAR_KEYWORD:
                 call_args.update(call_args.pop(name, {}))
         prompt = call_args.get("prompt")
-        report = CallReport(prompt=prompt if isinstance(prompt, str) else None, tenant=tenant)
+        report = CallReport(prompt=prompt if isinstance(prompt, str) else None, tenant=tenant, user=user)
         self.reports.last = report
         started = time.perf_counter()
 
@@ -233,7 +239,7 @@ class _Binding:
         signature = self.adapter.signature(pipe, call_args, self.model_id)
         generator = call_args.get("generator")
         seed = generator.initial_seed() if isinstance(generator, torch.Generator) else None
-        plan = self.cache.plan(prompt, signature, tenant=tenant, seed=seed, parts=parts,
+        plan = self.cache.plan(prompt, signature, tenant=tenant, user=user, seed=seed, parts=parts,
                                regions=self.adapter.supports_regions(pipe))
         device = pipe._execution_device
         start = self.cache.fetch_start(plan, device=device) if plan.hit else None
@@ -326,8 +332,24 @@ class _Binding:
                 # The video was generated; only caching it failed. Serve it anyway.
                 report.insert_error = f"{type(exc).__name__}: {exc}"
                 logger.warning("flexcache: latents of %r were not cached: %s", prompt, exc)
+        if self.cache.config.sharing.latency_padding:
+            self._pad(report, started, signature.key())
         report.seconds = time.perf_counter() - started
         return result
+
+    def _pad(self, report: CallReport, started: float, key: str) -> None:
+        """Sleep until a hit has taken as long as a full run would (the mean of this binding's, or scaled)."""
+        elapsed = time.perf_counter() - started
+        with self.run_lock:
+            count, total = self.full_runs.get(key, (0, 0.0))
+            if not report.hit:
+                self.full_runs[key] = (count + 1, total + elapsed)
+                return
+        steps_run = max(1, report.num_steps - report.skip_steps)
+        target = max(total / count if count else 0.0, elapsed * report.num_steps / steps_run)
+        if target > elapsed:
+            report.padded_seconds = target - elapsed
+            time.sleep(report.padded_seconds)
 
     def _mask_recorder(self, pipe: Any, plan: Plan, prompt: str, args: dict[str, Any]) -> Any:
         """A recorder of the object's cross-attention for this run, or None where no mask can be made.

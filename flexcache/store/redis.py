@@ -286,6 +286,19 @@ class RedisTier(Tier):
                 if isinstance(meta, bytes):
                     yield key, meta
 
+    def read_raw(self, keys: list[str], *, blobs: bool = True) -> list[tuple[str, bytes | None, bytes | None]]:
+        """``(key, meta, blob)`` as stored (framed, unchecked), None where missing; no side effects (inspect)."""
+        out = []
+        for start in range(0, len(keys), _SCAN_BATCH):
+            batch = keys[start:start + _SCAN_BATCH]
+            names = [self._entry_keys(k).meta for k in batch] + ([self._entry_keys(k).blob for k in batch] if blobs
+                                                                 else [])
+            values = self._client.mget(names)
+            metas, found = values[:len(batch)], values[len(batch):] if blobs else [None] * len(batch)
+            out += [(k, m if isinstance(m, bytes) else None, b if isinstance(b, bytes) else None)
+                    for k, m, b in zip(batch, metas, found)]
+        return out
+
     @property
     def bytes_used(self) -> int:
         total = self._call("bytes_used", lambda: self._client.get(self._total), _FAILED)

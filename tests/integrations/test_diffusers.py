@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from flexcache import (
+    FlexCacheError,
     UnsupportedPipelineError,
     disable_flexcache,
     enable_flexcache,
@@ -175,6 +176,29 @@ def test_tenant_per_call(pipe, make_cache):
     assert not last_call_report(pipe).hit
     run(pipe)
     assert last_call_report(pipe).hit and last_call_report(pipe).tenant == "alice"
+
+
+def test_user_per_call_is_the_writer_and_other_users_pass_the_defences(pipe, make_cache):
+    cache = make_cache(sharing={"min_askers": 2, "cross_user_max_fraction": 1.0})
+    enable_flexcache(pipe, cache)
+    run(pipe, flexcache_user="alice")
+    run(pipe, flexcache_user="alice")
+    assert last_call_report(pipe).hit and last_call_report(pipe).user == "alice"
+    run(pipe)  # the tenant's default user: another user, its first ask (2 of 2 with alice) is served
+    assert last_call_report(pipe).hit
+    with pytest.raises(FlexCacheError, match="user must be"):
+        run(pipe, flexcache_user="not a user id")
+
+
+def test_latency_padding_makes_a_hit_take_as_long_as_a_full_run(pipe, make_cache):
+    cache = make_cache(sharing={"latency_padding": True})
+    enable_flexcache(pipe, cache)
+    run(pipe)
+    full = last_call_report(pipe)
+    run(pipe)
+    hit = last_call_report(pipe)
+    assert hit.hit and not full.hit and hit.padded_seconds > 0
+    assert hit.seconds >= full.seconds * 0.999
 
 
 def test_user_callback_still_runs_and_its_latents_are_captured(pipe, make_cache):

@@ -1,6 +1,8 @@
 """Simulated serving: GPU compute from a model profile, every cache decision by the real engine.
 
-Each system is a real `FlexCache` (embedder, index, planner, policy, store
+Each request carries its trace user (`plan(user=)`): systems marked defended
+(flexcache) keep the `sharing` defaults between users, the others (nirvana,
+flexcache-undefended) share every entry with everyone. Each system is a real `FlexCache` (embedder, index, planner, policy, store
 accounting) over one store tier of the same byte budget. What is simulated:
 
 * the model's compute: (N - K) steps at the profile's seconds per step;
@@ -23,6 +25,7 @@ entry also pays its decode at the measured decode throughput.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ import torch
 from flexcache.benchmarks.serve.profiles import ModelProfile
 from flexcache.benchmarks.serve.sized import AccountedTier, SizedCodec
 from flexcache.benchmarks.serve.workload import TraceRequest
+from flexcache.core import SharingConfig
 from flexcache.engine import GenerationSignature
 
 
@@ -90,6 +94,9 @@ class CachePathCosts:
                    "no GPU figures yet")
 
 
+UNDEFENDED = SharingConfig.undefended()
+
+
 @dataclass(frozen=True)
 class SystemSpec:
     """One cache design; every system gets the same tier and byte budget."""
@@ -102,6 +109,9 @@ class SystemSpec:
     cache_resumed: bool = True  # a hit also caches the checkpoints its resumed run passes after K
     regions: bool = True  # region hits (decoupled look-up only)
     similarity_table: str = "toyworld"  # the full-prompt table (core.config.SIMILARITY_TABLES)
+    # Between users: None keeps the `sharing` defaults; NIRVANA shares every entry with everyone (UNDEFENDED).
+    sharing: Any = None
+
 
     def cache_config(self, **settings: Any):
         """The `CacheConfig` of this design (CPU embedder and index), with `settings` (name, store) added."""
@@ -112,15 +122,17 @@ class SystemSpec:
             "planner": {"lookup": self.lookup, "cache_resumed": self.cache_resumed, "regions": self.regions,
                         "similarity_table": self.similarity_table},
             "codec": {"name": "flexcache" if self.compressed else "lossless"},
-            "embedder": {"device": "cpu"}, "index": {"device": "cpu"}, **settings,
+            "embedder": {"device": "cpu"}, "index": {"device": "cpu"},
+            "sharing": {} if self.sharing is None else dataclasses.asdict(self.sharing), **settings,
         })
 
 
 SYSTEMS: dict[str, SystemSpec] = {s.name: s for s in (
     SystemSpec("nocache", cached=False),
     SystemSpec("nirvana", lookup="full", policy="lcbfu", compressed=False, cache_resumed=False,
-               similarity_table="nirvana"),
+               similarity_table="nirvana", sharing=UNDEFENDED),
     SystemSpec("flexcache"),
+    SystemSpec("flexcache-undefended", sharing=UNDEFENDED),  # what the defences between users cost
     SystemSpec("flexcache-no-decoupling", lookup="full"),
     SystemSpec("flexcache-no-regions", regions=False),  # decoupled look-up with whole-latent hits only
     SystemSpec("flexcache-no-compression", compressed=False),
@@ -128,7 +140,7 @@ SYSTEMS: dict[str, SystemSpec] = {s.name: s for s in (
     SystemSpec("flexcache-no-resumed-inserts", cache_resumed=False),
     # NIRVANA given our resumed inserts: shows what that idea is worth without compression.
     SystemSpec("nirvana-resumed-inserts", lookup="full", policy="lcbfu", compressed=False,
-               similarity_table="nirvana"),
+               similarity_table="nirvana", sharing=UNDEFENDED),
 )}
 
 
@@ -209,7 +221,8 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         run = None  # the plan of the run that fills the cache when it completes, if any
         if cached:
             overhead = costs.plan_s
-            plan = cache.plan(request.prompt, signature, tenant=request.tenant, seed=request.seed or 0)
+            plan = cache.plan(request.prompt, signature, tenant=request.tenant, user=_user_id(request.user),
+                              seed=request.seed or 0)
             run = plan.as_miss() if plan.hit else plan
             if plan.hit and cache.fetch(plan) is not None:
                 run = plan if system.cache_resumed and plan.run_checkpoints else None
@@ -239,6 +252,17 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         result.bytes_stored = cache.store.bytes_used
         cache.close()
     return result
+
+
+def _user_id(user: str | None) -> str | None:
+    """A trace's user as an engine user id (log ids outside the pattern are hashed)."""
+    from flexcache.core import TENANT_PATTERN
+
+    if user is None or TENANT_PATTERN.fullmatch(user):
+        return user
+    import hashlib
+
+    return "h" + hashlib.sha256(user.encode()).hexdigest()[:32]
 
 
 def latency_percentiles(latencies) -> dict[str, float]:

@@ -1,0 +1,166 @@
+"""Users, shared pools and the cross-user defences (`engine.guard`, `sharing` config)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from flexcache import CacheConfig, ConfigError, InvalidPromptError
+from flexcache.engine.records import decode_entry_meta, encode_entry_meta
+
+PROMPT = "a golden retriever chasing a frisbee in a sunlit park"
+OTHER = "a rocket lifting off from a launch pad at night"
+UNDEFENDED = {"min_askers": 1, "cross_user_max_fraction": 1.0}
+
+
+def fill(cache, prompt, signature, *, tenant="default", user=None):
+    plan = cache.plan(prompt, signature, tenant=tenant, user=user).as_miss()
+    return cache.insert(plan, {s: torch.randn(signature.latent_shape) for s in plan.checkpoint_steps})
+
+
+def test_own_entries_hit_in_full_and_another_users_only_after_enough_askers_and_capped(make_cache, signature):
+    cache = make_cache(sharing={"min_askers": 3, "cross_user_max_fraction": 0.2})
+    fill(cache, PROMPT, signature, user="alice")
+    assert cache.plan(PROMPT, signature, user="alice").skip_steps == 10  # the writer: 50 % of 20
+    assert not cache.plan(PROMPT, signature, user="bob").hit  # asker 2 of 3 (alice wrote it)
+    assert not cache.plan(PROMPT, signature, user="bob").hit  # the same user again does not count twice
+    third = cache.plan(PROMPT, signature, user="carol")
+    assert third.hit and third.skip_steps == 4  # asker 3: served, at most 20 % of N
+    assert cache.plan(PROMPT, signature, user="bob").skip_steps == 4
+    sharing = cache.stats()["sharing"]
+    assert sharing["withheld_unconfirmed"] == 2 and sharing["capped"] == 2
+
+
+def test_undefended_sharing_serves_everyone_in_full(make_cache, signature):
+    cache = make_cache(sharing=UNDEFENDED)
+    fill(cache, PROMPT, signature, user="alice")
+    assert cache.plan(PROMPT, signature, user="bob").skip_steps == 10
+
+
+def test_each_user_writes_its_own_record_so_no_one_squats_a_prompt(make_cache, signature):
+    cache = make_cache(sharing=UNDEFENDED)
+    fill(cache, PROMPT, signature, user="mallory")
+    stored = fill(cache, PROMPT, signature, user="alice")
+    assert len(stored) == 5  # not deduplicated into mallory's record
+    assert cache.stats()["records"] == 2
+    assert cache.plan(PROMPT, signature, user="alice").source_record != \
+        cache.plan(PROMPT, signature, user="mallory").source_record
+
+
+def test_tenants_are_isolated_unless_pooled_and_pool_members_do_not_see_each_others_prompts(make_cache, signature):
+    sharing = {**UNDEFENDED, "tenants": ["acme", "globex", "initech"],
+               "pools": [{"name": "public", "tenants": ["acme", "globex"]}]}
+    cache = make_cache(sharing=sharing)
+    fill(cache, PROMPT, signature, tenant="acme")
+    pooled = cache.plan(PROMPT, signature, tenant="globex")
+    assert pooled.hit and pooled.source_prompt is None  # another tenant's prompt is not globex's to read
+    assert not cache.plan(PROMPT, signature, tenant="initech").hit
+    assert cache.plan(PROMPT, signature, tenant="acme").source_prompt == PROMPT
+    with pytest.raises(InvalidPromptError, match="sharing.tenants"):
+        cache.plan(PROMPT, signature, tenant="umbrella")
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "x" * 65, "名前", 7])
+def test_bad_user_ids_are_refused(make_cache, signature, bad):
+    cache = make_cache()
+    with pytest.raises(InvalidPromptError, match="user must be"):
+        cache.plan(PROMPT, signature, user=bad)
+
+
+def test_pool_config_with_an_unknown_or_doubly_pooled_tenant_is_refused():
+    with pytest.raises(ConfigError, match="unknown tenant"):
+        CacheConfig.from_dict({"sharing": {"tenants": ["a"], "pools": [{"name": "p", "tenants": ["a", "b"]}]}})
+    with pytest.raises(ConfigError, match="one pool"):
+        CacheConfig.from_dict({"sharing": {"tenants": ["a", "b"], "pools": [
+            {"name": "p", "tenants": ["a"]}, {"name": "q", "tenants": ["a", "b"]}]}})
+    with pytest.raises(ConfigError, match="tenant and pool names"):
+        CacheConfig.from_dict({"sharing": {"tenants": ["a b"]}})
+
+
+def test_the_writer_survives_the_metadata_round_trip_and_old_entries_have_none(make_cache, signature):
+    cache = make_cache()
+    fill(cache, PROMPT, signature, user="alice")
+    entry = cache.entries()[0]
+    record = cache._records[entry.record_id]
+    meta = encode_entry_meta(record, entry)
+    assert decode_entry_meta(meta)[0].writer == "alice"
+    legacy = json.loads(meta)
+    del legacy["writer"]
+    assert decode_entry_meta(json.dumps(legacy).encode())[0].writer is None
+
+
+def test_entries_of_earlier_versions_serve_their_tenants_default_user_only(make_cache, signature):
+    writer = make_cache()
+    fill(writer, PROMPT, signature)  # the default user
+    cache = make_cache(sharing=UNDEFENDED)
+    for entry in writer.entries():
+        data = json.loads(encode_entry_meta(writer._records[entry.record_id], entry))
+        data.pop("writer")  # as an earlier version wrote it
+        blob = writer.store.get(entry.key)
+        cache.store.tiers[0].put(entry.key, blob, json.dumps(data).encode())
+        assert cache.adopt(entry.key, json.dumps(data).encode(), 0)
+    assert cache.plan(PROMPT, signature).hit
+    assert not cache.plan(PROMPT, signature, user="bob").hit
+    assert cache.stats()["sharing"]["withheld_legacy"] == 1
+
+
+def test_write_quota_and_rate_refuse_a_users_further_runs_only(make_cache, signature):
+    cache = make_cache(sharing={"user_max_entries": 5})
+    assert len(fill(cache, PROMPT, signature, user="alice")) == 5
+    assert fill(cache, OTHER, signature, user="alice") == []
+    assert len(fill(cache, OTHER, signature, user="bob")) == 5
+    assert cache.stats()["sharing"]["quota_refused"] == 1
+    cache.clear()
+    assert len(fill(cache, OTHER, signature, user="alice")) == 5  # evicted or cleared entries free the quota
+
+    limited = make_cache(sharing={"user_inserts_per_minute": 1})
+    assert len(fill(limited, PROMPT, signature, user="alice")) == 5
+    assert fill(limited, OTHER, signature, user="alice") == []
+    assert limited.stats()["sharing"]["rate_refused"] == 1
+
+
+def test_randomized_choice_serves_each_of_near_equal_candidates(make_cache, signature):
+    cache = make_cache(sharing={**UNDEFENDED, "randomize_within": 0.05})
+    for user in ("alice", "bob", "carol"):
+        fill(cache, PROMPT, signature, user=user)
+    sources = {cache.plan(PROMPT, signature, user="dave").source_record for _ in range(40)}
+    assert len(sources) == 3
+    strict = make_cache(sharing=UNDEFENDED)
+    for user in ("alice", "bob", "carol"):
+        fill(strict, PROMPT, signature, user=user)
+    assert len({strict.plan(PROMPT, signature, user="dave").source_record for _ in range(10)}) == 1
+
+
+def test_an_entry_is_served_deep_to_others_once_two_readers_runs_agree_with_it(make_cache, signature):
+    cache = make_cache(codec={"name": "lossless"},
+                       sharing={"min_askers": 1, "cross_user_max_fraction": 0.2, "vouches_required": 2})
+    plan = cache.plan(PROMPT, signature, user="alice").as_miss()
+    written = {s: torch.randn(signature.latent_shape) for s in plan.checkpoint_steps}
+    cache.insert(plan, written)
+
+    def read(user, agree):
+        hit = cache.plan(PROMPT, signature, user=user)
+        assert hit.hit and hit.skip_steps == 4  # capped at 20 % of N
+        cache.insert(hit, {s: written[s] + 0.01 * torch.randn_like(written[s]) if agree
+                           else torch.randn(signature.latent_shape) for s in hit.run_checkpoints})
+
+    read("mallory", agree=False)  # a run that came out elsewhere: a verdict against
+    read("bob", agree=True)
+    read("carol", agree=True)
+    assert cache.plan(PROMPT, signature, user="dave").skip_steps == 4  # 2 vouches - 1 accusation < 2
+    read("erin", agree=True)
+    assert cache.plan(PROMPT, signature, user="dave").skip_steps == 10
+    sharing = cache.stats()["sharing"]
+    assert (sharing["vouches"], sharing["accusations"]) == (3, 1)
+
+
+def test_readers_with_other_prompts_do_not_vouch(make_cache, signature):
+    cache = make_cache(sharing={"min_askers": 1, "cross_user_max_fraction": 0.2, "near_duplicate": 0.999})
+    fill(cache, PROMPT, signature, user="alice")
+    near = "a golden retriever chases a frisbee in a sunny park"
+    hit = cache.plan(near, signature, user="bob")
+    assert hit.hit and hit.skip_steps <= 4
+    cache.insert(hit, {s: torch.randn(signature.latent_shape) for s in hit.run_checkpoints})
+    assert cache.stats()["sharing"]["accusations"] == 0 and cache.stats()["sharing"]["vouches"] == 0
