@@ -212,6 +212,31 @@ def _bench_attacks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from flexcache import CacheConfig
+    from flexcache.benchmarks.serve.live import LocalRedisServer
+    from flexcache.core import parse_bytes
+    from flexcache.serving import JobManager, WorkerConfig, run_server, worker_cache_config
+
+    if args.workers < 1 or args.steps < 2:
+        raise FlexCacheError("--workers must be >= 1 and --steps >= 2")
+    base = CacheConfig.load(args.config).to_dict()
+    with contextlib.ExitStack() as stack:
+        redis_url = args.redis_url or stack.enter_context(LocalRedisServer()).url
+        cache = worker_cache_config(base, redis_url, memory_bytes=parse_bytes(args.memory),
+                                    redis_bytes=parse_bytes(args.redis_capacity))
+        CacheConfig.from_dict(cache)  # a bad config fails here, not in every worker
+        manager = JobManager(WorkerConfig(cache, model=args.model, steps=args.steps, guidance=args.guidance,
+                                          threads=args.threads), args.workers)
+        stack.callback(manager.close)
+        print(f"flexcache serve: {args.workers} workers ({args.model}) over {redis_url}; "
+              f"http://{args.host}:{args.port}/v1/videos", file=sys.stderr, flush=True)
+        run_server(manager, host=args.host, port=args.port, cache_name=cache.get("name", "flexcache"))
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from flexcache.engine import disk_entries, format_inspection, inspect_entries, redis_entries
 
@@ -443,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     attacks = bench.add_parser("attacks", help="toy world: prompt stealing, poisoning and a covert channel on a "
                                "shared pool (arXiv 2508.20424), undefended and under each defence")
     attacks.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
-    attacks.add_argument("--size", default="full", help="full (default) or small (what make test runs)")
+    attacks.add_argument("--size", default="full",
+                         help="full (default), large (more trials) or small (what make test runs)")
     attacks.add_argument("--defences", default=None, help="default: all of them, each on its own, and the defaults")
     attacks.add_argument("--modes", default="engine,pipeline", help="engine API and/or pipeline calls (default both)")
     attacks.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=True,
@@ -497,6 +523,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="live: release requests at trace time x this (default 0: all at once, saturation)")
     serve.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     serve.set_defaults(run=_bench_serve)
+
+    serve = commands.add_parser("serve", help="the reference HTTP server: N worker processes, each with its own "
+                                "pipeline and local tier, over one shared Redis (needs the serve extra)")
+    serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--redis-url", help="the shared Redis (default: start a local redis-server)")
+    serve.add_argument("--model", default="toyworld",
+                       help="toyworld (default) or a diffusers model id whose weights this machine has (GPU)")
+    serve.add_argument("--steps", type=int, default=20, help="default denoising steps (default 20)")
+    serve.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3)")
+    serve.add_argument("--memory", default="1GiB", help="each worker's local memory tier (default 1GiB)")
+    serve.add_argument("--redis-capacity", default="16GiB", help="the shared Redis tier's capacity (default 16GiB)")
+    serve.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    serve.set_defaults(run=_serve)
 
     inspect = commands.add_parser("inspect", help="list what a disk tier's directory or a Redis tier holds, "
                                   "without changing it; damaged entries are reported")

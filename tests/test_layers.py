@@ -27,6 +27,7 @@ LAYERS = (
     ("toyworld", ("flexcache.toyworld",)),
     ("demo", ("flexcache.demo",)),
     ("benchmarks", ("flexcache.benchmarks",)),
+    ("serving", ("flexcache.serving",)),
     ("cli", ("flexcache.cli", "flexcache.__main__")),
 )
 # What the apps (toy world, demo, benchmarks, cli) may import from the library: the facade and the
@@ -36,7 +37,7 @@ PUBLIC_MODULES = frozenset({
     "flexcache.codec.lossless", "flexcache.store", "flexcache.engine", "flexcache.integrations.diffusers",
     "flexcache.integrations.tiny",
 })
-APP_LAYERS = ("toyworld", "demo", "benchmarks", "cli")
+APP_LAYERS = ("toyworld", "demo", "benchmarks", "serving", "cli")
 MAX_MODULE_LINES = 600
 
 

@@ -302,6 +302,9 @@ def _mutual_information(true_positive: float, false_positive: float) -> float:
 # Pipeline calls run the model for every probe: fewer trials, and the settings that change what a call shows.
 SIZES = {"full": {"engine": dict(victims=20, candidates=48, targets=12, victims_per_target=3, bits=48),
                   "pipeline": dict(victims=6, candidates=12, targets=6, victims_per_target=3, bits=24)},
+         # More trials where reading latency is noisy: pipeline calls on a shared CPU.
+         "large": {"engine": dict(victims=40, candidates=48, targets=24, victims_per_target=3, bits=96),
+                   "pipeline": dict(victims=12, candidates=12, targets=16, victims_per_target=3, bits=72)},
          "small": {"engine": dict(victims=4, candidates=8, targets=2, victims_per_target=3, bits=12),
                    "pipeline": dict(victims=2, candidates=6, targets=2, victims_per_target=3, bits=8)}}
 PIPELINE_DEFENCES = ("none", "latency_padding", "defaults")

@@ -383,8 +383,8 @@ class SharingConfig:
         min_askers: an entry serves users other than its writer only once
             this many distinct users (the writer included) asked for
             near-duplicates of its prompt (`near_duplicate`); 1 turns it off.
-            Against prompt stealing and covert channels: one attacker
-            identity, or two colluding, never reach 3.
+            Against prompt stealing (an attacker and its victim make 2) and
+            covert channels (fewer than 4 colluding identities never reach 4).
         cross_user_max_fraction: the deepest skip (fraction of N) a hit may
             take from another user's entry until the entry is vouched for;
             1.0 turns it off. At 0.1 a marker planted in an entry is

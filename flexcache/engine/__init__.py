@@ -16,6 +16,7 @@ from flexcache.engine.index import (
     build_index,
 )
 from flexcache.engine.inspector import disk_entries, format_inspection, inspect_entries, redis_entries
+from flexcache.engine.metrics import CacheCollector, start_metrics_server
 from flexcache.engine.planner import Plan, SimilarityPlanner, checkpoint_steps
 from flexcache.engine.records import (
     CacheEntry,
@@ -37,6 +38,6 @@ from flexcache.engine.splitter import (
 __all__ = [
     "CacheEntry", "DEFAULT_TENANT", "HitStart", "decode_mask", "encode_mask", "object_cells", "region_start", "FlexCache", "GenerationSignature", "MISSING_ID", "PartitionedIndex", "Plan",
     "PromptParts", "PromptRecord", "SentenceTransformerEmbedder", "SolverState", "encode_bundle", "encode_state", "split_bundle", "SimilarityPlanner", "TextEmbedder",
-    "SharingGuard", "disk_entries", "format_inspection", "inspect_entries", "redis_entries",
+    "CacheCollector", "start_metrics_server", "SharingGuard", "disk_entries", "format_inspection", "inspect_entries", "redis_entries",
     "TorchFlatIndex", "build_embedder", "build_index", "checkpoint_steps", "normalise", "parts_from", "split_prompt", "validate_prompts", "words",
 ]

@@ -42,78 +42,92 @@ def _bounded_tenants(tenants: dict[str, dict[str, int]], max_tenants: int) -> di
 
 
 class CacheCollector:
-    """A prometheus-client collector of one cache (`FlexCache.metrics_collector`)."""
+    """A prometheus-client collector of one cache (`FlexCache.metrics_collector`), or of several.
 
-    def __init__(self, cache: Any, *, max_tenants: int = 50) -> None:
+    `sources`: ``[(labels, stats_callable)]`` (or a callable returning that list at each scrape), each
+    labelled (``{"worker": "0"}``) set of series read from its ``stats()`` dict; the default is the one
+    cache, unlabelled.
+    """
+
+    def __init__(self, cache: Any = None, *, max_tenants: int = 50, cache_name: str | None = None,
+                 sources: Any = None) -> None:
         _prometheus()
-        self.cache, self.max_tenants = cache, max_tenants
+        self.max_tenants = max_tenants
+        self.cache_name = cache_name or (cache.config.name if cache is not None else "flexcache")
+        self.sources = sources if sources is not None else [({}, cache.stats)]
 
     def describe(self) -> list:
         return []  # collected on demand: no scrape at registration
 
     def collect(self) -> Iterator[Any]:
         _, Counter, Gauge, Histogram = _prometheus()
-        stats = self.cache.stats()
-        cache_name = self.cache.config.name
+        listed = self.sources() if callable(self.sources) else self.sources
+        sources = [(labels, stats()) for labels, stats in listed]
+        sources = [(labels, stats) for labels, stats in sources if stats]
+        extra = sorted({name for labels, _ in sources for name in labels})
+        families: dict[str, Any] = {}
 
-        def counter(name: str, doc: str, value: float, labels: dict[str, str] | None = None):
-            family = Counter(name, doc, labels=["cache", *(labels or {})])
-            family.add_metric([cache_name, *(labels or {}).values()], value)
-            return family
+        def add(kind, name: str, doc: str, value: Any, labels: dict[str, str], more: dict[str, str] | None = None,
+                **kwargs):
+            more = more or {}
+            family = families.get(name)
+            if family is None:
+                family = families[name] = kind(name, doc, labels=["cache", *extra, *more])
+            values = [self.cache_name, *(labels.get(k, "") for k in extra), *more.values()]
+            if kind is Histogram:
+                family.add_metric(values, value, sum_value=kwargs["sum_value"])
+            else:
+                family.add_metric(values, value)
 
         per_tenant = {"requests": "requests planned", "hits": "hits fetched",
                       "decoupled_hits": "hits whose K came from the object/background look-up",
                       "steps_saved": "denoising steps skipped"}
-        tenants = _bounded_tenants(stats["tenants"], self.max_tenants)
-        for key, doc in per_tenant.items():
-            family = Counter(f"flexcache_{key}", f"{doc[0].upper()}{doc[1:]}, by tenant.", labels=["cache", "tenant"])
-            for tenant, values in tenants.items():
-                family.add_metric([cache_name, tenant], values.get(key, 0))
-            yield family
-        yield counter("flexcache_region_hits", "Hits that regenerated a region.", stats["region_hits"])
-        yield counter("flexcache_inserts", "Entries stored.", stats["inserts"])
-        yield counter("flexcache_evictions", "Entries evicted from the last tier.", stats["evictions"])
-        store = stats["store"]
-        yield counter("flexcache_promotions", "Entries copied to a faster tier on a hit.", store["promotions"])
-        yield counter("flexcache_demotions", "Entries moved to a slower tier under pressure.", store["demotions"])
-        yield counter("flexcache_dropped_moves", "Background moves dropped (the move queue was full).",
-                      store["dropped_moves"])
-        yield counter("flexcache_corrupt_blobs", "Blobs or metadata that failed their checksum (served as misses).",
-                      stats["corrupt_blobs"])
-        yield counter("flexcache_fetch_misses", "Hits whose entry was gone or damaged when fetched.",
-                      stats["fetch_misses"])
-        tier_gauges = {"bytes_used": ("flexcache_tier", "Bytes stored in a tier.", "bytes"),
-                       "capacity_bytes": ("flexcache_tier_capacity", "A tier's capacity.", "bytes"),
-                       "entries": ("flexcache_tier_entries", "Entries in a tier.", "")}
-        for key, (name, doc, unit) in tier_gauges.items():
-            family = Gauge(name + ("_" + unit if unit else ""), doc, labels=["cache", "tier"])
+        for labels, stats in sources:
+            tenants = _bounded_tenants(stats["tenants"], self.max_tenants)
+            for key, doc in per_tenant.items():
+                for tenant, values in tenants.items():
+                    add(Counter, f"flexcache_{key}", f"{doc[0].upper()}{doc[1:]}, by tenant.", values.get(key, 0),
+                        labels, {"tenant": tenant})
+            store = stats["store"]
+            for name, doc, value in (
+                    ("flexcache_region_hits", "Hits that regenerated a region.", stats["region_hits"]),
+                    ("flexcache_inserts", "Entries stored.", stats["inserts"]),
+                    ("flexcache_evictions", "Entries evicted from the last tier.", stats["evictions"]),
+                    ("flexcache_promotions", "Entries copied to a faster tier on a hit.", store["promotions"]),
+                    ("flexcache_demotions", "Entries moved to a slower tier under pressure.", store["demotions"]),
+                    ("flexcache_dropped_moves", "Background moves dropped (the move queue was full).",
+                     store["dropped_moves"]),
+                    ("flexcache_corrupt_blobs", "Blobs or metadata that failed their checksum (served as misses).",
+                     stats["corrupt_blobs"]),
+                    ("flexcache_fetch_misses", "Hits whose entry was gone or damaged when fetched.",
+                     stats["fetch_misses"]),
+                    ("flexcache_codec_input", "Bytes of latents handed to the codec.",
+                     stats["codec_stats"]["raw_bytes"]),
+                    ("flexcache_codec_output", "Bytes the codec made of them.", stats["codec_stats"]["coded_bytes"])):
+                add(Counter, name, doc, value, labels)
+            for key, value in stats["sharing"].items():
+                if key != "writers":
+                    add(Counter, f"flexcache_sharing_{key}", f"Cross-user defences: {key.replace('_', ' ')}.", value,
+                        labels)
             for tier in stats["tiers"]:
-                family.add_metric([cache_name, tier["name"]], tier[key])
-            yield family
-        for key, doc in (("errors", "Tier calls that failed."), ("corrupt", "Damaged items a tier found.")):
-            family = Counter(f"flexcache_tier_{key}", doc, labels=["cache", "tier"])
-            for tier in stats["tiers"]:
-                family.add_metric([cache_name, tier["name"]], tier[key])
-            yield family
-        for op, snapshot in stats["latency_seconds"].items():
-            family = Histogram(f"flexcache_{op}_seconds", f"Wall time of FlexCache.{op}.", labels=["cache"])
-            buckets = [(str(bound), count) for bound, count in snapshot["buckets"]]
-            family.add_metric([cache_name], buckets, sum_value=snapshot["sum"])
-            yield family
-        codec = stats["codec_stats"]
-        yield counter("flexcache_codec_input", "Bytes of latents handed to the codec.", codec["raw_bytes"])
-        yield counter("flexcache_codec_output", "Bytes the codec made of them.", codec["coded_bytes"])
-        ratio = Gauge("flexcache_codec_compression_ratio", "Raw over coded bytes of everything coded so far.",
-                      labels=["cache"])
-        ratio.add_metric([cache_name], codec["raw_bytes"] / codec["coded_bytes"] if codec["coded_bytes"] else 0.0)
-        yield ratio
-        error = Gauge("flexcache_codec_achieved_relative_l2",
-                      "Mean relative L2 error the lossy codec achieved (blobs record it).", labels=["cache"])
-        error.add_metric([cache_name], codec["achieved_relative_l2_mean"])
-        yield error
-        for key, value in stats["sharing"].items():
-            if key != "writers":
-                yield counter(f"flexcache_sharing_{key}", f"Cross-user defences: {key.replace('_', ' ')}.", value)
+                where = {"tier": tier["name"]}
+                add(Gauge, "flexcache_tier_bytes", "Bytes stored in a tier.", tier["bytes_used"], labels, where)
+                add(Gauge, "flexcache_tier_capacity_bytes", "A tier's capacity.", tier["capacity_bytes"], labels,
+                    where)
+                add(Gauge, "flexcache_tier_entries", "Entries in a tier.", tier["entries"], labels, where)
+                add(Counter, "flexcache_tier_errors", "Tier calls that failed.", tier["errors"], labels, where)
+                add(Counter, "flexcache_tier_corrupt", "Damaged items a tier found.", tier["corrupt"], labels, where)
+            for op, snapshot in stats["latency_seconds"].items():
+                buckets = [(str(bound), count) for bound, count in snapshot["buckets"]]
+                add(Histogram, f"flexcache_{op}_seconds", f"Wall time of FlexCache.{op}.", buckets, labels,
+                    sum_value=snapshot["sum"])
+            codec = stats["codec_stats"]
+            add(Gauge, "flexcache_codec_compression_ratio", "Raw over coded bytes of everything coded so far.",
+                codec["raw_bytes"] / codec["coded_bytes"] if codec["coded_bytes"] else 0.0, labels)
+            add(Gauge, "flexcache_codec_achieved_relative_l2",
+                "Mean relative L2 error the lossy codec achieved (blobs record it).",
+                codec["achieved_relative_l2_mean"], labels)
+        yield from families.values()
 
 
 def start_metrics_server(cache: Any, port: int, addr: str = "127.0.0.1", *, max_tenants: int = 50):

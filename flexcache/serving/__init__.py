@@ -1,0 +1,22 @@
+"""`flexcache serve`: the reference HTTP serving app (FastAPI) over worker processes sharing Redis."""
+
+from flexcache.serving.jobs import Job, JobManager, NoWorkerError, WorkerConfig
+
+__all__ = ["Job", "JobManager", "NoWorkerError", "WorkerConfig", "run_server", "worker_cache_config"]
+
+
+def worker_cache_config(base: dict, redis_url: str, *, memory_bytes: int, redis_bytes: int,
+                        redis_prefix: str = "flexcache") -> dict:
+    """`base` (a CacheConfig dict) with each worker's tiers: local memory, then the shared Redis."""
+    return {**base, "store": {"tiers": [
+        {"kind": "memory", "capacity_bytes": memory_bytes},
+        {"kind": "redis", "capacity_bytes": redis_bytes, "url": redis_url, "prefix": redis_prefix}]}}
+
+
+def run_server(manager: JobManager, *, host: str, port: int, cache_name: str) -> None:
+    """Serve the app with uvicorn until interrupted."""
+    import uvicorn
+
+    from flexcache.serving.app import create_app
+
+    uvicorn.run(create_app(manager, cache_name=cache_name), host=host, port=port, log_level="info")
