@@ -101,9 +101,9 @@ class CacheCollector:
                      stats["corrupt_blobs"]),
                     ("flexcache_fetch_misses", "Hits whose entry was gone or damaged when fetched.",
                      stats["fetch_misses"]),
-                    ("flexcache_codec_input", "Bytes of latents handed to the codec.",
+                    ("flexcache_codec_input_bytes", "Bytes of latents handed to the codec.",
                      stats["codec_stats"]["raw_bytes"]),
-                    ("flexcache_codec_output", "Bytes the codec made of them.", stats["codec_stats"]["coded_bytes"])):
+                    ("flexcache_codec_output_bytes", "Bytes the codec made of them.", stats["codec_stats"]["coded_bytes"])):
                 add(Counter, name, doc, value, labels)
             for key, value in stats["sharing"].items():
                 if key != "writers":

@@ -14,9 +14,20 @@ def worker_cache_config(base: dict, redis_url: str, *, memory_bytes: int, redis_
 
 
 def run_server(manager: JobManager, *, host: str, port: int, cache_name: str) -> None:
-    """Serve the app with uvicorn until interrupted."""
+    """Serve the app with uvicorn until SIGINT or SIGTERM; returns then, so callers clean up."""
+    import signal
+
     import uvicorn
 
     from flexcache.serving.app import create_app
 
-    uvicorn.run(create_app(manager, cache_name=cache_name), host=host, port=port, log_level="info")
+    def stop(signum, frame):  # uvicorn re-raises the signal after its shutdown: end here, not in the default
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        uvicorn.run(create_app(manager, cache_name=cache_name), host=host, port=port, log_level="info")
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
