@@ -350,6 +350,11 @@ class FlexCache(Fetching, Reporting):
             seed = plan.source_seed if plan.source_seed is not None else plan.seed
         signature = plan.signature
         checked = {step: self._checked_latent(step, latent, signature) for step, latent in latents.items()}
+        writer = plan.user or plan.tenant
+        # Before any encoding: a run over its writer's quota or rate costs no codec work.
+        if not self.guard.may_store(identity_of(plan.tenant, writer), len(checked)):
+            logger.debug("flexcache: %s/%s is over its write quota or rate; run not stored", plan.tenant, writer)
+            return []
         sigmas = sigmas or {}
         mask_blobs = {step: checked_mask_blob(step, mask) for step, mask in (masks or {}).items() if step in checked}
         states = {step: checked_state(step, state, signature)
@@ -367,10 +372,6 @@ class FlexCache(Fetching, Reporting):
                     f"an encoded latent of {len(blob)} bytes does not fit any tier (the largest holds "
                     f"{self.store.largest_fit()} bytes); raise the store's capacity"
                 )
-        writer = plan.user or plan.tenant
-        if not self.guard.may_store(identity_of(plan.tenant, writer), len(blobs)):
-            logger.debug("flexcache: %s/%s is over its write quota or rate; run not stored", plan.tenant, writer)
-            return []
         candidate = PromptRecord(stable_record_id(plan.tenant, signature.key(), plan.prompt, writer), plan.tenant,
                                  plan.prompt, signature, seed, plan.embedding.detach(), writer=writer)
         if plan.parts is not None and plan.part_embeddings is not None:

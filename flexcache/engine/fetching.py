@@ -15,6 +15,7 @@ import time
 import torch
 
 from flexcache.core.errors import CorruptBlobError, InvalidPlanError
+from flexcache.engine.guard import identity_of
 from flexcache.engine.latency import timed
 from flexcache.engine.planner import Plan
 from flexcache.engine.records import CacheEntry, SolverState
@@ -88,7 +89,7 @@ class Fetching:
 
     def _vouch(self, plan: Plan, latents: dict[int, torch.Tensor]) -> None:
         """Let a resumed run's latents vouch for (or against) its source (`engine.guard`): one decode."""
-        requester = f"{plan.tenant}/{plan.user or plan.tenant}"
+        requester = identity_of(plan.tenant, plan.user or plan.tenant)
         with self._lock:
             record = self._records.get(plan.source_record)  # type: ignore[arg-type]
             if record is None or not self.guard.wants_vouch(record, requester, plan.similarity, plan.region):
