@@ -71,7 +71,17 @@ of a 3-layer MiniLM (about 5 ms on one busy CPU thread), and the first one
 loads the model (about 5 s).  "with" after a setting is attached to it even
 when it describes the subject ("a woman in a park with a red umbrella").
 Lighting tags count as setting unless every word is a style word ("warm
-lighting" is background, "cinematic lighting" is dropped).  English only.
+lighting" is background, "cinematic lighting" is dropped).
+
+Other languages: the rules are English and read Latin-script words only.  A
+prompt they cannot split (`splittable` is False: no Latin-script word, as in
+Chinese, Japanese, Cyrillic, Arabic, emoji-only or "!!!", or letters of
+another script beside Latin ones) is served by the full-prompt rule alone:
+`parts_from` gives None for it, so `FlexCache.plan` makes no part look-up,
+and `split_prompt` gives the whole prompt as the object.  Only an empty or
+whitespace prompt, or one that is not a string, is an error.  Other
+Latin-script languages go through the English rules, which mostly find no
+setting in them: the whole prompt is then the object.
 
 Example:
     >>> parts = split_prompt("On a rainy street at night, a man lights a cigarette")
@@ -82,6 +92,7 @@ Example:
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,13 +101,14 @@ from flexcache.engine import setting_classifier
 from flexcache.engine.setting_classifier import Verdict
 from flexcache.engine.splitter_rules import BG as _BG
 from flexcache.engine.splitter_rules import DROP as _DROP
+from flexcache.engine.splitter_rules import LATIN_LETTERS as _LATIN_LETTERS
 from flexcache.engine.splitter_rules import OBJ as _OBJ
 from flexcache.engine.splitter_rules import Scanner as _Scanner
 from flexcache.engine.splitter_rules import label as _rule_label
 from flexcache.engine.splitter_rules import runs as _runs
 from flexcache.engine.splitter_rules import tokenise as _tokenise
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:['\u2019\-][a-z0-9]+)*")
+_TOKEN = re.compile(rf"[{_LATIN_LETTERS}0-9]+(?:['\u2019\-][{_LATIN_LETTERS}0-9]+)*")
 _LEADING_ARTICLE = re.compile(r"^(?:(?:a|an|the)(?:\s+|$))+")
 _SURROUNDING = re.compile(r"^[\s\W_]+|[\s\W_]+$")
 
@@ -161,29 +173,62 @@ def words(text: str) -> list[str]:
     return _TOKEN.findall(normalise(text))
 
 
+def splittable(text: str) -> bool:
+    """Whether the splitter's rules can split `text`: it has a Latin-script word and no letter of
+    another script (after NFKC, so full-width Latin counts as Latin).
+
+    Example:
+        >>> splittable("a panda eating bamboo in a forest"), splittable("Un café à Paris")
+        (True, True)
+        >>> splittable("一只熊猫在竹林里吃竹子"), splittable("a panda 在竹林里"), splittable("!!!")
+        (False, False, False)
+    """
+    if not isinstance(text, str):
+        return False
+    text = unicodedata.normalize("NFKC", text)
+    if any(ch.isalpha() and not _is_latin(ch) for ch in text):
+        return False
+    return bool(_tokenise(text)[0])
+
+
+def _is_latin(letter: str) -> bool:
+    return letter.isascii() or unicodedata.name(letter, "").startswith("LATIN ")
+
+
+def _whole(text: str) -> str:
+    """The whole prompt as one part: normalised, or only whitespace-collapsed where normalising
+    leaves nothing ("!!!", emoji)."""
+    return normalise(text) or " ".join(text.split())
+
+
 def split_prompt(text: str) -> PromptParts:
     """Split a prompt into its object part and its background part (see the module doc).
 
     Args:
-        text: the prompt, any case.
+        text: the prompt, any case, any script.
 
     Returns:
         `PromptParts` with both parts normalised; `background` is "" when the prompt
         names no setting.  `object` is never empty: if the rules leave nothing for
         it, the whole prompt (style words dropped) is the object and background is "".
+        A prompt the rules cannot split (`splittable` is False) is the object whole.
 
     Raises:
-        InvalidPromptError: `text` is not a string or has no words.
+        InvalidPromptError: `text` is not a string, or is empty or whitespace.
 
     Example:
         >>> split_prompt("a man walking his dog in a park at sunset on a rainy day, 4k")
         PromptParts(object='man walking his dog', background='park at sunset on a rainy day')
+        >>> split_prompt("一只熊猫在竹林里吃竹子")
+        PromptParts(object='一只熊猫在竹林里吃竹子', background='')
     """
     if not isinstance(text, str):
         raise InvalidPromptError(f"a prompt must be a str, not {type(text).__name__}")
+    if not text.strip():
+        raise InvalidPromptError("the prompt is empty; give a non-empty prompt string")
+    if not splittable(text):
+        return PromptParts(object=_whole(text), background="")
     words, segments = _tokenise(text)
-    if not words:
-        raise InvalidPromptError("the prompt has no words to split")
     roles = _label(words, segments)
     obj = normalise(_join(words, segments, roles, _OBJ, strip_prep=False))
     background = normalise(_join(words, segments, roles, _BG, strip_prep=True))
@@ -221,18 +266,24 @@ def _label(words: list[str], segments: list[list[int]]) -> list[int]:
     return _rule_label(words, segments, classifier.verdict)
 
 
-def parts_from(value: Any) -> PromptParts:
+def parts_from(value: Any) -> PromptParts | None:
     """Turn a `PromptParts`, an ``(object, background)`` pair or a prompt string into parts.
 
     Strings are split with `split_prompt`; explicit parts are normalised the same way.
 
+    Returns:
+        The parts; None for a prompt string the rules cannot split (`splittable` is
+        False): its caller looks up the full prompt alone, no part.
+
     Raises:
-        InvalidPromptError: `value` is none of those, a part is not a string, or the
-            object part is empty.
+        InvalidPromptError: `value` is none of those, a part is not a string, the
+            object part is empty, or the prompt string is empty or whitespace.
 
     Example:
         >>> parts_from(("A Red Fox", "the snowy forest"))
         PromptParts(object='red fox', background='snowy forest')
+        >>> parts_from("一只熊猫在竹林里吃竹子，阳光透过树叶") is None
+        True
     """
     if isinstance(value, PromptParts):
         obj, background = value.object, value.background
@@ -251,7 +302,7 @@ def parts_from(value: Any) -> PromptParts:
     elif isinstance(value, str):
         if not value.strip():
             raise InvalidPromptError("the prompt is empty; give a non-empty prompt string")
-        return split_prompt(value)
+        return split_prompt(value) if splittable(value) else None
     else:
         raise InvalidPromptError(
             "prompt parts must be a PromptParts, an (object, background) tuple of str or a "

@@ -11,6 +11,7 @@ rules use the lexicon alone.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 
 from flexcache.engine import lexicon as lx
@@ -19,16 +20,21 @@ from flexcache.engine.setting_classifier import Verdict
 OBJ, BG, DROP = 0, 1, 2
 Oracle = Callable[[str], "Verdict | None"]
 
-_WORD = re.compile(r"[A-Za-z0-9]+(?:['\u2019\-][A-Za-z0-9]+)*|[,;:.!?()\[\]\"]")
+# Latin letters with their diacritics ("café", "Ålesund"): the rules are English, their words Latin-script.
+LATIN_LETTERS = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff"
+_WORD = re.compile(rf"[{LATIN_LETTERS}0-9]+(?:['\u2019\-][{LATIN_LETTERS}0-9]+)*|[,;:.!?()\[\]\"]")
 _SETTING_KINDS = ("place", "time")
 _TRAILING_ADVERBS = frozenset({"outside", "overhead", "above", "below", "everywhere", "around", "nearby"})
 
 
 def tokenise(text: str) -> tuple[list[str], list[list[int]]]:
-    """Words (original case) and segments (lists of word indices) split at punctuation."""
+    """Words (original case) and segments (lists of word indices) split at punctuation.
+
+    The text is NFKC-normalised first, so full-width letters and punctuation ("ｃａｔ，") and
+    decomposed accents read as their plain forms."""
     words: list[str] = []
     segments: list[list[int]] = [[]]
-    for match in _WORD.finditer(text):
+    for match in _WORD.finditer(unicodedata.normalize("NFKC", text)):
         token = match.group()
         if token[0].isalnum():
             segments[-1].append(len(words))

@@ -12,7 +12,7 @@ import pytest
 
 from flexcache.benchmarks.splitter_bench import evaluate_splits, failures
 from flexcache.cli import main
-from flexcache.engine.splitter import PromptParts, normalise, parts_from, split_prompt
+from flexcache.engine.splitter import PromptParts, normalise, parts_from, split_prompt, splittable, words
 from flexcache.errors import InvalidPromptError
 
 LABELS = Path(__file__).resolve().parents[1] / "data" / "prompt_splits.jsonl"
@@ -102,10 +102,44 @@ def test_split_prompt_rejects_non_strings(bad):
         split_prompt(bad)
 
 
-@pytest.mark.parametrize("empty", ["", "   ", ",,,"])
+@pytest.mark.parametrize("empty", ["", "   ", "\t\n\u3000"])
 def test_split_prompt_rejects_empty_prompts(empty):
-    with pytest.raises(InvalidPromptError, match="no words"):
+    with pytest.raises(InvalidPromptError, match="prompt is empty"):
         split_prompt(empty)
+
+
+@pytest.mark.parametrize("prompt", [
+    "一只熊猫在竹林里吃竹子，阳光透过树叶",     # Chinese
+    "猫",                                      # a single CJK character
+    "森の中を走る赤いキツネ",                   # Japanese
+    "Кошка спит на диване у окна",             # Cyrillic
+    "قطة تنام على الأريكة",                    # Arabic
+    "🐼🎋🌞",                                   # emoji only
+    "!!!", ",,,", "...?",                      # punctuation only
+    "a panda 在竹林里 eating bamboo",           # mixed scripts
+    "a red fox in the Москва snow",            # a Cyrillic word among English ones
+])
+def test_unsplittable_prompts_are_the_object_whole(prompt):
+    assert not splittable(prompt)
+    parts = split_prompt(prompt)
+    assert parts.background == "" and parts.object
+    assert parts.object in prompt.lower() or parts.object == " ".join(prompt.split())
+    assert parts_from(prompt) is None  # the caller then looks up the full prompt alone
+
+
+@pytest.mark.parametrize(("prompt", "obj", "background"), [
+    ("a café in Paris at night", "café", "paris at night"),        # accents stay in the word
+    ("ａ ｃａｔ ｓｌｅｅｐｉｎｇ ｉｎ ａ ｋｉｔｃｈｅｎ", "cat sleeping", "kitchen"),  # full-width Latin
+    ("a cat 🐱 sleeping in a kitchen", "cat sleeping", "kitchen"),  # an emoji beside English words
+])
+def test_latin_script_prompts_still_split(prompt, obj, background):
+    assert splittable(prompt)
+    assert split_prompt(prompt) == PromptParts(obj, background)
+    assert parts_from(prompt) == PromptParts(obj, background)
+
+
+def test_accented_words_are_whole_words():
+    assert words("Un café à Ålesund") == ["un", "café", "à", "ålesund"]
 
 
 def test_prompt_parts_is_frozen_data():
