@@ -33,12 +33,12 @@ from flexcache.codec.container import (
     pack_header,
     read_header,
 )
+from flexcache.codec.devices import check_device
 from flexcache.core.blob import Blob, DeviceBlob
 from flexcache.core.config import CodecConfig
 from flexcache.core.errors import (
     ConfigError,
     CorruptBlobError,
-    FlexCacheError,
     InvalidLatentError,
 )
 from flexcache.core.types import is_valid_seed
@@ -70,7 +70,13 @@ class LatentCodec(abc.ABC):
     def decode(self, blob: Blob, device: torch.device | str | None = None) -> torch.Tensor:
         """The latent, on `device` (default: the blob's device; CPU for bytes).
 
-        Raises `CorruptBlobError` when the blob fails its checks.
+        Raises:
+            InvalidDeviceError: `device` is not one this machine has; checked
+                before the blob is read.
+            CorruptBlobError: the blob fails its own format checks (and only
+                then: a missing backend, an out-of-memory error or any other
+                failure while decoding propagates as it is, so a caller never
+                takes it for damage in the blob).
         """
 
 
@@ -138,6 +144,7 @@ class LosslessCodec(LatentCodec):
         return header + raw.numpy().tobytes()
 
     def decode(self, blob: Blob, device: torch.device | str | None = None) -> torch.Tensor:
+        device = check_device(device)
         header = _parse(blob)
         if header.codec != self.name:
             raise CorruptBlobError(f"blob was written by codec {header.codec!r}, not {self.name!r}")
@@ -285,39 +292,62 @@ class QuantizedCodec(LatentCodec):
         return _with_header(header + params, stream)  # a device blob when nvCOMP kept the stream on the GPU
 
     def decode(self, blob: Blob, device: torch.device | str | None = None) -> torch.Tensor:
+        device = check_device(device)
         header = _parse(blob)
         if header.codec == LosslessCodec.name:
             return self._lossless.decode(blob, device)
         if header.codec != self.name:
             raise CorruptBlobError(f"blob was written by codec {header.codec!r}, not {self.name!r}")
         params = read_quantized_params(_payload_prefix(blob, header, _QUANT_PARAMS.size))
+        _check_layout(header, params)
         start = header.header_nbytes + _QUANT_PARAMS.size
         if isinstance(blob, DeviceBlob):  # decoded on its device; only the head was read on the host
             stream: Blob = blob.suffix(start)
-            target = blob.device if device is None else torch.device(device)
+            target = blob.device if device is None else device
         else:
             stream = memoryview(blob)[start:]
-            target = torch.device("cpu") if device is None else torch.device(device)
-        try:
-            data = lossless.decompress(stream, device=target)
-            if data.numel() != params.scales_nbytes + params.packed_nbytes:
-                raise CorruptBlobError(f"lossless stage gave {data.numel()} bytes; the blob records "
-                                       f"{params.scales_nbytes + params.packed_nbytes}")
-            scales = data[:params.scales_nbytes]
-            if scales.storage_offset() % 2:
-                scales = scales.clone()
-            scales = scales.view(torch.float16)
-            packed = data[params.scales_nbytes:]
-            latent = ops.decode(
-                packed, scales, header.shape, seed=header.seed if params.residual else None,
-                noise_scale=params.noise_scale, bits=params.bits, block=params.block,
-                temporal_delta=params.temporal_delta, frame_axis=params.frame_axis, backend=self.config.backend,
-            )
-        except CorruptBlobError:
-            raise
-        except FlexCacheError as exc:  # parameters that make no sense for this shape
-            raise CorruptBlobError(f"blob parameters are inconsistent: {exc}") from None
+            target = torch.device("cpu") if device is None else device
+        # From here on only the lossless stage's own checks speak of damage: whatever else fails
+        # (a missing backend, device memory, a bug) is raised as it is, never as a corrupt blob.
+        data = lossless.decompress(stream, device=target)
+        if data.numel() != params.scales_nbytes + params.packed_nbytes:
+            raise CorruptBlobError(f"lossless stage gave {data.numel()} bytes; the blob records "
+                                   f"{params.scales_nbytes + params.packed_nbytes}")
+        scales = data[:params.scales_nbytes]
+        if scales.storage_offset() % 2:
+            scales = scales.clone()
+        scales = scales.view(torch.float16)
+        packed = data[params.scales_nbytes:]
+        latent = ops.decode(
+            packed, scales, header.shape, seed=header.seed if params.residual else None,
+            noise_scale=params.noise_scale, bits=params.bits, block=params.block,
+            temporal_delta=params.temporal_delta, frame_axis=params.frame_axis, backend=self.config.backend,
+        )
         return latent.to(header.dtype)
+
+
+def _check_layout(header: BlobHeader, params: QuantizedParams) -> None:
+    """Refuse parameters that cannot describe a latent of the header's shape (before any decoding work).
+
+    Raises:
+        CorruptBlobError: the bit width, block, frame axis or seed is out of
+            range, or the recorded scale or packed byte counts do not fit the shape.
+    """
+    shape = header.shape
+    if not shape:
+        raise CorruptBlobError("quantized blob records a 0-dimensional latent; the codec never writes one")
+    try:
+        ops.check_codec_params(bits=params.bits, block=params.block, frame_axis=params.frame_axis,
+                               ndim=len(shape), seed=header.seed if params.residual else None)
+    except (ConfigError, InvalidLatentError) as exc:  # here they describe the blob, not a caller's argument
+        raise CorruptBlobError(f"blob parameters are inconsistent: {exc}") from None
+    groups, frames, span = reference.frame_view_shape(shape, params.frame_axis)
+    n_blocks = -(-span // params.block)
+    packed = groups * frames * n_blocks * params.block * params.bits // 8
+    scales = groups * frames * n_blocks * torch.finfo(torch.float16).bits // 8
+    if (params.packed_nbytes, params.scales_nbytes) != (packed, scales):
+        raise CorruptBlobError(f"blob records {params.packed_nbytes} packed and {params.scales_nbytes} scale bytes; "
+                               f"shape {shape} at {params.bits} bits, block {params.block} needs {packed} and {scales}")
 
 
 def read_quantized_params(payload: bytes | bytearray | memoryview) -> QuantizedParams:

@@ -52,6 +52,14 @@ class InvalidTraceError(FlexCacheError, ValueError):
     """A request trace (JSONL) line that is not a valid request."""
 
 
+class InvalidDeviceError(FlexCacheError, ValueError):
+    """A ``device=`` names no device this machine has: malformed, CUDA where there is none, a GPU index too high."""
+
+
+class DirectoryInUseError(ConfigError):
+    """A disk tier's directory is held by another disk tier, in this process or another: one per directory."""
+
+
 __all__ = [
     "FlexCacheError",
     "ConfigError",
@@ -64,4 +72,6 @@ __all__ = [
     "UnsupportedPipelineError",
     "BackendUnavailableError",
     "InvalidTraceError",
+    "InvalidDeviceError",
+    "DirectoryInUseError",
 ]

@@ -110,6 +110,19 @@ _CPU_DECODERS: dict[str, Callable[[memoryview, int], bytes]] = {
 }
 
 
+def _stream_errors(algorithm: str) -> tuple[type[BaseException], ...]:
+    """What each library raises for a stream it cannot decode: only these mean a damaged chunk.
+
+    Anything else (MemoryError, a missing module, a bug) is not damage in the
+    blob and must not get it quarantined, so it propagates as it is.
+    """
+    if algorithm == "zstd":
+        return (_zstandard().ZstdError,)
+    if algorithm == "lz4":
+        return (_lz4_block().LZ4BlockError,)
+    return (zlib.error,)
+
+
 def _map(fn: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
     """`fn` over `items`, on a pool when asked; the codecs release the GIL while they work."""
     workers = worker_count(threads, len(items))
@@ -143,9 +156,7 @@ def decompress_chunks(header: LosslessHeader, payload: memoryview, threads: int)
             data = decode(chunks[index], expected)
         except CorruptBlobError as exc:
             raise CorruptBlobError(f"chunk {index}: {exc}") from None
-        except MemoryError:
-            raise
-        except Exception as exc:  # zstd/zlib/lz4 each raise their own error types on bad input
+        except _stream_errors(header.algorithm) as exc:  # the library's own "this stream is bad"; nothing else
             raise CorruptBlobError(f"chunk {index} failed to decode as {header.algorithm}: {exc}") from exc
         if len(data) != expected:
             raise CorruptBlobError(f"chunk {index} decoded to {len(data)} bytes, not {expected}")

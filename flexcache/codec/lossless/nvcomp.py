@@ -26,6 +26,8 @@ NVCOMP_HINT = "pip install nvidia-nvcomp-cu12 (CUDA 12) or nvidia-nvcomp-cu13 (C
 ALIGNMENT = 16
 
 _local = threading.local()  # nvCOMP Codecs are not thread-safe: one per thread, device and stream
+# RuntimeErrors that are about the device, not the stream (AcceleratorError: torch >= 2.8's CUDA errors).
+_NOT_DAMAGE = (torch.cuda.OutOfMemoryError,) + ((torch.AcceleratorError,) if hasattr(torch, "AcceleratorError") else ())
 
 
 @functools.lru_cache(maxsize=1)
@@ -134,7 +136,7 @@ def decompress_on_device(nvcomp: Any, header: LosslessHeader, chunks: list[torch
         try:
             decoded = codec.decode(nvcomp.as_arrays(chunks, cuda_stream=stream.cuda_stream))
             items = _batch_items(decoded)  # indexing waits for the decode, so its errors surface here
-        except torch.cuda.OutOfMemoryError:
+        except _NOT_DAMAGE:  # device memory or a CUDA fault: not the blob's fault, so never quarantined for it
             raise
         except (RuntimeError, ValueError) as exc:
             raise CorruptBlobError(f"nvCOMP could not decode the {header.algorithm} chunks: {exc}") from exc
