@@ -71,7 +71,8 @@ class Reporting:
                 "duplicate_inserts": c.duplicate_inserts,
                 "evictions": c.evictions,
                 "fetch_misses": c.fetch_misses,
-                "corrupt_blobs": c.corrupt_blobs,
+                # Damage each tier found (frames, scans, malformed values) plus what decoding found: each once.
+                "corrupt_blobs": c.corrupt_blobs + sum(t["corrupt"] for t in tiers),
                 "policy": self.config.policy,
                 "codec": self.codec.name,
                 "tenants": {name: dict(values) for name, values in c.by_tenant.items()},

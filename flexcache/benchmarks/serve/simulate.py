@@ -66,8 +66,9 @@ class MemoizedEmbedder:
         texts: dict[str, None] = {}
         for prompt in dict.fromkeys(prompts):
             (prompt,) = validate_prompts([prompt])
-            split = parts_from(prompt)
-            texts.update(dict.fromkeys([prompt, split.object] + ([split.background] if split.background else [])))
+            split = parts_from(prompt)  # None: a prompt the splitter cannot split is looked up whole
+            parts = [] if split is None else [split.object] + ([split.background] if split.background else [])
+            texts.update(dict.fromkeys([prompt, *parts]))
         missing = [t for t in texts if t not in self._vectors]
         for start in range(0, len(missing), batch_size):
             chunk = missing[start:start + batch_size]
