@@ -23,10 +23,13 @@ instead: the model does not fit every training phrase, the memory does):
 Decisions are cached per phrase (an LRU of `cache_size` phrases), so a phrase
 costs one forward pass the first time (about 5 ms on one busy CPU thread; the
 phrases of one prompt go in one batch) and microseconds after. The model
-(about 4 s) loads on the first phrase that needs it; if it cannot load (no
-sentence-transformers, no packaged model, a bad weights file) the classifier
-says so once in a RuntimeWarning, answers `None` from then on, and the
-splitter keeps its lexicon-only rules.
+(about 4 s) loads on the first phrase that needs it. If it cannot load (no
+sentence-transformers, no packaged model, a bad weights file) or an embedding
+fails, the classifier says so once in a RuntimeWarning, answers `None` and the
+splitter keeps its lexicon-only rules; it tries again after a back-off that
+doubles with each failure in a row (5 s, 10 s, ... up to 5 min), and a success
+ends the outage. `state()` reports it (failures counted, the last error, when
+the next try is due), and `FlexCache.health()` is degraded while it fails.
 
 `get_classifier` is the process-wide instance the splitter uses;
 `set_classifier(None)` turns the open-vocabulary stage off (lexicon-only
@@ -41,10 +44,12 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -59,6 +64,10 @@ WEIGHTS_RESOURCE = "data/setting_classifier.json"
 PHRASES_RESOURCE = "data/setting_phrases.json"
 DEFAULT_CACHE_SIZE = 4096
 DEFAULT_LAYERS = 3
+RETRY_INITIAL_S = 5.0  # the first retry after a failure; each failure in a row doubles it
+RETRY_MAX_S = 300.0  # the back-off stops growing here: a classifier that keeps failing is retried every 5 min
+
+logger = logging.getLogger(__name__)
 
 
 class PhraseEncoder:
@@ -204,6 +213,10 @@ class SettingClassifier:
         memory: training phrase -> class, as `load_memory` returns it; default: the packaged
             phrases (pass ``{}`` for the model alone).
         cache_size: phrases whose verdicts are kept (least recently used go first).
+        retry_initial_s: seconds to wait after a failure before trying the model again; doubled
+            for each failure in a row.
+        retry_max_s: the longest wait between tries.
+        clock: monotonic seconds (tests pass a fake one).
     """
 
     def __init__(
@@ -212,6 +225,10 @@ class SettingClassifier:
         weights: Mapping[str, Any] | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
         memory: Mapping[str, str] | None = None,
+        *,
+        retry_initial_s: float = RETRY_INITIAL_S,
+        retry_max_s: float = RETRY_MAX_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._embedder = embedder
         self._memory = dict(memory) if memory is not None else None
@@ -222,14 +239,39 @@ class SettingClassifier:
         self._cache: OrderedDict[str, Verdict] = OrderedDict()
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
-        self.failure: str | None = None  # why the classifier is unavailable, once it is
+        self.failure: str | None = None  # the last error while the classifier is failing; None when it works
+        self.failures = 0  # every failed load or embedding since the start
+        self.consecutive_failures = 0
+        self.retry_initial_s, self.retry_max_s = float(retry_initial_s), float(retry_max_s)
+        self._clock = clock
+        self._retry_at = 0.0
         self.hits = 0
         self.misses = 0
 
     @property
     def available(self) -> bool:
-        """False once loading the model or the weights failed (the splitter then uses its lexicon only)."""
-        return self.failure is None
+        """False while the classifier is failing and its next try is not yet due (the splitter then
+        uses its lexicon only)."""
+        return self.failure is None or self._clock() >= self._retry_at
+
+    @property
+    def failing(self) -> bool:
+        """True from a failed load or embedding until a later try succeeds."""
+        return self.failure is not None
+
+    def state(self) -> dict[str, Any]:
+        """Health of the classifier (JSON-safe): whether it is failing, the failures counted, the
+        last error and the seconds until the next try.
+
+        Example:
+            >>> SettingClassifier().state()["failing"]
+            False
+        """
+        with self._lock:
+            failing = self.failure is not None
+            return {"failing": failing, "failures": self.failures,
+                    "consecutive_failures": self.consecutive_failures, "last_error": self.failure,
+                    "retry_in_s": max(0.0, self._retry_at - self._clock()) if failing else None}
 
     def cached(self, phrase: str) -> Verdict | None:
         """The verdict for `phrase` if it is cached; never embeds."""
@@ -259,9 +301,10 @@ class SettingClassifier:
         if todo:
             try:
                 vectors = self._embed(todo)
-            except Exception as exc:  # noqa: BLE001 - any failure means: use the lexicon only
+            except Exception as exc:  # noqa: BLE001 - any failure means: use the lexicon only, retry later
                 self._fail(f"embedding failed: {exc}")
                 return out
+            self._succeeded()
             probs = torch.softmax(vectors @ self._matrix.T + self._bias, dim=-1).tolist()  # type: ignore[union-attr]
             fresh.update((key, Verdict(*row)) for key, row in zip(todo, probs))
         with self._lock:
@@ -283,13 +326,15 @@ class SettingClassifier:
             self.hits = self.misses = 0
 
     def _ready(self) -> bool:
-        if self.failure is not None:
+        if not self.available:  # failing, and the back-off has not run out
             return False
         if self._matrix is not None:
             return True
         with self._load_lock:
-            if self._matrix is not None or self.failure is not None:
-                return self.failure is None
+            if self._matrix is not None:
+                return True
+            if not self.available:  # another thread's try just failed
+                return False
             try:
                 weights = self._weights if self._weights is not None else load_weights()
                 memory = self._memory if self._memory is not None else load_memory()
@@ -305,17 +350,33 @@ class SettingClassifier:
                 self._fail(str(exc))
                 return False
             self._memory, self._bias, self._matrix = memory, bias, matrix
-            return True
+        self._succeeded()
+        return True
 
     def _fail(self, reason: str) -> None:
-        if self.failure is None:
+        """Count a failure and wait before the next try: `retry_initial_s`, doubled per failure in a row."""
+        with self._lock:
+            first = self.failure is None
             self.failure = reason
+            self.failures += 1
+            self.consecutive_failures += 1
+            delay = min(self.retry_max_s, self.retry_initial_s * 2 ** min(self.consecutive_failures - 1, 30))
+            self._retry_at = self._clock() + delay
+        if first:  # once per outage: a classifier that keeps failing must not flood the log
             warnings.warn(
                 f"the splitter's setting classifier is unavailable ({reason}); "
-                "splitting with the lexicon only",
+                f"splitting with the lexicon only, trying again in {delay:.0f} s",
                 RuntimeWarning,
                 stacklevel=3,
             )
+        else:
+            logger.info("flexcache: the setting classifier failed again (%s); next try in %.0f s", reason, delay)
+
+    def _succeeded(self) -> None:
+        with self._lock:
+            recovered, self.failure, self.consecutive_failures = self.failure is not None, None, 0
+        if recovered:
+            logger.warning("flexcache: the splitter's setting classifier works again")
 
 
 _UNSET: Any = object()
