@@ -3,7 +3,10 @@
 Each test parks a tier call on an event (a write, a removal) or fills the
 store with pinned entries, starts an insert that runs into it on another
 thread, and checks that look-ups and hits of other entries finish while the
-insert is still stuck.
+insert is still stuck: the parked call is released only after the look-up
+returned, so a look-up that completes at all did not wait on it. The
+deadlines below only turn a hang into a failure with a message; no
+assertion depends on how fast this machine is.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from flexcache.store.memory import MemoryTier
 SIG = GenerationSignature("tiny", "Euler", num_steps=10, height=64, width=64, num_frames=9, latent_shape=(4, 3, 8, 8))
 LATENT = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 PROMPTS = ["a red fox running through snow", "a blue whale diving in the ocean", "an owl asleep in an old barn"]
-DONE_WITHIN_S = 10
+HANG_GUARD_S = 60  # a look-up that waits on the parked call never returns; this turns that into a failure
 
 
 class GatedTier(MemoryTier):
@@ -34,13 +37,13 @@ class GatedTier(MemoryTier):
     def put(self, key, blob, meta=b""):
         if key == self.gate_put:
             self.parked.set()
-            assert self.release.wait(30)
+            assert self.release.wait(2 * HANG_GUARD_S), "the test never released a parked put"
         super().put(key, blob, meta)
 
     def remove(self, key):
         if self.gate_remove:
             self.parked.set()
-            assert self.release.wait(30)
+            assert self.release.wait(2 * HANG_GUARD_S), "the test never released a parked remove"
         return super().remove(key)
 
 
@@ -74,7 +77,7 @@ def look_ups_finish(cache: FlexCache) -> None:
         done.set()
 
     in_background(look_up)
-    assert done.wait(DONE_WITHIN_S), "a look-up waited on another request's store I/O"
+    assert done.wait(HANG_GUARD_S), "a look-up waited on another request's store I/O"
     assert results["hit"] and results["latent"] is not None
 
 
@@ -92,11 +95,12 @@ def test_a_write_in_flight_holds_up_no_look_up(embedder):
     record = stable_record_id("default", SIG.key(), plan.prompt)
     tier.gate_put = entry_store_key("default", record, plan.checkpoint_steps[0])
     writer = in_background(lambda: cache.insert(plan, {step: LATENT for step in plan.checkpoint_steps}))
-    assert tier.parked.wait(DONE_WITHIN_S)
+    assert tier.parked.wait(HANG_GUARD_S), "the insert never reached the gated put"
     look_ups_finish(cache)
     assert not cache.plan(PROMPTS[1], SIG).hit  # nothing of the parked insert is served before it lands
     tier.release.set()
-    writer.join(DONE_WITHIN_S)
+    writer.join(HANG_GUARD_S)
+    assert not writer.is_alive(), "the insert did not finish after its put was released"
     assert cache.plan(PROMPTS[1], SIG).hit
     cache.close()
 
@@ -110,7 +114,7 @@ def test_eviction_io_holds_up_no_look_up(embedder):
     assert cache.stats()["evictions"] == 3
     tier.gate_remove = True
     writer = in_background(lambda: insert(cache, PROMPTS[1], seed=2))
-    assert tier.parked.wait(DONE_WITHIN_S)  # the insert's first victim is being removed, and parks
+    assert tier.parked.wait(HANG_GUARD_S), "the insert never removed a victim"  # its first victim's removal parks
     tier.gate_remove = False
     try:
         done = threading.Event()
@@ -123,18 +127,21 @@ def test_eviction_io_holds_up_no_look_up(embedder):
             done.set()
 
         in_background(look_up)
-        assert done.wait(DONE_WITHIN_S), "a look-up waited on an eviction's removal"
+        assert done.wait(HANG_GUARD_S), "a look-up waited on an eviction's removal"
         assert results["latent"] is not None
     finally:
         tier.release.set()
-        writer.join(DONE_WITHIN_S)
+        writer.join(HANG_GUARD_S)
+    assert not writer.is_alive(), "the insert did not finish after the removal was released"
     cache.close()
 
 
 def test_a_full_store_wait_holds_up_no_look_up(embedder, monkeypatch):
     from flexcache.store import tiered
 
-    monkeypatch.setattr(tiered, "WRITE_WAIT_S", 3.0)
+    # The wait ends when the room held in flight is given back (below, after the look-ups);
+    # WRITE_WAIT_S is raised so that it can only end that way while the test runs.
+    monkeypatch.setattr(tiered, "WRITE_WAIT_S", 2 * HANG_GUARD_S)
     tier = GatedTier(1 << 20)
     cache = cache_over(tier, embedder)
     insert(cache, PROMPTS[0], seed=1)
@@ -145,16 +152,28 @@ def test_a_full_store_wait_holds_up_no_look_up(embedder, monkeypatch):
         cache.store.pin(key)  # nothing can be evicted
     # A write in flight elsewhere makes a put that finds no room wait for it (up to WRITE_WAIT_S).
     cache.store._slots[0].reserved += 1  # (white-box: the one way to hold room "in flight" without a thread)
+    found_no_room = threading.Event()
+    real_write = cache.store._write
+
+    def write(index, version, blob, notices):
+        placed = real_write(index, version, blob, notices)
+        if not placed:
+            found_no_room.set()  # the put now waits for the room held in flight
+        return placed
+
+    monkeypatch.setattr(cache.store, "_write", write)
     attempt = {}
     writer = in_background(lambda: attempt.setdefault("stored", insert(cache, PROMPTS[1], seed=2)))
     try:
+        assert found_no_room.wait(HANG_GUARD_S), "the insert never tried to write"
         look_ups_finish(cache)
-        assert writer.is_alive()  # still waiting for room while the look-ups ran
+        assert writer.is_alive() and "stored" not in attempt  # still waiting for room while the look-ups ran
     finally:
         cache.store._slots[0].reserved -= 1
-        writer.join(DONE_WITHIN_S)
+        writer.join(HANG_GUARD_S)
         for key in keys:
             cache.store.unpin(key)
+    assert not writer.is_alive(), "the insert kept waiting after the room in flight was given back"
     assert attempt["stored"] == []  # no room: nothing stored, and the request was served anyway
     cache.close()
 
@@ -169,7 +188,7 @@ def test_the_gates_do_park_a_call(gate):
     else:
         tier.gate_remove = True
         thread = in_background(lambda: tier.remove("t.00000001"))
-    assert tier.parked.wait(DONE_WITHIN_S) and thread.is_alive()
+    assert tier.parked.wait(HANG_GUARD_S) and thread.is_alive()
     tier.release.set()
-    thread.join(DONE_WITHIN_S)
+    thread.join(HANG_GUARD_S)
     assert not thread.is_alive()

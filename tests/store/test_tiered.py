@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -147,22 +146,32 @@ def test_remove_takes_every_copy():
 
 
 def test_full_queue_drops_moves_and_never_blocks():
-    gate = threading.Event()
+    # The slow tier's write parks until the puts below have returned: a put that waited
+    # for it (or for room in the queue) would never return, so returning at all proves it.
+    gate, writing = threading.Event(), threading.Event()
 
     class SlowTier(PersistentMemoryTier):
         def put(self, key, blob, meta=b""):
-            gate.wait(5)
+            writing.set()
+            assert gate.wait(120), "the test never released the slow tier"
             super().put(key, blob, meta)
 
     tiers = [MemoryTier(10_000), SlowTier(10_000)]
     store = TieredStore(tiers, policy="lru", queue_size=2, background=True)
-    try:
-        started = time.monotonic()
-        for i in range(10):  # every put queues a write-behind copy to the slow tier
+    puts_returned = threading.Event()
+
+    def put_the_rest() -> None:
+        for i in range(1, 10):  # every put queues a write-behind copy to the slow tier
             put(store, entry(i), blob_of(i), b"")
-        # The slow tier blocks its writer for 5 s; puts that waited for it would take that long.
-        assert time.monotonic() - started < 2.5
-        assert store.counters["dropped_moves"] >= 6  # 1 in progress + 2 queued, the rest dropped
+        puts_returned.set()
+
+    try:
+        put(store, entry(0), blob_of(0), b"")
+        assert writing.wait(60), "the write-behind copy never started"  # the worker is now stuck on it
+        threading.Thread(target=put_the_rest, daemon=True).start()
+        assert puts_returned.wait(60), "a put waited for the slow tier's write-behind copy"
+        assert not gate.is_set()
+        assert store.counters["dropped_moves"] == 7  # 1 in progress + 2 queued, the rest dropped
         for i in range(10):
             assert store.get(entry(i).key) == blob_of(i)  # nothing lost: t0 still has every entry
     finally:
@@ -200,7 +209,7 @@ def test_concurrent_stress_keeps_capacity_accounting_exact():
         t.start()
     for t in threads:
         t.join()
-    store.drain(timeout=10)
+    assert store.drain(timeout=60), "background moves still pending after 60 s"
     assert not errors, errors
     assert store.counters["stale_victims"] == 0
     residency = store.residency()
@@ -335,7 +344,7 @@ def test_concurrent_readers_never_lose_a_pinned_entry(policy):
     stop.set()
     for t in readers:
         t.join()
-    store.drain(timeout=10)
+    assert store.drain(timeout=60), "background moves still pending after 60 s"
     assert not errors, errors
     assert reads[0] > 0
     assert not any(store.is_pinned(e.key) for e in hot)
