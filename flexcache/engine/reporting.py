@@ -83,6 +83,7 @@ class Reporting:
                                 if c.codec_errors[1] else 0.0},
                 "store": store_counters,
                 "tiers": tiers,
+                "health": self.health(),  # reads no tier: fine under the lock
             }
 
     def metrics_collector(self, *, max_tenants: int = 50):
@@ -98,3 +99,49 @@ class Reporting:
         with self._lock:
             return [CacheEntry(**vars(e)) for e in self._entries.values()
                     if e.ready and (tenant is None or self._records[e.record_id].tenant == tenant)]
+
+    def health(self) -> dict:
+        """Whether this cache works as configured: ``{"status": "ok" | "degraded", "reasons": [...], ...}``.
+
+        Degraded (the cache still fails open: generations run, some of them
+        uncached or unshared) while a shared or remote tier is unavailable (its
+        circuit breaker is open), the event follower cannot read or publish the
+        shared tier's stream, the prompt splitter's setting classifier is failing,
+        or a store callback (eviction bookkeeping) keeps raising. Reads no tier:
+        cheap enough for every health probe. Beside the reasons: ``tiers`` (name ->
+        available), ``follower`` (its counters, or None without a shared tier),
+        ``classifier`` (its state, or None when turned off) and ``store_callbacks``.
+
+        Example:
+            >>> from flexcache import FlexCache
+            >>> FlexCache().health()["status"]
+            'ok'
+        """
+        from flexcache.engine.setting_classifier import get_classifier
+
+        reasons: list[str] = []
+        tiers: dict[str, bool] = {}
+        for tier in self.store.tiers:
+            inner = getattr(tier, "inner", tier)
+            available = bool(getattr(inner, "available", True))
+            tiers[tier.name] = available
+            if not available:
+                where = getattr(inner, "where", None)
+                reasons.append(f"the {tier.name} tier{f' at {where}' if where else ''} is unavailable (circuit "
+                               "breaker open): its reads miss and its writes are skipped")
+        follower = self._follower.stats() if self._follower is not None else None
+        if follower is not None and not follower["healthy"]:
+            reasons.append(f"the shared tier's event follower is failing ({follower['consecutive_errors']} errors "
+                           f"in a row; last: {follower['last_error']}): other processes' entries are not seen")
+        classifier = get_classifier()
+        classifier_state = classifier.state() if classifier is not None else None
+        if classifier_state is not None and classifier_state["failing"]:
+            reasons.append(f"the prompt splitter's setting classifier is failing ({classifier_state['last_error']}; "
+                           f"next try in {classifier_state['retry_in_s']:.0f} s): prompts split by the lexicon only")
+        callbacks = dict(self.store.failing_callbacks)
+        for kind, error in sorted(callbacks.items()):
+            reasons.append(f"the store's on_{kind} callback keeps failing ({error}): the index and the other "
+                           "processes may not learn what the store placed or dropped")
+        return {"status": "degraded" if reasons else "ok", "reasons": reasons, "tiers": tiers, "follower": follower,
+                "classifier": classifier_state,
+                "store_callbacks": {"errors": self.store.counters.get("callback_errors", 0), "failing": callbacks}}

@@ -9,6 +9,11 @@ delay. A process that starts late first scans the shared tier (the cache's resto
 and then follows the stream from the position it read *before* the scan, so
 nothing that happens during the scan is missed (applying an event twice is
 harmless).
+
+A follower that cannot read the stream (the server is down, its breaker open)
+or publish to it keeps retrying, and says so: `stats()` counts failed polls
+and publishes and keeps the last error, and `healthy` is False from a failure
+until the next poll or publish that works (`FlexCache.health()` reports it).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,7 +66,35 @@ class EventFollower:
         self._after = {index: self._last_id(tier) for index, tier in self.tiers.items()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._health_lock = threading.Lock()
         self.applied = 0
+        self.errors = 0  # failed polls and publishes
+        self.consecutive_errors = 0
+        self.malformed = 0  # events skipped because they could not be applied
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None  # time.time() of the last error
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed poll or publish until the next one that works."""
+        return self.consecutive_errors == 0
+
+    def stats(self) -> dict[str, Any]:
+        """Events applied, errors (failed polls and publishes), malformed events skipped, the last error."""
+        with self._health_lock:
+            return {"healthy": self.consecutive_errors == 0, "applied": self.applied, "errors": self.errors,
+                    "consecutive_errors": self.consecutive_errors, "malformed": self.malformed,
+                    "last_error": self.last_error, "last_error_at": self.last_error_at}
+
+    def _failed(self, what: str) -> None:
+        with self._health_lock:
+            self.errors += 1
+            self.consecutive_errors += 1
+            self.last_error, self.last_error_at = what, time.time()
+
+    def _worked(self) -> None:
+        with self._health_lock:
+            self.consecutive_errors = 0
 
     @staticmethod
     def _last_id(tier: Any) -> str:
@@ -76,7 +110,10 @@ class EventFollower:
         try:
             tier.publish({**event, "origin": self.origin})
         except FlexCacheError as exc:
+            self._failed(f"could not publish an {event['type']} event: {exc}")
             logger.warning("flexcache: could not publish %s of %s: %s", event["type"], event["key"], exc)
+            return
+        self._worked()
 
     def published_insert(self, key: str, index: int, meta: bytes) -> None:
         self._publish(index, {"type": "insert", "key": key, "meta": base64.b64encode(meta).decode()})
@@ -85,10 +122,18 @@ class EventFollower:
         self._publish(index, {"type": "evict", "key": key})
 
     def poll_once(self, block_ms: int | None = None) -> int:
-        """Apply the events published since the last poll; returns how many were applied."""
-        applied = 0
+        """Apply the events published since the last poll; returns how many were applied.
+
+        A tier whose stream could not be read (it answers no events then, and
+        its breaker opens) counts as a failed poll.
+        """
+        applied, unread = 0, []
         for index, tier in self.tiers.items():
-            for event_id, event in tier.read_events(self._after[index], count=500, block_ms=block_ms):
+            events = tier.read_events(self._after[index], count=500, block_ms=block_ms)
+            if not getattr(tier, "available", True):
+                where = getattr(tier, "where", None)
+                unread.append(f"the {tier.name} tier" + (f" at {where}" if where else ""))
+            for event_id, event in events:
                 self._after[index] = event_id
                 if event.get("origin") == self.origin:
                     continue
@@ -99,8 +144,15 @@ class EventFollower:
                         self._disown(event["key"], index)
                     applied += 1
                 except (KeyError, ValueError, FlexCacheError) as exc:
+                    with self._health_lock:
+                        self.malformed += 1
                     logger.warning("flexcache: skipped a malformed %s event: %s", event.get("type"), exc)
-        self.applied += applied
+        with self._health_lock:
+            self.applied += applied
+        if unread:
+            self._failed(f"cannot read the event stream of {', '.join(unread)}: the server is unavailable")
+        else:
+            self._worked()
         return applied
 
     def start(self) -> None:
@@ -112,7 +164,8 @@ class EventFollower:
             try:
                 if self.poll_once(block_ms=self.poll_ms if len(self.tiers) == 1 else None) == 0:
                     self._stop.wait(self.poll_ms / 1000 if len(self.tiers) > 1 else 0.01)
-            except Exception:  # the follower must outlive a bad event or a flaky server
+            except Exception as exc:  # the follower must outlive a bad event or a flaky server
+                self._failed(f"{type(exc).__name__}: {exc}")
                 logger.exception("flexcache: event follower error")
                 self._stop.wait(1.0)
 

@@ -89,7 +89,8 @@ class TieredStore:
         self._pins: dict[str, int] = {}  # key -> pin count; pinned keys are never victims
         self._lock = threading.Lock()
         self.counters = {"promotions": 0, "demotions": 0, "evictions": 0, "write_behind": 0,
-                         "dropped_moves": 0, "tier_errors": 0, "stale_victims": 0}
+                         "dropped_moves": 0, "tier_errors": 0, "stale_victims": 0, "callback_errors": 0}
+        self.failing_callbacks: dict[str, str] = {}  # notice kind -> its callback's last error, while it fails
         self._moves = MoveQueue(self._execute, queue_size, background=background)
         self._overflowing = False  # the queue refused the last move (one warning per overflow)
         self._closed = False
@@ -438,8 +439,13 @@ class TieredStore:
                     self.on_placed(*notice[1:])
                 elif notice[0] == "left" and self.on_left is not None:
                     self.on_left(*notice[1:])
-            except Exception:  # a bookkeeping callback must not break the store
+            except Exception as exc:  # a bookkeeping callback must not break the store: count it, report it
+                with self._lock:
+                    self.counters["callback_errors"] += 1
+                self.failing_callbacks[notice[0]] = f"{type(exc).__name__}: {exc}"
                 logger.exception("flexcache: store callback failed for %s", notice[1])
+            else:
+                self.failing_callbacks.pop(notice[0], None)
         notices.clear()
 
     def remove(self, key: str) -> bool:
