@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flexcache.codec.latent import build_codec, describe_blob
-from flexcache.core.errors import CorruptBlobError, FlexCacheError
+from flexcache.core.errors import CorruptBlobError, FlexCacheError, TierUnavailableError
 from flexcache.engine.records import decode_entry_meta
 from flexcache.engine.solver_bundle import split_bundle
 from flexcache.store.integrity import unframe
@@ -32,12 +32,33 @@ def disk_entries(directory: str) -> Iterable[RawEntry]:
 
 
 def redis_entries(url: str, *, cache_name: str = "flexcache", prefix: str = "flexcache") -> Iterable[RawEntry]:
+    """The entries a Redis tier holds, as stored.
+
+    Raises:
+        TierUnavailableError: the server cannot be reached, or a read failed on the way
+            (an empty listing of a server that did not answer would look like an empty tier).
+    """
+    import redis
+
     from flexcache.store.redis import RedisTier
 
-    tier = RedisTier(url, 1, cache_name=cache_name, prefix=prefix)
+    tier = RedisTier(url, 1, cache_name=cache_name, prefix=prefix, socket_timeout=5.0, breaker_failures=1)
+    advice = "check the URL given to --redis and that the server is running"
     try:
+        try:
+            tier.last_event_id()  # a cheap read that raises, where the tier's listing would answer []
+        except TierUnavailableError as exc:
+            raise TierUnavailableError(f"cannot read the redis tier at {tier.where}: {exc}; {advice}") from None
         keys = sorted(tier.keys())
-        for key, meta, blob in tier.read_raw(keys):
+        if tier.stats().errors:
+            raise TierUnavailableError(f"listing the redis tier at {tier.where} failed (the server stopped "
+                                       f"answering); {advice}")
+        try:
+            rows = tier.read_raw(keys)
+        except redis.RedisError as exc:
+            raise TierUnavailableError(f"reading the redis tier at {tier.where} failed: {type(exc).__name__}: "
+                                       f"{exc}; {advice}") from None
+        for key, meta, blob in rows:
             problem = None if meta is not None and blob is not None else "metadata or blob missing"
             yield RawEntry(key, meta, blob, len(blob or b""), None, problem)
     finally:

@@ -86,3 +86,33 @@ def test_inspect_reads_a_redis_tier_without_writing(redis_url, redis_prefix, emb
     out = capsys.readouterr().out
     assert code == 1 and "9 entries readable, 1 damaged" in out
     assert {k: client.dump(k) for k in client.scan_iter(match=f"{{{redis_prefix}:*")} == before
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:  # bound, then closed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_inspect_of_a_redis_that_refuses_the_connection_fails_and_says_where(capsys):
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    assert main(["inspect", "--redis", url]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot read the redis tier at {url}" in captured.err and "--redis" in captured.err
+    assert "entries readable" not in captured.out  # no empty, healthy-looking report
+
+
+@pytest.mark.redis
+def test_inspect_fails_when_the_server_stops_answering_midway(redis_url, redis_prefix, monkeypatch, capsys):
+    import redis
+
+    from flexcache.store.redis import RedisTier
+
+    def dropped(self, keys, *, blobs=True):
+        raise redis.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(RedisTier, "read_raw", dropped)
+    assert main(["inspect", "--redis", redis_url, "--prefix", redis_prefix]) == 2
+    assert "reading the redis tier" in capsys.readouterr().err
