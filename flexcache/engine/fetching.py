@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from flexcache.codec.devices import check_device
 from flexcache.core.errors import CorruptBlobError, InvalidPlanError
 from flexcache.engine.guard import identity_of
 from flexcache.engine.latency import timed
@@ -34,18 +35,25 @@ class Fetching:
         """The cached latent x_K a hit plan resumes from, or None if it is gone.
 
         None means: the entry was evicted after `plan`, or its blob (or, for a
-        region hit, its mask) failed its checksum (it is then dropped); serve
+        region hit, its mask) failed its checksum or format checks (the blob is
+        then quarantined and counted in ``stats()["corrupt_blobs"]``); serve
         the request as ``plan.as_miss()``. For a region hit this is the
         composed start; `fetch_start` also gives the region to regenerate.
 
         Args:
             plan: a hit plan from `plan`.
-            device: where the latent is wanted. An entry in device memory (the
-                HBM tier) is decoded there from the device blob itself: the
-                blob never passes through the host.
+            device: where the latent is wanted (None: the blob's own device,
+                the CPU for host tiers). An entry in device memory (the HBM
+                tier) is decoded there from the device blob itself: the blob
+                never passes through the host.
 
         Raises:
             InvalidPlanError: `plan` is a miss.
+            InvalidDeviceError: `device` is not one this machine has (a typo,
+                ``"cuda"`` without CUDA); raised before the store is read, so
+                no entry is touched. Any other error while decoding (device
+                memory, a missing backend) propagates as it is and leaves the
+                entry in place: only damage in the blob takes one out.
         """
         start = self.fetch_start(plan, device)
         return None if start is None else start.latent
@@ -58,6 +66,7 @@ class Fetching:
         """
         if not plan.hit:
             raise InvalidPlanError("fetch() needs a hit plan; run a miss in full and insert() its latents")
+        device = check_device(device)  # a caller's mistake, refused before any entry is read
         loaded = self._load(plan, plan.source_record, device)
         if loaded is None:
             return None
@@ -111,7 +120,12 @@ class Fetching:
 
     def _load(self, plan: Plan, record_id: int | None,
               device) -> tuple[torch.Tensor, CacheEntry, SolverState | None] | None:
-        """Decode the entry of `record_id` at the plan's step (and its solver state); None (counted) when it is gone or corrupt."""
+        """Decode the entry of `record_id` at the plan's step (and its solver state); None (counted) when it is gone or corrupt.
+
+        Only `CorruptBlobError` (the blob's own format checks failed) takes the
+        entry out of service, into quarantine; any other error propagates with
+        the entry left in place. `device` has been through `check_device`.
+        """
         with self._lock:
             record = self._records.get(record_id)  # type: ignore[arg-type]
             entry = record.entries.get(plan.skip_steps) if record else None
@@ -141,7 +155,8 @@ class Fetching:
                     raise CorruptBlobError(f"a solver-state part does not decode to the latent's shape {shape}")
                 state = SolverState(solver, scalars, tensors)
         except CorruptBlobError as exc:
-            logger.warning("flexcache: dropping corrupt entry %s (%s); serving as a miss", entry.key, exc)
+            logger.warning("flexcache: entry %s failed its format checks (%s); quarantined, serving as a miss",
+                           entry.key, exc)
             with self._lock:
                 self._counters.corrupt_blobs += 1
                 self._counters.fetch_misses += 1
@@ -149,6 +164,9 @@ class Fetching:
                 if current:
                     self._forget_entry(entry.key)
             if current:
+                for tier in self.store.tiers:  # kept for inspection where a tier can (disk, Redis); else removed
+                    if tier.contains(entry.key):
+                        tier.quarantine(entry.key)
                 self.store.remove(entry.key)
             return None
         return latent, entry, state

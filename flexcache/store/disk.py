@@ -2,6 +2,7 @@
 
 Layout under the tier's directory::
 
+    lock                                        held (flock) by the one tier that owns the directory
     data/<tenant>/<digest>.fxc                  committed entries
     data/<tenant>/.<digest>.<pid>.<rand>.tmp    a write in flight (or a crash's leftover)
     quarantine/<tenant>.<digest>.<ns>.<rand>    entries that failed a check, kept for inspection
@@ -26,8 +27,15 @@ or a stray temporary one, never a half-written entry; a reader holding the old
 inode keeps reading the old complete bytes. The directory scan at start-up is
 the source of truth: there is no manifest to get out of step with the files.
 
-The tier assumes one owning process per directory (``shared = False``): the
-start-up scan deletes every stray temporary file it finds.
+One tier owns a directory (``shared = False``): the start-up scan deletes
+every stray temporary file it finds, and each owner keeps its own index and
+byte count. So the tier holds an exclusive, non-blocking ``flock`` on
+``<directory>/lock`` from before that scan until `close`; a second tier on the
+same directory, in another process or in this one, gets `DirectoryInUseError`
+(`disklock`). The kernel drops the lock when its holder exits, however it
+exits, so the file a killed process leaves behind never blocks the next one.
+Readers that change nothing (`store.readonly`, ``flexcache inspect --disk``)
+take no lock.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from flexcache.core.errors import (
 )
 from flexcache.core.types import KEY_PATTERN, TENANT_PATTERN, split_key
 from flexcache.store.base import Tier, TierStats
+from flexcache.store.disklock import DirectoryLock
 from flexcache.store.diskfile import (
     HEADER_SIZE,
     blob_view,
@@ -96,8 +105,10 @@ class DiskTier(Tier):
 
     Raises:
         ConfigError: `capacity_bytes` is not a positive int.
-        TierUnavailableError: the directory cannot be created, listed or
-            written; the message names the path and the OS reason.
+        DirectoryInUseError: another disk tier (in this process or another)
+            holds the directory; give each process its own path.
+        TierUnavailableError: the directory cannot be created, locked, listed
+            or written; the message names the path and the OS reason.
 
     Example:
         >>> import tempfile
@@ -106,6 +117,7 @@ class DiskTier(Tier):
         >>> tier.put("tenant.00ff00ff", b"latent bytes", meta=b"{}")
         >>> bytes(tier.get("tenant.00ff00ff"))
         b'latent bytes'
+        >>> tier.close()  # gives the directory up for the next owner
     """
 
     name = "disk"
@@ -124,13 +136,28 @@ class DiskTier(Tier):
         self._bytes = 0
         self._tenant_dirs: set[str] = set()
         self._stats = TierStats(self.name, 0, 0, capacity_bytes)
-        self._open_directory()
-        self._load()
+        self._lock_file = self._claim_directory()
+        try:
+            self._open_directory()
+            self._load()
+        except BaseException:
+            self.close()  # a tier that failed to start holds nothing
+            raise
 
     # -- start-up ---------------------------------------------------------------------
 
+    def _claim_directory(self) -> DirectoryLock:
+        """Create the directory and take its lock, before the start-up scan deletes anything in it."""
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as exc:
+            raise TierUnavailableError(
+                f"disk tier cannot create directory {self.directory!r}: {_reason(exc)}"
+            ) from exc
+        return DirectoryLock(self.directory)
+
     def _open_directory(self) -> None:
-        for path in (self.directory, self._data_dir, self._quarantine_dir):
+        for path in (self._data_dir, self._quarantine_dir):
             try:
                 os.makedirs(path, exist_ok=True)
             except OSError as exc:
@@ -374,6 +401,13 @@ class DiskTier(Tier):
                 return
             self._bytes -= entry.blob_len
             self._move_to_quarantine(entry.path, key)
+
+    def close(self) -> None:
+        """Release the directory's lock, so another tier may own it; idempotent.
+
+        The tier must not be used afterwards.
+        """
+        self._lock_file.release()
 
     @property
     def bytes_used(self) -> int:

@@ -331,6 +331,23 @@ def test_impossible_chunk_sizes_are_corrupt():
         decompress(container("zstd", CHUNK, 10, [b""]))
 
 
+@pytest.mark.parametrize("algorithm", ["zstd", "deflate", "lz4"])
+@pytest.mark.parametrize("error", [RuntimeError("a bug in a decoder"), MemoryError()], ids=["bug", "memory"])
+def test_only_the_librarys_own_stream_error_is_a_corrupt_chunk(monkeypatch, algorithm, error):
+    # Anything else is not damage in the blob, so it must not get the entry quarantined: it propagates.
+    from flexcache.codec.lossless import cpu
+
+    blob = compress(as_bytes(int8_like(2 * CHUNK)), algorithm, chunk_bytes=CHUNK)
+
+    def failing(chunk, expected):
+        raise error
+
+    monkeypatch.setitem(cpu._CPU_DECODERS, algorithm, failing)
+    with pytest.raises(type(error)) as info:
+        decompress(blob)
+    assert info.value is error
+
+
 def test_corrupt_blob_errors_never_leak_library_exceptions():
     data = as_bytes(int8_like(2 * CHUNK))
     for algorithm in ("zstd", "deflate", "lz4"):

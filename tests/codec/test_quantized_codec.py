@@ -167,3 +167,73 @@ def test_build_codec_from_config_and_name():
     assert isinstance(build_codec("flexcache"), QuantizedCodec)
     with pytest.raises(ConfigError):
         build_codec("zzz")
+
+
+# -- only damage in the blob is a CorruptBlobError: a caller's device or a failing backend is not -------
+
+
+@pytest.mark.parametrize("codec", [QuantizedCodec(), LosslessCodec()], ids=["quantized", "lossless"])
+@pytest.mark.parametrize("device", ["cuda:99", "cdua", "meta"])
+def test_a_device_the_machine_lacks_is_refused_before_the_blob_is_read(codec, device):
+    from flexcache.errors import InvalidDeviceError
+
+    blob = codec.encode(noisy_latent((4, 3, 8, 8), 0.5), seed=SEED, sigma=0.5)
+    for given in (blob, b"not even a blob"):
+        with pytest.raises(InvalidDeviceError):
+            codec.decode(given, device=device)
+
+
+def test_a_missing_backend_while_decoding_is_not_a_corrupt_blob(monkeypatch):
+    from flexcache.codec import latent
+    from flexcache.errors import BackendUnavailableError
+
+    blob = QuantizedCodec().encode(noisy_latent((4, 3, 8, 8), 0.5), seed=SEED, sigma=0.5)
+    missing = BackendUnavailableError("lossless algorithm 'ans' needs nvCOMP on a CUDA GPU")
+
+    def failing(*args, **kwargs):
+        raise missing
+
+    monkeypatch.setattr(latent.lossless, "decompress", failing)
+    with pytest.raises(BackendUnavailableError) as info:
+        QuantizedCodec().decode(blob)
+    assert info.value is missing
+
+
+def test_an_error_from_the_kernels_is_not_a_corrupt_blob(monkeypatch):
+    from flexcache.codec import latent
+
+    blob = QuantizedCodec().encode(noisy_latent((4, 3, 8, 8), 0.5), seed=SEED, sigma=0.5)
+    refused = ConfigError("the triton backend runs on CUDA tensors")
+
+    def failing(*args, **kwargs):
+        raise refused
+
+    monkeypatch.setattr(latent.ops, "decode", failing)
+    with pytest.raises(ConfigError) as info:
+        QuantizedCodec().decode(blob)
+    assert info.value is refused
+
+
+def _with_params(blob: bytes, **changes) -> bytes:
+    from flexcache.codec.latent import _QUANT_PARAMS
+
+    fields = ["bits", "flags", "frame_axis", "kind", "block", "noise_scale", "sigma", "budget", "rms", "relative",
+              "scales_nbytes", "packed_nbytes"]
+    at = read_header(blob).header_nbytes
+    values = dict(zip(fields, _QUANT_PARAMS.unpack_from(blob, at)))
+    for name, change in changes.items():
+        values[name] = change(values[name])
+    return blob[:at] + _QUANT_PARAMS.pack(*values.values()) + blob[at + _QUANT_PARAMS.size:]
+
+
+@pytest.mark.parametrize("changes", [
+    {"frame_axis": lambda v: 7},
+    {"block": lambda v: v * 2},
+    {"scales_nbytes": lambda v: v - 8, "packed_nbytes": lambda v: v + 8},  # same total: only the layout can tell
+], ids=["frame-axis", "block", "layout"])
+def test_parameters_that_cannot_describe_the_shape_are_corrupt(changes):
+    blob = QuantizedCodec().encode(noisy_latent((4, 3, 8, 8), 0.5), seed=SEED, sigma=0.5)
+    assert describe_blob(blob)["codec"] == "flexcache"
+    with pytest.raises(CorruptBlobError, match="blob"):
+        QuantizedCodec().decode(_with_params(blob, **changes))
+

@@ -77,8 +77,8 @@ def test_damaged_file_on_disk_is_a_miss_after_restart(tmp_path, embedder, signat
         plan = second.plan(PROMPTS[0], signature)
         assert plan.hit
         assert second.fetch(plan) is None  # detected, quarantined, a miss
-        assert second.stats()["tiers"][1]["corrupt"] >= 1
-        assert list((tmp_path / "quarantine").iterdir())
+        assert second.stats()["tiers"][1]["corrupt"] == second.stats()["corrupt_blobs"] == 1
+        assert len(list((tmp_path / "quarantine").iterdir())) == 1
 
 
 def test_unwritable_disk_path_fails_at_start_up(tmp_path, embedder):
@@ -88,3 +88,15 @@ def test_unwritable_disk_path_fails_at_start_up(tmp_path, embedder):
 
     with pytest.raises(TierUnavailableError, match="a-file"):
         FlexCache(disk_config(blocker / "cache"), embedder=embedder)
+
+
+def test_a_second_cache_on_the_same_disk_directory_is_refused(tmp_path, embedder, signature):
+    from flexcache.errors import DirectoryInUseError
+
+    with FlexCache(disk_config(tmp_path), embedder=embedder) as first:
+        fill(first, signature)
+        with pytest.raises(DirectoryInUseError, match="its own store.tiers\\[disk\\].path"):
+            FlexCache(disk_config(tmp_path), embedder=embedder)
+        assert first.stats()["tiers"][1]["entries"] == 15  # the owner keeps the whole directory
+    with FlexCache(disk_config(tmp_path), embedder=embedder) as second:  # closed: the next owner may start
+        assert second.stats()["tiers"][1]["entries"] == 15

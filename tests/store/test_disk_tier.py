@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import inspect
 import os
@@ -14,20 +15,21 @@ import sys
 import textwrap
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import pytest
 
 from flexcache.core.types import make_key
-from flexcache.errors import ConfigError, InvalidPlanError, TierUnavailableError
+from flexcache.errors import ConfigError, DirectoryInUseError, InvalidPlanError, TierUnavailableError
 from flexcache.store import disk as disk_module
 from flexcache.store.base import Tier
 from flexcache.store.disk import DiskTier
 from flexcache.store.integrity import ChecksummedTier, frame
+from flexcache.store.readonly import read_disk_entries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CAPACITY = 1 << 30
+DEADLINE_S = 60  # generous: only a hung test ever waits this long
 
 
 def blob_for(key: str, version: int, max_size: int = 200_000) -> bytes:
@@ -68,13 +70,17 @@ def files_on_disk(directory: Path) -> dict[str, int]:
 
 @pytest.fixture
 def tier(tmp_path) -> DiskTier:
-    return DiskTier(tmp_path, CAPACITY)
+    tier = DiskTier(tmp_path, CAPACITY)
+    yield tier
+    tier.close()
 
 
 @pytest.fixture
 def checked(tmp_path) -> ChecksummedTier:
     """The disk tier as `build_tier` makes it: behind the integrity layer."""
-    return ChecksummedTier(DiskTier(tmp_path, CAPACITY))
+    tier = ChecksummedTier(DiskTier(tmp_path, CAPACITY))
+    yield tier
+    tier.close()
 
 
 # -- the basic contract ---------------------------------------------------------------
@@ -221,17 +227,6 @@ def test_file_format(tier, tmp_path):
     assert raw[20:] == key.encode() + b"META" + b"BLOB-BYTES"
 
 
-def test_file_format_behind_the_integrity_layer(checked, tmp_path):
-    key = key_for(7)
-    checked.put(key, b"BLOB-BYTES", meta=b"META")
-    raw = entry_path(tmp_path, key).read_bytes()
-    meta_len, blob_len = struct.unpack_from("<4sHHIQ", raw)[3:]
-    assert (meta_len, blob_len) == (16 + 4, 16 + 10)
-    body = raw[20 + len(key):]
-    assert body == frame(b"META") + frame(b"BLOB-BYTES")
-    assert body[:16] == struct.pack("<4sIQ", b"FXTK", zlib.crc32(b"META"), 4)
-
-
 # -- restart ----------------------------------------------------------------------------
 
 
@@ -257,6 +252,7 @@ def test_restart_sees_every_committed_entry(tmp_path):
     strays[0].write_bytes(entry_path(tmp_path, key_for(0, "tn0")).read_bytes())
     strays[1].write_bytes(b"FXDK\x01\x00 half")
     strays[2].write_bytes(b"probe")
+    first.close()  # one owner per directory: the restart comes after
 
     second = DiskTier(tmp_path, CAPACITY)
     assert not any(p.exists() for p in strays)
@@ -276,6 +272,7 @@ def test_restart_ignores_files_that_are_not_entries(tmp_path):
     first.put(key_for(1), b"abc")
     (tmp_path / "data" / "t" / "notes.txt").write_text("keep me")
     (tmp_path / "data" / "not a tenant").mkdir()
+    first.close()
     second = DiskTier(tmp_path, CAPACITY)
     assert list(second.keys()) == [key_for(1)]
     assert (tmp_path / "data" / "t" / "notes.txt").read_text() == "keep me"
@@ -420,7 +417,7 @@ def test_crash_at_a_random_moment_keeps_every_committed_entry(tmp_path, reports)
 def test_repeated_crashes_on_the_same_directory(tmp_path):
     directory = tmp_path / "tier"
     first, _ = _run_and_kill(directory, "loop", 50)
-    DiskTier(directory, CAPACITY)  # recover once in between
+    DiskTier(directory, CAPACITY).close()  # recover once in between
     second, _ = _run_and_kill(directory, "loop", 12, base_version=100)
     tier = _check_recovered(directory, second)
     for key, version in first.items():
@@ -556,6 +553,7 @@ def test_damage_found_at_start_up_is_quarantined(tmp_path):
     DAMAGE["header-length"](entry_path(tmp_path, bad_header))
     DAMAGE["truncate-blob"](entry_path(tmp_path, truncated))
     DAMAGE["append"](entry_path(tmp_path, appended))
+    first.close()
 
     second = DiskTier(tmp_path, CAPACITY)
     assert list(second.keys()) == [good]
@@ -581,24 +579,110 @@ def test_quarantine_moves_the_file_aside(tier, tmp_path):
     assert len(quarantined(tmp_path, key)) == 2  # earlier evidence is not overwritten
 
 
-def test_checksummed_disk_tier(tmp_path):
-    inner = DiskTier(tmp_path, CAPACITY)
-    tier = ChecksummedTier(inner)
-    assert (tier.name, tier.persistent) == ("disk", True)
-    key = key_for(1)
-    tier.put(key, b"latent", meta=b"m")
-    assert tier.get(key) == b"latent" and tier.get_meta(key) == b"m"
-    assert inner.get(key) == frame(b"latent") and inner.get_meta(key) == frame(b"m")
+# -- one owner per directory ----------------------------------------------------------------
 
-    # one flipped bit anywhere in what was stored: the frame catches it, the file is quarantined
-    framed = bytearray(frame(b"latent"))
-    framed[-1] ^= 0x01
-    inner.put(key, bytes(framed), meta=frame(b"m"))
-    assert tier.get(key) is None
-    assert tier.stats().corrupt == 1
-    assert len(quarantined(tmp_path, key)) == 1 and not tier.contains(key)
-    tier.put(key, b"latent again")
-    assert tier.get(key) == b"latent again"
+
+def test_a_second_tier_on_the_same_directory_is_refused_and_changes_nothing(tier, tmp_path):
+    tier.put(key_for(1), b"owned")
+    stray = tmp_path / "data" / "t" / f".{7:016x}.4242.abcdef.tmp"  # what an owner's scan would delete
+    stray.write_bytes(b"a write in flight")
+    with pytest.raises(DirectoryInUseError) as info:
+        DiskTier(tmp_path, CAPACITY)
+    message = str(info.value)
+    assert str(tmp_path) in message and f"pid {os.getpid()}" in message
+    assert "its own store.tiers[disk].path" in message and "redis tier" in message
+    assert isinstance(info.value, ConfigError)
+    assert stray.exists()  # refused before its start-up scan
+    assert tier.get(key_for(1)) == b"owned"  # the owner is undisturbed
+    tier.put(key_for(2), b"still writing")
+    assert sorted(tier.keys()) == [key_for(1), key_for(2)]
+
+
+def test_close_gives_the_directory_up(tmp_path):
+    first = DiskTier(tmp_path, CAPACITY)
+    first.put(key_for(1), b"kept")
+    first.close()
+    first.close()  # idempotent
+    second = DiskTier(tmp_path, CAPACITY)
+    assert second.get(key_for(1)) == b"kept"
+    with pytest.raises(DirectoryInUseError):
+        ChecksummedTier(DiskTier(tmp_path, CAPACITY))
+    ChecksummedTier(second).close()  # closing the integrity layer closes the tier
+    DiskTier(tmp_path, CAPACITY).close()
+
+
+def test_a_dropped_tier_gives_the_directory_up(tmp_path):
+    DiskTier(tmp_path, CAPACITY).put(key_for(1), b"x")  # never closed, never referenced again
+    gc.collect()
+    tier = DiskTier(tmp_path, CAPACITY)
+    assert tier.get(key_for(1)) == b"x"
+    tier.close()
+
+
+def test_a_tier_that_fails_to_start_holds_no_lock(tmp_path, monkeypatch):
+    def failing_scan(self):
+        raise TierUnavailableError("listing failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DiskTier, "_load", failing_scan)
+        with pytest.raises(TierUnavailableError, match="listing failed"):
+            DiskTier(tmp_path, CAPACITY)
+    DiskTier(tmp_path, CAPACITY).close()
+
+
+def test_the_read_only_reader_works_while_a_tier_owns_the_directory(tier, tmp_path):
+    tier.put(key_for(1), b"blob", meta=b"meta")
+    [entry] = read_disk_entries(str(tmp_path))
+    assert (entry.key, entry.meta, entry.blob, entry.problem) == (key_for(1), b"meta", b"blob", None)
+
+
+_HOLDER = """
+import sys
+from flexcache.errors import DirectoryInUseError
+from flexcache.store.disk import DiskTier
+try:
+    tier = DiskTier(sys.argv[1], 1 << 30)
+except DirectoryInUseError as exc:
+    print("REFUSED", exc, flush=True)
+    sys.exit(3)
+print("HOLDING", flush=True)
+sys.stdin.read()  # until the test kills it or closes stdin
+"""
+
+
+def _start_holder(directory: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-c", _HOLDER, str(directory)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
+
+
+def test_another_process_is_refused_and_a_killed_holder_never_blocks(tmp_path):
+    holder = _start_holder(tmp_path)
+    watchdog = threading.Timer(DEADLINE_S, holder.kill)  # a hung child must not hang the suite
+    watchdog.start()
+    try:
+        assert holder.stdout.readline().strip() == "HOLDING", holder.stderr.read()
+        with pytest.raises(DirectoryInUseError, match=f"pid {holder.pid}"):
+            DiskTier(tmp_path, CAPACITY)
+        os.kill(holder.pid, signal.SIGKILL)
+        assert holder.wait() == -signal.SIGKILL
+    finally:
+        watchdog.cancel()
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        for stream in (holder.stdin, holder.stdout, holder.stderr):
+            stream.close()
+    assert (tmp_path / "lock").exists()  # the killed holder's lock file is left behind...
+    tier = DiskTier(tmp_path, CAPACITY)  # ...and does not block: the kernel released its flock
+    tier.put(key_for(1), b"after the kill")
+
+    refused = _start_holder(tmp_path)  # and now this process is the owner another one is refused by
+    out, err = refused.communicate(timeout=DEADLINE_S)
+    assert refused.returncode == 3, err
+    assert out.startswith("REFUSED") and f"pid {os.getpid()}" in out and str(tmp_path) in out
+    assert tier.get(key_for(1)) == b"after the kill"
+    tier.close()
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -703,9 +787,12 @@ def test_failing_write_keeps_the_previous_entry(tier, tmp_path, monkeypatch, fai
         assert not entry_path(tmp_path, key).exists()
         assert tier.bytes_used == len(b"bystander")
     # a restart agrees, and the tier works again once the disk does
-    assert DiskTier(tmp_path, CAPACITY).bytes_used == tier.bytes_used
-    tier.put(key, b"later")
-    assert tier.get(key) == b"later"
+    tier.close()
+    restarted = DiskTier(tmp_path, CAPACITY)
+    assert restarted.bytes_used == tier.bytes_used
+    restarted.put(key, b"later")
+    assert restarted.get(key) == b"later"
+    restarted.close()
 
 
 def test_failing_read_is_unavailable_not_corrupt(tier, tmp_path, monkeypatch):
@@ -809,6 +896,7 @@ def test_concurrent_puts_gets_removes(tmp_path, monkeypatch):
     assert list((tmp_path / "quarantine").iterdir()) == []
     stats = tier.stats()
     assert stats.corrupt == 0 and stats.errors == 0
+    tier.close()
     assert DiskTier(tmp_path, CAPACITY).bytes_used == tier.bytes_used
 
 
@@ -847,91 +935,106 @@ def test_get_racing_put_and_remove_of_one_key(tmp_path):
     assert tier.stats().corrupt == 0
 
 
-def _wait_in(real, hook_fired: threading.Event, other_done: threading.Event):
-    """`real`, whose first call then pauses until another thread's call finishes (at most 0.3 s)."""
-    calls = []
+class _ContendedLock:
+    """The tier's lock, saying when a thread has to wait for it (what a correct tier makes the racer do)."""
 
-    def pausing(*args, **kwargs):
-        calls.append(args)
-        if len(calls) > 1:
-            return real(*args, **kwargs)
-        result = real(*args, **kwargs)
-        hook_fired.set()
-        other_done.wait(0.3)  # a correct tier makes the other thread wait for us: time out
-        return result
-    return pausing
+    def __init__(self, real) -> None:
+        self._real = real
+        self.contended = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._real.acquire(False):
+            return True
+        self.contended.set()
+        return self._real.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._real.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _until_either(first: threading.Event, second: threading.Event) -> None:
+    """Wait until one of the events is set; fail after `DEADLINE_S`."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not (first.is_set() or second.is_set()):
+        assert time.monotonic() < deadline, "neither event came: the racing thread is stuck"
+        first.wait(0.01)
+
+
+def _racing(tier: DiskTier, racer, started: threading.Event):
+    """Run `racer` in a thread once `started` is set; returns (thread, done event, failures)."""
+    done, failures = threading.Event(), []
+
+    def run() -> None:
+        try:
+            assert started.wait(DEADLINE_S), "the first operation never reached its pause"
+            racer()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            failures.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, done, failures
 
 
 def test_index_follows_the_last_rename_of_racing_puts(tmp_path, monkeypatch):
     tier = DiskTier(tmp_path, CAPACITY)
+    lock = tier._lock = _ContendedLock(tier._lock)
     key = key_for(1)
-    first_renamed, second_done = threading.Event(), threading.Event()
-    monkeypatch.setattr(os, "replace", _wait_in(os.replace, first_renamed, second_done))
+    first_renamed = threading.Event()
+    real_replace, calls = os.replace, []
 
-    def second_put() -> None:
-        first_renamed.wait(5)
-        tier.put(key, b"second" * 100)
-        second_done.set()
+    def replace(*args, **kwargs):
+        calls.append(args)
+        result = real_replace(*args, **kwargs)
+        if len(calls) == 1:  # the first put renamed: hold it here, before its index update
+            first_renamed.set()
+            # A correct tier makes the second put wait for this one (the lock is contended);
+            # a broken one lets it finish meanwhile, and its index update is then overwritten.
+            _until_either(lock.contended, second_done)
+        return result
 
-    thread = threading.Thread(target=second_put)
-    thread.start()
-    tier.put(key, b"first")  # renames, then pauses before updating the index
+    monkeypatch.setattr(os, "replace", replace)
+    thread, second_done, failures = _racing(tier, lambda: tier.put(key, b"second" * 100), first_renamed)
+    tier.put(key, b"first")
     thread.join()
     monkeypatch.undo()
+    assert not failures, failures
+    assert lock.contended.is_set()  # the second put did have to wait: the race was run, not skipped
     assert tier.get(key) == b"second" * 100
     assert tier.bytes_used == 600 == files_on_disk(tmp_path)[key]
+    tier.close()
 
 
 def test_remove_racing_a_put_never_loses_the_new_entry(tmp_path, monkeypatch):
     tier = DiskTier(tmp_path, CAPACITY)
     key = key_for(1)
     tier.put(key, b"old")
-    removing, put_done = threading.Event(), threading.Event()
+    lock = tier._lock = _ContendedLock(tier._lock)
+    removing = threading.Event()
     real_unlink = os.unlink
 
     def unlink(path, *args, **kwargs):
         if str(path).endswith(".fxc") and not removing.is_set():
             removing.set()
-            put_done.wait(0.3)  # a correct tier makes the put wait for the remove: time out
+            _until_either(lock.contended, put_done)  # a correct tier makes the put wait for the remove
         return real_unlink(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "unlink", unlink)
-
-    def put_new() -> None:
-        removing.wait(5)
-        tier.put(key, b"new value")
-        put_done.set()
-
-    thread = threading.Thread(target=put_new)
-    thread.start()
+    thread, put_done, failures = _racing(tier, lambda: tier.put(key, b"new value"), removing)
     assert tier.remove(key) is True
     thread.join()
     monkeypatch.undo()
+    assert not failures, failures
+    assert lock.contended.is_set()
     assert tier.get(key) == b"new value"
     assert set(tier.keys()) == set(files_on_disk(tmp_path)) == {key}
     assert tier.bytes_used == len(b"new value")
-
-
-def test_damage_found_by_a_get_does_not_quarantine_a_newer_file(tmp_path, monkeypatch):
-    """A put that commits while a get checks the old, damaged blob keeps its new file."""
-    from flexcache.store import integrity
-
-    tier = ChecksummedTier(DiskTier(tmp_path, CAPACITY))
-    key = key_for(1)
-    tier.put(key, b"old value")
-    DAMAGE["blob-byte"](entry_path(tmp_path, key))
-    real_unframe, swapped = integrity.unframe, []
-
-    def unframe(framed):
-        if not swapped:
-            swapped.append(True)
-            tier.put(key, b"new value")  # the racing put commits just before the damage is handled
-        return real_unframe(framed)
-
-    monkeypatch.setattr(integrity, "unframe", unframe)
-    assert tier.get(key) is None  # what it read was damaged
-    monkeypatch.undo()
-    assert swapped
-    assert tier.stats().corrupt == 1
-    assert quarantined(tmp_path, key) == []
-    assert tier.get(key) == b"new value"
+    tier.close()
