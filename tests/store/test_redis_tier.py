@@ -8,6 +8,8 @@ nothing (or something silent) listens.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import random
 import shutil
@@ -58,6 +60,63 @@ def raw(redis_url):
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+HANG_GUARD_S = 60  # only turns a hang into a failure; no assertion depends on this machine's speed
+
+
+def wait_until(condition, what: str, seconds: float = HANG_GUARD_S) -> None:
+    """Poll `condition` until it holds; fail with `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} (waited {seconds} s)"
+        time.sleep(0.01)
+
+
+def in_thread_with_hang_guard(fn):
+    """`fn()`'s result (or its exception), run on a thread the test gives up on after HANG_GUARD_S."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = fn()
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG_GUARD_S)
+    assert not thread.is_alive(), f"the call hung (no answer after {HANG_GUARD_S} s)"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+@pytest.fixture
+def tcp_connects(monkeypatch):
+    """Every TCP connection attempt any redis-py client makes, retries included (a list of ports)."""
+    attempts: list[int] = []
+    real_connect = redis.connection.Connection._connect
+
+    def connect(self):
+        attempts.append(self.port)
+        return real_connect(self)
+
+    monkeypatch.setattr(redis.connection.Connection, "_connect", connect)
+    return attempts
+
+
+def spy_on_xread(tier: RedisTier) -> list:
+    """The `block` argument of each XREAD the tier sends, in order."""
+    blocks: list = []
+    real_xread = tier._client.xread
+
+    def xread(*args, **kwargs):
+        blocks.append(kwargs.get("block"))
+        return real_xread(*args, **kwargs)
+
+    tier._client.xread = xread
+    return blocks
 
 
 # -- configuration (no server) ----------------------------------------------------------
@@ -281,17 +340,29 @@ def test_events_between_instances(make_tier):
 @pytest.mark.redis
 def test_blocking_read_waits_for_an_event(make_tier):
     writer, reader = make_tier("ev"), make_tier("ev", socket_timeout=0.4)
+    blocks = spy_on_xread(reader)
     started = time.monotonic()
     assert reader.read_events(block_ms=300) == []
-    assert 0.25 <= time.monotonic() - started < 2
-    timer = threading.Timer(0.5, writer.publish, args=({"type": "evict"},))
-    timer.start()
-    started = time.monotonic()
-    # 3 s is longer than the socket timeout: the wait goes in slices.
-    events = reader.read_events(block_ms=3000)
-    timer.join()
-    assert [e for _, e in events] == [{"type": "evict"}]
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started >= 0.3  # it waited out block_ms (a slower machine only waits longer)
+    # Each XREAD blocks for at most half the socket timeout, so none of them timed out.
+    assert blocks and all(0 < block <= 200 for block in blocks), blocks
+    assert reader.stats().errors == 0
+    blocks.clear()
+    outcome = {}
+    done = threading.Event()
+
+    def read() -> None:
+        outcome["events"] = reader.read_events(block_ms=HANG_GUARD_S * 1000)
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    # Three slices have ended empty: the read has already outlasted the 0.4 s socket timeout.
+    wait_until(lambda: len(blocks) >= 4, "the blocking read never started its fourth slice")
+    writer.publish({"type": "evict"})
+    # It returns on the event, long before its own 60 s are up.
+    assert done.wait(HANG_GUARD_S / 2), "the blocking read did not return when the event arrived"
+    assert [e for _, e in outcome["events"]] == [{"type": "evict"}]
+    assert all(0 < block <= 200 for block in blocks) and reader.stats().errors == 0
 
 
 @pytest.mark.redis
@@ -358,14 +429,18 @@ def _counting_client(port: int, timeout: float):
     return redis.Redis(connection_pool=pool), CountingConnection
 
 
-def test_breaker_opens_and_stops_calling_a_dead_server():
+def test_breaker_opens_and_stops_calling_a_dead_server(monkeypatch):
+    from flexcache.store import redis as redis_store
+
+    # The breaker's clock is the test's: the cool-down ends when the test moves it, however slow this machine is.
+    now = [0.0]
+    monkeypatch.setattr(redis_store, "CircuitBreaker", functools.partial(CircuitBreaker, clock=lambda: now[0]))
     client, connection = _counting_client(port=1, timeout=0.5)
     tier = RedisTier("redis://127.0.0.1:1/0", 1000, client=client, breaker_failures=3, breaker_cooldown_s=1.5)
     assert tier.get(key(1)) is None
     assert tier.contains(key(1)) is False
     assert tier.available is True  # two failures: still closed
     assert tier.get_meta(key(1)) is None
-    opened = time.monotonic()
     assert connection.attempts == 3 and tier.available is False
     with pytest.raises(TierUnavailableError):
         tier.put(key(1), b"x")
@@ -379,11 +454,12 @@ def test_breaker_opens_and_stops_calling_a_dead_server():
     assert tier.bytes_used == 0 and tier.get(key(1)) is None
     stats = tier.stats()
     assert connection.attempts == 3  # nothing after the breaker opened
-    assert time.monotonic() - opened < 1.0  # all of it well inside the cool-down
     assert (stats.breaker_state, stats.breaker_opens, stats.errors, stats.available) == ("open", 1, 3, False)
     assert stats.calls_refused == 10 and stats.get_misses == 2
+    now[0] = 1.49
+    assert tier.available is False and tier.get(key(1)) is None and connection.attempts == 3  # still cooling down
     # After the cool-down exactly one trial call goes out; it fails and re-opens the breaker.
-    time.sleep(1.5 - (time.monotonic() - opened) + 0.05)
+    now[0] = 1.5
     assert tier.available is True
     assert tier.get(key(1)) is None
     assert connection.attempts == 4 and tier.available is False
@@ -392,38 +468,38 @@ def test_breaker_opens_and_stops_calling_a_dead_server():
     tier.close()
 
 
-def test_own_client_fails_fast_without_retries():
+def test_own_client_fails_fast_without_retries(tcp_connects):
     tier = RedisTier("redis://127.0.0.1:1/0", 1000, socket_timeout=0.5, breaker_failures=2, breaker_cooldown_s=60)
-    started = time.monotonic()
     assert tier.get(key(1)) is None
     with pytest.raises(TierUnavailableError):
         tier.put(key(1), b"x")
-    # redis-py's default retry policy would back off for seconds; the tier turns it off.
-    assert time.monotonic() - started < 0.5
-    started = time.monotonic()
+    # A client with retries (redis-py's default in some versions, with back-off) would connect again within
+    # each call; the tier's own client has them off.
+    assert tcp_connects == [1, 1]
     for _ in range(100):
         assert tier.get(key(1)) is None
-    assert time.monotonic() - started < 0.2
+    assert tcp_connects == [1, 1]  # the open breaker answered all 100 without the network
+    assert tier.stats().calls_refused >= 100
     tier.close()
 
 
-def test_silent_server_times_out_within_socket_timeout():
+def test_silent_server_times_out_within_socket_timeout(tcp_connects, caplog):
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)  # the kernel completes connects; nobody ever answers
     try:
         port = silent.getsockname()[1]
         tier = RedisTier(f"redis://127.0.0.1:{port}/0", 1000, socket_timeout=0.2, breaker_failures=2)
-        started = time.monotonic()
-        assert tier.get(key(1)) is None
-        assert 0.15 < time.monotonic() - started < 1.0
-        started = time.monotonic()
-        with pytest.raises(TierUnavailableError):
-            tier.put(key(1), b"x")
-        assert time.monotonic() - started < 1.0
-        started = time.monotonic()
+        # Nobody answers, so a call can only end by the socket timeout: that it ends at all, with a
+        # timeout error, is the proof (the hang guard turns a call without one into a failure).
+        with caplog.at_level(logging.DEBUG, logger="flexcache.store.redis"):
+            assert in_thread_with_hang_guard(lambda: tier.get(key(1))) is None
+        assert "get failed: Timeout" in caplog.text
+        with pytest.raises(TierUnavailableError, match="TimeoutError"):
+            in_thread_with_hang_guard(lambda: tier.put(key(1), b"x"))
+        assert tcp_connects == [port, port]  # one connection a call: no retries
         assert tier.contains(key(1)) is False and tier.stats().breaker_state == "open"
-        assert time.monotonic() - started < 0.1
+        assert tcp_connects == [port, port]  # the open breaker answers without the network
         tier.close()
     finally:
         silent.close()
@@ -455,7 +531,7 @@ class SpareServer:
             check=True, timeout=10,
         )
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + HANG_GUARD_S
         while True:
             try:
                 client.ping()
@@ -468,16 +544,23 @@ class SpareServer:
         self.pid = int(pidfile.read_text())
 
     def shutdown(self) -> None:
-        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, timeout=10)
-        self._wait_gone(5)
+        """SHUTDOWN, and wait until the process is gone (a test goes on only once it is down)."""
+        self._ask_to_shut_down()
+        self._wait_gone(HANG_GUARD_S)
+        assert not self._alive(), f"redis-server {self.pid} still runs {HANG_GUARD_S} s after SHUTDOWN"
 
     def stop(self) -> None:
         """Whatever state the test left it in: shut down, killed if it will not go."""
         if self.pid is not None and self._alive():
-            self.shutdown()
+            self._ask_to_shut_down()
+            self._wait_gone(10)
         if self.pid is not None and self._alive():
             os.kill(self.pid, signal.SIGKILL)
-            self._wait_gone(5)
+            self._wait_gone(10)
+
+    def _ask_to_shut_down(self) -> None:
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True,
+                       timeout=HANG_GUARD_S)
 
     def _alive(self) -> bool:
         try:
@@ -506,7 +589,7 @@ def spare_server(tmp_path):
 
 
 @pytest.mark.redis
-def test_recovers_after_server_restart(spare_server):
+def test_recovers_after_server_restart(spare_server, tcp_connects):
     spare_server.start()
     tier = RedisTier(f"redis://127.0.0.1:{spare_server.port}/0", 2**20, prefix="spare", socket_timeout=0.5,
                      breaker_failures=2, breaker_cooldown_s=0.5)
@@ -514,20 +597,20 @@ def test_recovers_after_server_restart(spare_server):
     assert tier.get(key(1)) == b"before"
 
     spare_server.shutdown()
-    started = time.monotonic()
+    tcp_connects.clear()
     assert tier.get(key(1)) is None
     with pytest.raises(TierUnavailableError):
         tier.put(key(2), b"during")
-    assert time.monotonic() - started < 1.0  # two calls, neither beyond the socket timeout
+    assert len(tcp_connects) <= 2  # two calls, at most one connection attempt each: no retries
     assert tier.stats().breaker_state == "open"
-    started = time.monotonic()
+    attempts = len(tcp_connects)
     assert tier.contains(key(1)) is False and tier.read_events() == []
     with pytest.raises(TierUnavailableError):
         tier.put(key(2), b"during")
-    assert time.monotonic() - started < 0.2
+    assert len(tcp_connects) == attempts  # the open breaker answers without the network
 
     spare_server.start()  # same port, empty (no persistence)
-    time.sleep(0.55)
+    wait_until(lambda: tier.available, "the breaker never let a trial call through")  # the 0.5 s cool-down
     tier.put(key(3), b"after", b"m3")  # the trial call
     assert tier.get(key(3)) == b"after" and tier.bytes_used == 5
     stats = tier.stats()
@@ -546,10 +629,8 @@ def test_cluster_round_trip(spare_server):
                        "--cluster-config-file", str(spare_server.directory / "nodes.conf"))
     admin = redis.Redis(host="127.0.0.1", port=spare_server.port)
     admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-    deadline = time.monotonic() + 10
-    while b"cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
-        assert time.monotonic() < deadline, "the one-node cluster did not come up"
-        time.sleep(0.05)
+    wait_until(lambda: b"cluster_state:ok" in admin.execute_command("CLUSTER", "INFO"),
+               "the one-node cluster did not come up")
     tier = RedisTier(f"redis://127.0.0.1:{spare_server.port}/0", 2**20, cluster=True, socket_timeout=1.0)
     tier.put(key(1), b"clustered", b"m1")
     tier.put(key(2, "other"), b"two", b"m2")
