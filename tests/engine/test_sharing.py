@@ -187,5 +187,5 @@ def test_two_processes_share_one_redis(redis_url, redis_prefix, embedder, signat
                                 capture_output=True, text=True, timeout=180,
                                 env={**os.environ, "HF_HUB_OFFLINE": "1"})
         assert result.returncode == 0 and "inserted" in result.stdout, result.stderr[-2000:]
-        assert wait_for(lambda: here.plan(PROMPT, signature).hit, timeout=15)
+        assert wait_for(lambda: here.plan(PROMPT, signature).hit), "the other process's insert never reached here"
         assert here.fetch(here.plan(PROMPT, signature)) is not None

@@ -288,14 +288,14 @@ def test_a_blob_being_read_keeps_its_slabs_until_the_reader_is_done(tier, monkey
 
     def slow_copy_out(self, held):
         entered.set()
-        assert release.wait(10)
+        assert release.wait(120), "the test never released the reader"
         return real_copy_out(self, held)
 
     monkeypatch.setattr(HostTier, "_copy_out", slow_copy_out)
     results: list = []
     reader = threading.Thread(target=lambda: results.append(tier.get(key(1))))
     reader.start()
-    assert entered.wait(10)
+    assert entered.wait(60), "the reader never started copying out"
     monkeypatch.setattr(HostTier, "_copy_out", real_copy_out)
     tier.put(key(1), payload(2, 4 * SLAB))  # replaced while being read
     tier.remove(key(1))
@@ -305,8 +305,8 @@ def test_a_blob_being_read_keeps_its_slabs_until_the_reader_is_done(tier, monkey
     with pytest.raises(TierUnavailableError):
         tier.put(key(4), b"\xee")
     release.set()
-    reader.join(10)
-    assert results == [old]
+    reader.join(60)
+    assert not reader.is_alive() and results == [old]
     assert tier.slabs_used == 12
     tier.put(key(4), b"\xee" * (4 * SLAB))
     check_allocator(tier)
