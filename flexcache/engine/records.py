@@ -25,10 +25,11 @@ from flexcache.core.types import dtype_from_name
 class GenerationSignature:
     """Everything that must match for a cached latent to be reusable.
 
-    An entry only serves requests with an equal signature: same model, same
+    An entry only serves requests with an equal signature: same model and
+    weights (a sampled fingerprint, loaded adapters and their scales), same
     scheduler and its config, same step count, resolution, frame count and
-    latent shape/dtype, same guidance. A mismatch is a miss, never a wrongly
-    shaped latent (DESIGN.md, "Generation signature").
+    latent shape/dtype, same guidance and attention kwargs. A mismatch is a
+    miss, never a wrongly shaped latent (DESIGN.md, "Generation signature").
 
     Args:
         model_id: the model's name or path (any stable string).
@@ -38,10 +39,19 @@ class GenerationSignature:
         latent_shape: the latent's shape without the batch dimension.
         latent_dtype: the latent's dtype name, e.g. ``"float32"``.
         extra: other settings that change the trajectory (guidance scale,
-            negative prompt), as sorted ``(name, value)`` string pairs.
+            negative prompt, attention kwargs), as sorted ``(name, value)``
+            string pairs.
         frame_axis: which latent dimension indexes frames (1 for Wan's
             (C, T, H, W), 0 for CogVideoX's (T, C, H, W)); the codec's
             temporal delta runs along it.
+        weights: a fingerprint of the denoisers' weights
+            (`integrations.model_identity.weights_fingerprint`); ``""`` where
+            the caller builds signatures itself (the engine API).
+        adapters: the loaded adapters as sorted ``(name, description)``
+            string pairs (weights digest, active, fused, scale).
+
+    Signatures without `weights` and `adapters` serialize (and so key) as
+    they did before those fields existed.
     """
 
     model_id: str
@@ -54,6 +64,8 @@ class GenerationSignature:
     latent_dtype: str = "float32"
     extra: tuple[tuple[str, str], ...] = ()
     frame_axis: int = 1
+    weights: str = ""
+    adapters: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_steps < 2:
@@ -64,6 +76,9 @@ class GenerationSignature:
         dtype_from_name(self.latent_dtype)
         if not 0 <= self.frame_axis < len(self.latent_shape):
             raise InvalidLatentError(f"frame_axis {self.frame_axis} is not a dimension of {self.latent_shape}")
+        if not isinstance(self.weights, str):
+            raise InvalidLatentError(f"weights must be a fingerprint string; got {type(self.weights).__name__}")
+        object.__setattr__(self, "adapters", _string_pairs(self.adapters, "adapters"))
 
     def key(self) -> str:
         """A stable hex digest (never Python's salted ``hash()``)."""
@@ -86,6 +101,9 @@ class GenerationSignature:
             "latent_dtype": self.latent_dtype,
             "extra": [list(pair) for pair in self.extra],
             "frame_axis": self.frame_axis,
+            # Only when set: signatures that have neither keep the keys (and entries) they had before.
+            **({"weights": self.weights} if self.weights else {}),
+            **({"adapters": [list(pair) for pair in self.adapters]} if self.adapters else {}),
         }
 
     @classmethod
@@ -93,7 +111,19 @@ class GenerationSignature:
         fields = dict(data)
         fields["latent_shape"] = tuple(fields["latent_shape"])
         fields["extra"] = tuple(tuple(pair) for pair in fields.get("extra", ()))
+        fields["adapters"] = tuple(tuple(pair) for pair in fields.get("adapters", ()))
         return cls(**fields)
+
+
+def _string_pairs(pairs: Any, name: str) -> tuple[tuple[str, str], ...]:
+    """`pairs` as a tuple of ``(str, str)``; a signature field of another shape is refused."""
+    try:
+        out = tuple((first, second) for first, second in pairs)
+    except (TypeError, ValueError):
+        out = None
+    if out is None or not all(isinstance(part, str) for pair in out for part in pair):
+        raise InvalidLatentError(f"{name} must be (name, value) string pairs; got {pairs!r:.200}")
+    return out
 
 
 @dataclass

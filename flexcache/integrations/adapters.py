@@ -16,6 +16,7 @@ import torch
 
 from flexcache.core.types import dtype_name
 from flexcache.engine.records import GenerationSignature
+from flexcache.integrations.model_identity import ATTENTION_KWARGS_NAMES, unkeyable_reason, with_model_identity
 
 
 def _digest(data: Any) -> str:
@@ -42,7 +43,12 @@ def _rounded_frames(num_frames: int, temporal: int) -> int:
 
 
 class PipelineAdapter:
-    """Knows one pipeline family's latent layout and generation signature."""
+    """Knows one pipeline family's latent layout and generation signature.
+
+    A family implements `family_signature` (its sizes, latent, scheduler and
+    settings) and `family_uncacheable_reason`; `signature` adds what every
+    family shares: the model's identity (`integrations.model_identity`).
+    """
 
     pipeline_class_name: str
     # A miss lets the pipeline draw its own initial latents from a generator seeded with the plan's seed,
@@ -55,8 +61,22 @@ class PipelineAdapter:
     steps_scheduler_copies: bool = False
     # A multistep solver's state is captured and restored (not where a scheduler copy steps a second latent).
     keeps_solver_state: bool = True
+    # The call arguments the pipeline hands to attention processors (diffusers' LoRA scale among them).
+    attention_kwargs_names: tuple[str, ...] = ATTENTION_KWARGS_NAMES
 
     def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+        """The call's generation signature: the family's, the denoisers' weights fingerprint, the loaded
+        adapters and the call's attention kwargs.
+
+        Raises:
+            UncacheableCallError: attention kwargs that cannot be digested
+                (`uncacheable_reason` says so first).
+        """
+        return with_model_identity(self.family_signature(pipe, args, model_id), pipe, self.named_denoisers(pipe),
+                                   args, self.attention_kwargs_names)
+
+    def family_signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+        """The family's part of the signature: sizes, latent shape and dtype, scheduler, settings."""
         raise NotImplementedError
 
     def to_pipeline_latents(self, pipe: Any, latent: torch.Tensor, *, resume: bool) -> torch.Tensor:
@@ -86,7 +106,11 @@ class PipelineAdapter:
 
     def denoisers(self, pipe: Any) -> list[Any]:
         """The transformers the denoising loop calls (in-request caches are enabled on these)."""
-        return [model for name in ("transformer", "transformer_2")
+        return [model for _, model in self.named_denoisers(pipe)]
+
+    def named_denoisers(self, pipe: Any) -> list[tuple[str, Any]]:
+        """`denoisers` by component name (their weights are fingerprinted into the signature)."""
+        return [(name, model) for name in ("transformer", "transformer_2")
                 if (model := getattr(pipe, name, None)) is not None]
 
     def steps_before(self, pipe: Any, index: int, skip_steps: int) -> int:
@@ -98,7 +122,12 @@ class PipelineAdapter:
         return False
 
     def uncacheable_reason(self, pipe: Any, args: dict[str, Any]) -> str | None:
-        """Why this family cannot key the call (it then runs uncached), beyond what every family checks."""
+        """Why the call cannot be keyed (it then runs uncached): attention kwargs that cannot be digested,
+        or the family's own reason; None when it can."""
+        return unkeyable_reason(args, self.attention_kwargs_names) or self.family_uncacheable_reason(pipe, args)
+
+    def family_uncacheable_reason(self, pipe: Any, args: dict[str, Any]) -> str | None:
+        """Why this family cannot key the call, beyond what every family checks."""
         return None
 
     def _conditions(self, args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -119,7 +148,7 @@ class WanAdapter(PipelineAdapter):
 
     pipeline_class_name = "WanPipeline"
 
-    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+    def family_signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         # Mirror the size adjustments WanPipeline.__call__ makes, so the
         # signature names the latent the pipeline will really produce.
         temporal = pipe.vae_scale_factor_temporal
@@ -206,7 +235,7 @@ class CogVideoXAdapter(PipelineAdapter):
 
     pipeline_class_name = "CogVideoXPipeline"
 
-    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+    def family_signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         config = pipe.transformer.config
         spatial, temporal = pipe.vae_scale_factor_spatial, pipe.vae_scale_factor_temporal
         height = int(args.get("height") or config.sample_height * spatial)
@@ -276,7 +305,7 @@ class PreparedLatentsAdapter(PipelineAdapter):
     extra_names: tuple[str, ...] = ()
     frame_axis: int = 1
 
-    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+    def family_signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         sizes = self._sizes(pipe, args)
         probe = self._prepared(pipe, sizes, self._latent_channels(pipe), self._latent_dtype(pipe, args))
         return GenerationSignature(
@@ -374,8 +403,8 @@ class HunyuanVideo15Adapter(PreparedLatentsAdapter):
     pipeline_class_name = "HunyuanVideo15Pipeline"
     extra_names = ("negative_prompt", "sigmas")
 
-    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
-        signature = super().signature(pipe, args, model_id)
+    def family_signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+        signature = super().family_signature(pipe, args, model_id)
         guider = getattr(pipe, "guider", None)
         if guider is None:
             return signature

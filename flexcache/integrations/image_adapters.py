@@ -70,7 +70,7 @@ class ImageConditioned:
     def _conditions(self, args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         return tuple((name, content_digest(args[name])) for name in self.image_names if args.get(name) is not None)
 
-    def uncacheable_reason(self, pipe: Any, args: dict[str, Any]) -> str | None:
+    def family_uncacheable_reason(self, pipe: Any, args: dict[str, Any]) -> str | None:
         for name in self.image_names:
             value = args.get(name)
             if value is None:

@@ -61,7 +61,7 @@ class LTX2Adapter(PipelineAdapter):
                    "spatio_temporal_guidance_blocks", "frame_rate", "motion_speed", "use_cross_timestep",
                    "negative_prompt", "max_sequence_length", "sigmas", "timesteps")
 
-    def signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
+    def family_signature(self, pipe: Any, args: dict[str, Any], model_id: str) -> GenerationSignature:
         layout = self.layout(pipe, args)
         shapes = ("layout", f"video{layout.video}+audio{layout.audio}")
         return GenerationSignature(
@@ -125,7 +125,7 @@ class LTX2Adapter(PipelineAdapter):
             return None
         return torch.cat([latents[0].reshape(-1), copy_output[0].reshape(-1)]).to(torch.float32)
 
-    def uncacheable_reason(self, pipe: Any, args: dict[str, Any]) -> str | None:
+    def family_uncacheable_reason(self, pipe: Any, args: dict[str, Any]) -> str | None:
         if args.get("num_frames") is None and getattr(pipe, "duration_head", None) is not None:
             return "the duration head picks num_frames from the prompt; pass num_frames= to cache the call"
         if args.get("audio_latents") is not None:
