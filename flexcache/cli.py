@@ -213,27 +213,16 @@ def _bench_attacks(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import contextlib
-
     from flexcache import CacheConfig
-    from flexcache.benchmarks.serve.live import LocalRedisServer
     from flexcache.core import parse_bytes
-    from flexcache.serving import JobManager, WorkerConfig, run_server, worker_cache_config
+    from flexcache.serving import serve
 
     if args.workers < 1 or args.steps < 2:
         raise FlexCacheError("--workers must be >= 1 and --steps >= 2")
-    base = CacheConfig.load(args.config).to_dict()
-    with contextlib.ExitStack() as stack:
-        redis_url = args.redis_url or stack.enter_context(LocalRedisServer()).url
-        cache = worker_cache_config(base, redis_url, memory_bytes=parse_bytes(args.memory),
-                                    redis_bytes=parse_bytes(args.redis_capacity))
-        CacheConfig.from_dict(cache)  # a bad config fails here, not in every worker
-        manager = JobManager(WorkerConfig(cache, model=args.model, steps=args.steps, guidance=args.guidance,
-                                          threads=args.threads), args.workers)
-        stack.callback(manager.close)
-        print(f"flexcache serve: {args.workers} workers ({args.model}) over {redis_url}; "
-              f"http://{args.host}:{args.port}/v1/videos", file=sys.stderr, flush=True)
-        run_server(manager, host=args.host, port=args.port, cache_name=cache.get("name", "flexcache"))
+    serve(CacheConfig.load(args.config).to_dict(), workers=args.workers, model=args.model, steps=args.steps,
+          guidance=args.guidance, threads=args.threads, host=args.host, port=args.port, redis_url=args.redis_url,
+          memory_bytes=None if args.memory is None else parse_bytes(args.memory),
+          redis_bytes=None if args.redis_capacity is None else parse_bytes(args.redis_capacity))
     return 0
 
 
@@ -529,18 +518,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--redis-url", help="the shared Redis (default: start a local redis-server)")
+    serve.add_argument("--redis-url", help="the shared Redis (default: the config's redis tier, else a local "
+                       "redis-server; one that disagrees with the config's is refused)")
     serve.add_argument("--model", default="toyworld",
                        help="toyworld (default) or a diffusers model id whose weights this machine has (GPU)")
     serve.add_argument("--steps", type=int, default=20, help="default denoising steps (default 20)")
     serve.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3)")
-    serve.add_argument("--memory", default="1GiB", help="each worker's local memory tier (default 1GiB)")
-    serve.add_argument("--redis-capacity", default="16GiB", help="the shared Redis tier's capacity (default 16GiB)")
+    serve.add_argument("--memory", help="each worker's local tier (default: the config's store.capacity_bytes, "
+                       "2GiB; with store.tiers in the config, only a value that matches its local tier)")
+    serve.add_argument("--redis-capacity", help="the shared Redis tier's capacity (default: the config's redis tier, "
+                       "else 16GiB)")
     serve.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     serve.set_defaults(run=_serve)
 
     inspect = commands.add_parser("inspect", help="list what a disk tier's directory or a Redis tier holds, "
-                                  "without changing it; damaged entries are reported")
+                                  "without changing it; damaged entries are reported (exit status 1), a tier "
+                                  "that cannot be read is an error (exit status 2)")
     where = inspect.add_mutually_exclusive_group(required=True)
     where.add_argument("--disk", metavar="PATH", help="a disk tier's directory (store.tiers[disk].path)")
     where.add_argument("--redis", metavar="URL", help="a Redis tier's server (store.tiers[redis].url)")

@@ -108,3 +108,54 @@ def test_bench_quality_rejects_bad_lists(capsys):
     assert main(["bench", "quality", "--skips", "0,30"]) == 2
     assert main(["bench", "quality", "--budgets", "exact,-1"]) == 2
     assert main(["bench", "quality", "--skips", "a,b"]) == 2
+
+
+SERVE_YAML = """\
+name: served
+store:
+  tiers:
+    - {kind: memory, capacity_bytes: 64MiB}
+    - {kind: disk, capacity_bytes: 1GiB, path: PATH}
+    - {kind: redis, capacity_bytes: 2GiB, url: "redis://cache.internal:6379/3", prefix: prod}
+"""
+
+
+@pytest.fixture
+def serve_config(tmp_path):
+    path = tmp_path / "serve.yaml"
+    path.write_text(SERVE_YAML.replace("PATH", str(tmp_path / "disk")))
+    return path
+
+
+def test_serve_runs_its_workers_over_the_configs_store(serve_config, monkeypatch, capsys):
+    import flexcache.serving as serving
+    from flexcache.core import FlexCacheError
+
+    seen = []
+
+    class NoWorkers:  # stands in for the worker processes: records what they would be built from
+        def __init__(self, config, workers):
+            seen.append((config, workers))
+            raise FlexCacheError("stopped before any worker started")
+
+    monkeypatch.setattr(serving, "JobManager", NoWorkers)
+    assert main(["--config", str(serve_config), "serve", "--workers", "2"]) == 2
+    assert "stopped before any worker started" in capsys.readouterr().err
+    (config, workers), = seen
+    tiers = config.cache["store"]["tiers"]
+    assert workers == 2 and config.cache["name"] == "served"
+    assert [(t["kind"], t["capacity_bytes"]) for t in tiers] == [("memory", 64 << 20), ("disk", 1 << 29),
+                                                                 ("redis", 2 << 30)]
+    assert (tiers[2]["url"], tiers[2]["prefix"]) == ("redis://cache.internal:6379/3", "prod")
+
+
+def test_serve_refuses_a_redis_url_that_disagrees_with_the_config_before_starting_anything(serve_config, monkeypatch,
+                                                                                             capsys):
+    import flexcache.serving as serving
+
+    monkeypatch.setattr(serving, "JobManager", None)  # calling it would fail the test with a TypeError
+    assert main(["--config", str(serve_config), "serve", "--redis-url", "redis://127.0.0.1:6379/0"]) == 2
+    err = capsys.readouterr().err
+    assert "--redis-url 'redis://127.0.0.1:6379/0' disagrees with the config's redis tier" in err and "drop" in err
+    assert main(["--config", str(serve_config), "serve", "--memory", "1GiB"]) == 2
+    assert "--memory" in capsys.readouterr().err

@@ -11,7 +11,11 @@ Endpoints:
   served the job, from which step or which entry: that is the operator's
   (``/metrics``).
 * ``GET /metrics`` (Prometheus: jobs, and each worker's cache, by worker).
-* ``GET /healthz`` -> 200 with live and ready worker counts, 503 with none alive.
+* ``GET /healthz`` -> ``{"status", "reasons", "workers_alive", "workers_ready"}``:
+  200 with status ``ok``, or ``degraded`` and the reasons (a worker could not
+  start or is not ready yet; a worker's shared tier, event follower, setting
+  classifier or store callbacks are failing: `JobManager.health`); 503 with
+  ``no worker alive``. A degraded server still serves: the cache fails open.
 
 Needs the serve extra (``pip install 'flexcache[serve]'``: FastAPI, uvicorn,
 prometheus-client).
@@ -91,9 +95,8 @@ def create_app(manager: JobManager, *, cache_name: str = "flexcache", max_prompt
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        alive, ready = len(manager.alive_workers()), len(manager.ready_workers())
-        return JSONResponse({"status": "ok" if alive else "no worker alive", "workers_alive": alive,
-                             "workers_ready": ready}, status_code=200 if alive else 503)
+        health = manager.health()
+        return JSONResponse(health, status_code=200 if health["workers_alive"] else 503)
 
     return app
 
@@ -115,8 +118,11 @@ class _JobsCollector:
             jobs.add_metric([name], count)
         yield jobs
         for key, doc in (("submitted", "Jobs accepted."), ("retried", "Jobs run again after their worker died."),
-                         ("worker_deaths", "Worker processes that died.")):
+                         ("worker_deaths", "Worker processes that died."),
+                         ("start_failures", "Worker processes that could not start.")):
             yield CounterMetricFamily(f"flexcache_serve_{key}", doc, value=self.manager.counters[key])
+        yield GaugeMetricFamily("flexcache_serve_degraded", "1 while /healthz says anything but ok (see its reasons).",
+                                value=int(self.manager.health()["status"] != "ok"))
         hits = CounterMetricFamily("flexcache_serve_cross_worker_hits",
                                    "Hits on entries another worker inserted (through the shared tier).",
                                    labels=["worker"])

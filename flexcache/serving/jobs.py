@@ -1,44 +1,38 @@
-"""The worker processes of `flexcache serve` and the jobs they run.
+"""The jobs of `flexcache serve` and the worker processes that run them (`serving.worker`).
 
-Each worker is a process with its own pipeline and its own `FlexCache`: a
-local memory tier, then the shared Redis tier every worker points at (entries
-one worker computes are hits for the others). The `JobManager` in the server
+Each worker is a process with its own pipeline and its own `FlexCache`: its
+local tiers, then the shared Redis tier every worker points at (entries one
+worker computes are hits for the others). The `JobManager` in the server
 process assigns each job to one idle worker over that worker's own queue, so
 it always knows which jobs a worker holds: when a worker dies, its job is run
 again on another (once), or failed with a clear status; a replacement worker
-is started. Workers send their cache's `stats()` with every result, which the
-server's ``/metrics`` exports per worker.
+is started in its slot. A worker that fails to start (its cache or pipeline
+cannot be built, or it dies before it is ready) is not replaced: the failure
+is logged with its traceback and named in `health()`, and once no worker is
+alive because of such failures the manager is `fatal` (`flexcache serve`
+exits non-zero). Workers send their cache's `stats()` and `health()` with
+every result and every few seconds; ``/metrics`` and ``/healthz`` report them
+per worker.
 """
 
 from __future__ import annotations
 
 import collections
-import io
 import logging
 import multiprocessing
 import os
 import secrets
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from flexcache.serving.worker import WorkerConfig, worker_main
+
 logger = logging.getLogger(__name__)
 
-TOYWORLD = "toyworld"
 STATUSES = ("queued", "running", "done", "failed")
-
-
-@dataclass
-class WorkerConfig:
-    """What every worker is built from."""
-
-    cache: dict[str, Any]  # a CacheConfig as a dict (its Redis tier shared by all workers)
-    model: str = TOYWORLD  # the toy world, or a diffusers model id (a GPU machine with its weights)
-    steps: int = 20
-    guidance: float = 3.0
-    threads: int = 1
+START_ERRORS_KEPT = 20  # start-up failures the server remembers (and names in /healthz)
 
 
 @dataclass
@@ -64,95 +58,6 @@ class Job:
                 "created": self.created, "finished": self.finished}
 
 
-def clip_to_gif(clip, scale: int = 8) -> bytes:
-    """A toy-world clip (3, frames, size, size) in [-1, 1] as an animated GIF."""
-    import numpy as np
-    from PIL import Image
-
-    frames = ((clip.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
-    images = [Image.fromarray(np.kron(frame, np.ones((scale, scale, 1), dtype=np.uint8))) for frame in frames]
-    out = io.BytesIO()
-    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=125, loop=0)
-    return out.getvalue()
-
-
-def _build_pipeline(config: WorkerConfig):
-    """(pipeline, encode(prompt) -> call kwargs, to_video(output) -> (bytes, media type))."""
-    import torch
-
-    if config.model == TOYWORLD:
-        from flexcache.toyworld.model import WEIGHTS, PromptEncoder, pipeline_kwargs, toyworld_pipeline
-
-        pipe = toyworld_pipeline(WEIGHTS)
-        encoder = PromptEncoder()
-
-        def kwargs_for(prompt: str, steps: int) -> dict[str, Any]:
-            return {"negative_prompt": "", **pipeline_kwargs(encoder([prompt]), steps=steps, guidance=config.guidance)}
-
-        def to_video(output) -> tuple[bytes, str]:
-            return clip_to_gif(output.frames[0]), "image/gif"
-    else:  # a real model: weights from the Hugging Face cache or hub; needs its GPU
-        from diffusers import DiffusionPipeline
-        from diffusers.utils import export_to_video
-
-        pipe = DiffusionPipeline.from_pretrained(config.model, torch_dtype=torch.bfloat16)
-        pipe.to("cuda" if torch.cuda.is_available() else "cpu")
-
-        def kwargs_for(prompt: str, steps: int) -> dict[str, Any]:
-            return {"num_inference_steps": steps, "guidance_scale": config.guidance}
-
-        def to_video(output) -> tuple[bytes, str]:
-            import tempfile
-
-            with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
-                export_to_video(output.frames[0], f.name, fps=16)
-                return open(f.name, "rb").read(), "video/mp4"
-    pipe.set_progress_bar_config(disable=True)
-    return pipe, kwargs_for, to_video
-
-
-def worker_main(worker: int, config: WorkerConfig, tasks, results) -> None:
-    """One worker process: build the cache and pipeline, then run jobs until a None arrives."""
-    import torch
-
-    torch.set_num_threads(config.threads)
-    try:
-        from flexcache import CacheConfig, FlexCache
-        from flexcache.integrations.diffusers import enable_flexcache, last_call_report
-
-        cache = FlexCache(CacheConfig.from_dict(config.cache))
-        pipe, kwargs_for, to_video = _build_pipeline(config)
-        enable_flexcache(pipe, cache, model_id=config.model)
-    except Exception:  # noqa: BLE001 - the manager reports it and starts no job here
-        results.put(("broken", worker, traceback.format_exc()))
-        return
-    results.put(("ready", worker, os.getpid()))
-    own_prompts: set[str] = set()
-    remote_hits = 0
-    while True:
-        job = tasks.get()
-        if job is None:
-            break
-        results.put(("started", worker, job["id"]))
-        try:
-            generator = torch.Generator().manual_seed(job["seed"])
-            with torch.inference_mode():
-                output = pipe(prompt=job["prompt"], generator=generator, flexcache_tenant=job["tenant"],
-                              flexcache_user=job["user"], **kwargs_for(job["prompt"], job["steps"]))
-            report = last_call_report(pipe)
-            # A hit on an entry this worker did not insert came through the shared tier from another worker.
-            remote_hits += bool(report.hit and report.source_prompt not in own_prompts)
-            if report.inserted:
-                own_prompts.add(job["prompt"])
-            video, media_type = to_video(output)
-            results.put(("done", worker, job["id"], {"video": video, "media_type": media_type},
-                         {**cache.stats(), "cross_worker_hits": remote_hits}))
-        except Exception as exc:  # noqa: BLE001 - a failed job is a result, not a crash
-            results.put(("failed", worker, job["id"], f"{type(exc).__name__}: {exc}",
-                         {**cache.stats(), "cross_worker_hits": remote_hits}))
-    cache.close()
-
-
 class NoWorkerError(RuntimeError):
     """No worker process is alive to take a job."""
 
@@ -160,6 +65,7 @@ class NoWorkerError(RuntimeError):
 @dataclass
 class _Worker:
     index: int
+    slot: int  # which of the `workers` places it fills (a replacement takes the slot, and its disk directory)
     process: Any
     tasks: Any
     ready: bool = False
@@ -170,10 +76,13 @@ class _Worker:
 class JobManager:
     """Jobs, the worker processes, and what goes between them. Thread-safe.
 
+    Create it from the thread that will outlive the workers (the main thread):
+    on Linux a worker is killed when the thread that started it ends.
+
     Args:
         config: how each worker is built.
         workers: how many worker processes.
-        respawn: start a replacement when a worker dies.
+        respawn: start a replacement when a worker that was ready dies.
         max_attempts: runs a job gets when workers die running it.
     """
 
@@ -187,11 +96,15 @@ class JobManager:
         self._pending: collections.deque[str] = collections.deque()
         self._workers: dict[int, _Worker] = {}
         self.worker_stats: dict[int, dict[str, Any]] = {}
-        self.counters = {"submitted": 0, "retried": 0, "worker_deaths": 0}
+        self.counters = {"submitted": 0, "retried": 0, "worker_deaths": 0, "start_failures": 0}
+        # worker index -> why it could not start (the last START_ERRORS_KEPT)
+        self.start_errors: collections.OrderedDict[int, str] = collections.OrderedDict()
+        self.fatal_event = threading.Event()  # set once no worker is alive and none will start
         self._next_worker = 0
         self._stop = threading.Event()
-        for _ in range(workers):
-            self._start_worker()
+        self._closing = False
+        for slot in range(workers):
+            self._start_worker(slot)
         self._threads = [threading.Thread(target=self._read_results, name="flexcache-serve-results", daemon=True),
                          threading.Thread(target=self._watch_workers, name="flexcache-serve-watch", daemon=True)]
         for thread in self._threads:
@@ -199,16 +112,18 @@ class JobManager:
 
     # -- workers ----------------------------------------------------------------------
 
-    def _start_worker(self) -> None:
+    def _start_worker(self, slot: int) -> None:
         index = self._next_worker
         self._next_worker += 1
         tasks = self._context.Queue()
-        process = self._context.Process(target=worker_main, args=(index, self.config, tasks, self._results),
+        process = self._context.Process(target=worker_main, args=(index, slot, self.config, tasks, self._results,
+                                                                  os.getpid()),
                                         name=f"flexcache-worker-{index}", daemon=True)
         process.start()
-        self._workers[index] = _Worker(index, process, tasks)
+        self._workers[index] = _Worker(index, slot, process, tasks)
 
     def alive_workers(self) -> list[int]:
+        """Workers that run, starting ones included."""
         with self._lock:
             return [i for i, w in self._workers.items() if not w.retired and w.process.is_alive()]
 
@@ -226,26 +141,73 @@ class JobManager:
         while time.monotonic() < deadline:
             if len(self.ready_workers()) >= wanted:
                 return True
+            if self.fatal_event.is_set():
+                return False
             time.sleep(0.05)
         return False
+
+    @property
+    def fatal(self) -> str | None:
+        """Why the server cannot serve (no worker alive, the last ones failed to start), or None."""
+        if not self.fatal_event.is_set():
+            return None
+        with self._lock:
+            causes = "; ".join(f"worker {index}: {error}" for index, error in sorted(self.start_errors.items()))
+        return f"no worker could start ({causes})"
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok" | "degraded" | "no worker alive", "reasons": [...], "workers_alive", "workers_ready"}``.
+
+        Degraded while a worker could not start, none is ready yet, or a ready
+        worker's cache reports itself degraded (`FlexCache.health`: the shared
+        tier, the event follower, the setting classifier, store callbacks).
+        """
+        with self._lock:
+            alive, ready = self.alive_workers(), self.ready_workers()
+            reasons = [f"worker {index} could not start: {error}" for index, error in self.start_errors.items()]
+            if alive and not ready:
+                reasons.append(f"no worker is ready yet ({len(alive)} starting)")
+            for index in ready:
+                health = (self.worker_stats.get(index) or {}).get("health")
+                if health is None:
+                    reasons.append(f"worker {index} has not reported its health yet")
+                else:
+                    reasons += [f"worker {index}: {reason}" for reason in health.get("reasons", ())]
+        status = "no worker alive" if not alive else "degraded" if reasons else "ok"
+        return {"status": status, "reasons": reasons, "workers_alive": len(alive), "workers_ready": len(ready)}
+
+    def _start_failed(self, index: int, error: str) -> None:
+        if index not in self.start_errors:
+            self.counters["start_failures"] += 1
+        self.start_errors[index] = error
+        while len(self.start_errors) > START_ERRORS_KEPT:
+            self.start_errors.popitem(last=False)
 
     def _watch_workers(self) -> None:
         while not self._stop.wait(0.2):
             with self._lock:
+                if self._closing:
+                    continue
                 for worker in list(self._workers.values()):
                     if worker.retired or worker.process.is_alive():
                         continue
                     worker.retired = True
+                    if not worker.ready:  # a start-up failure: a replacement would fail the same way
+                        self._start_failed(worker.index, f"died while starting (exit code {worker.process.exitcode})")
+                        continue
                     self.counters["worker_deaths"] += 1
                     logger.warning("flexcache serve: worker %d died (exit code %s)", worker.index,
                                    worker.process.exitcode)
                     if worker.current is not None:
                         self._requeue(worker.current, f"worker {worker.index} died running it")
                     if self.respawn:
-                        self._start_worker()
+                        self._start_worker(worker.slot)
                 if not self.alive_workers():  # nothing will ever run what waits: fail it now
                     while self._pending:
                         self._fail(self._pending.popleft(), "no worker is alive to run it")
+                    # Workers that failed to start are not replaced: nothing will come back.
+                    if self.start_errors and (self.respawn or not any(w.ready for w in self._workers.values())):
+                        self.fatal_event.set()
                 self._dispatch()
 
     def _requeue(self, job_id: str, why: str) -> None:
@@ -320,11 +282,15 @@ class JobManager:
                 worker = self._workers.get(index)
                 if kind == "ready" and worker is not None:
                     worker.ready = True
+                    self.worker_stats[index] = message[3]
                 elif kind == "broken":
                     logger.error("flexcache serve: worker %d could not start:\n%s", index, message[2])
+                    self._start_failed(index, message[3])
                     if worker is not None:
                         worker.retired = True
                         worker.process.join(timeout=1)
+                elif kind == "health":
+                    self.worker_stats[index] = message[2]
                 elif kind == "started":
                     job = self.jobs.get(message[2])
                     if job is not None and job.status == "queued":
@@ -343,8 +309,9 @@ class JobManager:
                 self._dispatch()
 
     def close(self) -> None:
-        self._stop.set()
+        """Stop every worker (each finishes its job and closes its cache), then the manager's threads."""
         with self._lock:
+            self._closing = True  # no replacement from here on
             workers = list(self._workers.values())
             for worker in workers:
                 if worker.process.is_alive():
@@ -354,5 +321,7 @@ class JobManager:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(timeout=5)
+        # Only now: a worker the watch thread started dies with that thread (Linux parent-death signal).
+        self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)

@@ -37,7 +37,7 @@ def server(redis_url, redis_prefix):
     base = {"embedder": {"device": "cpu"}, "index": {"device": "cpu"}, "name": "served"}
     cache = worker_cache_config(base, redis_url, memory_bytes=64 << 20, redis_bytes=256 << 20,
                                 redis_prefix=redis_prefix)
-    manager = JobManager(WorkerConfig(cache, steps=10), workers=2)
+    manager = JobManager(WorkerConfig(cache, steps=10, health_interval_s=0.5), workers=2)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -59,6 +59,16 @@ def finished(client, ids):
     return all(client.get(f"/v1/videos/{i}").json()["status"] in ("done", "failed") for i in ids)
 
 
+def every_worker_knows_every_entry(manager) -> bool:
+    """Each ready worker's index holds every entry any worker inserted: the write-behind copies reached
+    Redis and the other worker's event follower took them in (from the stats workers report every 0.5 s)."""
+    stats = [manager.worker_stats.get(index) for index in manager.ready_workers()]
+    if len(stats) < 2 or None in stats:
+        return False
+    inserted = sum(s["inserts"] for s in stats)
+    return inserted > 0 and all(s["entries"] >= inserted for s in stats)
+
+
 def test_twenty_jobs_survive_a_killed_worker_and_hits_cross_workers(server):
     manager, url = server
     rng = random.Random(0)
@@ -66,8 +76,9 @@ def test_twenty_jobs_survive_a_killed_worker_and_hits_cross_workers(server):
     with httpx.Client(base_url=url, timeout=30) as client:
         first = [client.post("/v1/videos", json={"prompt": p, "seed": i}).json()["id"] for i, p in enumerate(prompts)]
         wait(lambda: finished(client, first), what="the first ten jobs")
-        time.sleep(1.0)  # write-behind to Redis and the other worker's event stream
-        again = [client.post("/v1/videos", json={"prompt": p, "seed": 100 + i}).json()["id"]
+        wait(lambda: every_worker_knows_every_entry(manager), what="each worker to know the other's entries")
+        # The same seeds again: an explicit seed is served only by entries of that seed.
+        again = [client.post("/v1/videos", json={"prompt": p, "seed": i}).json()["id"]
                  for i, p in enumerate(prompts)]
         running = []
         wait(lambda: running.extend(j.worker for i in again if (j := manager.get(i)).status == "running")
@@ -96,11 +107,14 @@ def test_twenty_jobs_survive_a_killed_worker_and_hits_cross_workers(server):
         assert client.post("/v1/videos", json={"prompt": "a cat", "user": "no spaces"}).status_code == 422
         assert client.post("/v1/videos", json={"prompt": "x" * 301}).status_code == 413
         assert client.get("/v1/videos/nope").status_code == 404
-        assert client.get("/healthz").status_code == 200
+        health = client.get("/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ok", health.json()
 
         manager.respawn = False  # now no worker comes back
         for pid in manager.worker_pids().values():
             os.kill(pid, signal.SIGKILL)
         wait(lambda: not manager.alive_workers(), 30, "every worker gone")
         assert client.post("/v1/videos", json={"prompt": "a cat"}).status_code == 503
-        assert client.get("/healthz").status_code == 503
+        gone = client.get("/healthz")
+        assert gone.status_code == 503 and gone.json()["status"] == "no worker alive"
+        assert not manager.fatal_event.is_set()  # killed, not failed to start: respawn was off

@@ -20,17 +20,22 @@ machine's, not a GPU's; the `simulated` mode scales to GPU profiles.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import platform
 import queue
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -49,8 +54,36 @@ READY_TIMEOUT_S = 300.0  # a worker loads MiniLM and the pipeline; slow under lo
 RESULT_TIMEOUT_S = 300.0  # one request, worst case, before the run is declared stuck
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def parent_death_signal() -> Callable[[int], bool]:
+    """A function that asks Linux to send this process a signal when its parent dies.
+
+    ``set_signal(signum)`` calls ``prctl(PR_SET_PDEATHSIG, signum)`` and returns
+    whether it took (False off Linux, or without libc's prctl). The kernel sends
+    the signal when the *thread* that started the process exits, so start such
+    processes from a thread that lives as long as they should (the main thread).
+    Resolved here, in the parent, so a `preexec_fn` between fork and exec only
+    makes the call.
+    """
+    prctl = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_signal(signum: int) -> bool:
+        return prctl is not None and prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+
+    return set_signal
+
+
 class LocalRedisServer:
-    """A throwaway redis-server on a free loopback port (no persistence), stopped on exit."""
+    """A throwaway redis-server on a free loopback port (no persistence), stopped on exit.
+
+    It also dies with this process, even one that is SIGKILLed (Linux: a parent-death
+    signal, set when it is started from the main thread; see `parent_death_signal`).
+    """
 
     def __init__(self) -> None:
         binary = shutil.which("redis-server")
@@ -61,9 +94,20 @@ class LocalRedisServer:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self._dir = tempfile.TemporaryDirectory(prefix="flexcache-live-redis-")
+        set_signal, parent = parent_death_signal(), os.getpid()
+
+        def die_with_parent() -> None:  # runs in the child between fork and exec
+            set_signal(signal.SIGTERM)
+            if os.getppid() != parent:  # the parent died before the signal was set
+                os._exit(1)
+
+        # From another thread the signal would fire when that thread ends, not this process.
+        main_thread = threading.current_thread() is threading.main_thread()
         self._process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent if main_thread else None)
+        self.pid = self._process.pid
         self.url = f"redis://127.0.0.1:{self.port}/0"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -1,0 +1,184 @@
+"""One worker process of `flexcache serve`: its pipeline, its `FlexCache`, its jobs.
+
+A worker builds its cache and pipeline, says ``ready`` (or ``broken``, with the
+traceback, when either fails), then runs the jobs its queue brings until a
+None arrives. Each result carries the cache's `stats()` and `health()`; a
+heartbeat thread sends them every `health_interval_s` as well, so the server
+knows a worker's health between jobs.
+
+A worker dies with the server: on Linux the kernel kills it when its parent
+dies (``PR_SET_PDEATHSIG``), and everywhere the heartbeat thread exits the
+process once its parent is gone (a worker on a GPU would otherwise keep its
+memory).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TOYWORLD = "toyworld"
+WATCHDOG_S = 0.5  # how often a worker checks that its parent still lives
+
+
+@dataclass
+class WorkerConfig:
+    """What every worker is built from."""
+
+    cache: dict[str, Any]  # a CacheConfig as a dict (its Redis tier shared by all workers; `worker_cache_config`)
+    model: str = TOYWORLD  # the toy world, or a diffusers model id (a GPU machine with its weights)
+    steps: int = 20
+    guidance: float = 3.0
+    threads: int = 1
+    health_interval_s: float = 2.0  # how often an idle or busy worker reports its cache's stats and health
+
+
+def worker_store(cache: dict[str, Any], slot: int) -> dict[str, Any]:
+    """`cache` with each disk tier in its own subdirectory ``worker-<slot>`` of the configured path.
+
+    A disk directory belongs to one process; a replacement worker takes the
+    slot, and the directory, of the one it replaces.
+
+    Example:
+        >>> worker_store({"store": {"tiers": [{"kind": "disk", "capacity_bytes": 8, "path": "/ssd/fc"}]}}, 1)
+        {'store': {'tiers': [{'kind': 'disk', 'capacity_bytes': 8, 'path': '/ssd/fc/worker-1'}]}}
+    """
+    store = cache.get("store") or {}
+    tiers = [{**tier, "path": os.path.join(tier["path"], f"worker-{slot}")} if tier.get("kind") == "disk" else tier
+             for tier in store.get("tiers") or ()]
+    return {**cache, "store": {**store, "tiers": tiers}}
+
+
+def clip_to_gif(clip, scale: int = 8) -> bytes:
+    """A toy-world clip (3, frames, size, size) in [-1, 1] as an animated GIF."""
+    import numpy as np
+    from PIL import Image
+
+    frames = ((clip.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
+    images = [Image.fromarray(np.kron(frame, np.ones((scale, scale, 1), dtype=np.uint8))) for frame in frames]
+    out = io.BytesIO()
+    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=125, loop=0)
+    return out.getvalue()
+
+
+def _build_pipeline(config: WorkerConfig):
+    """(pipeline, encode(prompt) -> call kwargs, to_video(output) -> (bytes, media type))."""
+    import torch
+
+    if config.model == TOYWORLD:
+        from flexcache.toyworld.model import WEIGHTS, PromptEncoder, pipeline_kwargs, toyworld_pipeline
+
+        pipe = toyworld_pipeline(WEIGHTS)
+        encoder = PromptEncoder()
+
+        def kwargs_for(prompt: str, steps: int) -> dict[str, Any]:
+            return {"negative_prompt": "", **pipeline_kwargs(encoder([prompt]), steps=steps, guidance=config.guidance)}
+
+        def to_video(output) -> tuple[bytes, str]:
+            return clip_to_gif(output.frames[0]), "image/gif"
+    else:  # a real model: weights from the Hugging Face cache or hub; needs its GPU
+        from diffusers import DiffusionPipeline
+        from diffusers.utils import export_to_video
+
+        pipe = DiffusionPipeline.from_pretrained(config.model, torch_dtype=torch.bfloat16)
+        pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+
+        def kwargs_for(prompt: str, steps: int) -> dict[str, Any]:
+            return {"num_inference_steps": steps, "guidance_scale": config.guidance}
+
+        def to_video(output) -> tuple[bytes, str]:
+            import tempfile
+
+            with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+                export_to_video(output.frames[0], f.name, fps=16)
+                return open(f.name, "rb").read(), "video/mp4"
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, kwargs_for, to_video
+
+
+class _Heartbeat:
+    """The worker's watchdog and reporter: exits the process when the parent is gone; sends the
+    cache's stats and health every `interval` seconds once the cache exists."""
+
+    def __init__(self, worker: int, parent_pid: int, results, interval: float) -> None:
+        self.worker, self.parent_pid, self.results, self.interval = worker, parent_pid, results, interval
+        self.cache = None
+        self.remote_hits = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flexcache-worker-heartbeat", daemon=True)
+        self._thread.start()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**self.cache.stats(), "health": self.cache.health(), "cross_worker_hits": self.remote_hits}
+
+    def _run(self) -> None:
+        waited = 0.0
+        while not self._stop.wait(WATCHDOG_S):
+            if os.getppid() != self.parent_pid:  # reparented: the server is gone, and so is this worker
+                os._exit(1)
+            waited += WATCHDOG_S
+            if self.cache is None or waited < self.interval:
+                continue
+            waited = 0.0
+            try:
+                self.results.put(("health", self.worker, self.snapshot()))
+            except Exception:  # noqa: BLE001 - a report that failed is sent again next time
+                logger.debug("flexcache serve: worker %d could not report its health", self.worker, exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def worker_main(worker: int, slot: int, config: WorkerConfig, tasks, results, parent_pid: int) -> None:
+    """One worker process: build the cache and pipeline, then run jobs until a None arrives."""
+    from flexcache.benchmarks.serve.live import parent_death_signal
+
+    parent_death_signal()(signal.SIGKILL)  # Linux: the kernel kills this worker when the server dies
+    if os.getppid() != parent_pid:  # the server died before that was set
+        return
+    heartbeat = _Heartbeat(worker, parent_pid, results, config.health_interval_s)
+    import torch
+
+    torch.set_num_threads(config.threads)
+    try:
+        from flexcache import CacheConfig, FlexCache
+        from flexcache.integrations.diffusers import enable_flexcache, last_call_report
+
+        cache = FlexCache(CacheConfig.from_dict(worker_store(config.cache, slot)))
+        pipe, kwargs_for, to_video = _build_pipeline(config)
+        enable_flexcache(pipe, cache, model_id=config.model)
+    except Exception as exc:  # noqa: BLE001 - the manager reports it and starts no job here
+        results.put(("broken", worker, traceback.format_exc(), f"{type(exc).__name__}: {exc}"))
+        return
+    heartbeat.cache = cache
+    results.put(("ready", worker, os.getpid(), heartbeat.snapshot()))
+    own_prompts: set[str] = set()
+    while True:
+        job = tasks.get()
+        if job is None:
+            break
+        results.put(("started", worker, job["id"]))
+        try:
+            generator = torch.Generator().manual_seed(job["seed"])
+            with torch.inference_mode():
+                output = pipe(prompt=job["prompt"], generator=generator, flexcache_tenant=job["tenant"],
+                              flexcache_user=job["user"], **kwargs_for(job["prompt"], job["steps"]))
+            report = last_call_report(pipe)
+            # A hit on an entry this worker did not insert came through the shared tier from another worker.
+            heartbeat.remote_hits += bool(report.hit and report.source_prompt not in own_prompts)
+            if report.inserted:
+                own_prompts.add(job["prompt"])
+            video, media_type = to_video(output)
+            results.put(("done", worker, job["id"], {"video": video, "media_type": media_type}, heartbeat.snapshot()))
+        except Exception as exc:  # noqa: BLE001 - a failed job is a result, not a crash
+            results.put(("failed", worker, job["id"], f"{type(exc).__name__}: {exc}", heartbeat.snapshot()))
+    heartbeat.stop()
+    cache.close()
