@@ -10,6 +10,8 @@ from flexcache.engine.index import FaissFlatIndex, TorchFlatIndex
 from flexcache.kernels.noise import seeded_noise
 
 pytestmark = pytest.mark.gpu
+# A float32 dot product of two 384-d unit vectors is off by at most 384 roundings of 2^-24 (2.3e-5).
+SIMILARITY_ROUNDING = 1e-4
 
 
 def _unit(n: int, dim: int, seed: int) -> torch.Tensor:
@@ -29,14 +31,28 @@ def test_torch_index_on_cuda_matches_cpu_faiss():
     gpu_sims, gpu_ids = gpu.search(queries.cuda(), 8)
     cpu_sims, cpu_ids = cpu.search(queries, 8)
     assert gpu_sims.device.type == "cuda"
-    assert torch.equal(gpu_ids.cpu(), cpu_ids)
-    torch.testing.assert_close(gpu_sims.cpu(), cpu_sims, atol=1e-4, rtol=0)
+    # Each GPU result is the true top 8 (float64 on the CPU): two entries whose similarities differ
+    # by less than float32 rounding may come in either order on either index, so ids are compared
+    # through their similarities, not position by position.
+    live = torch.ones(len(ids), dtype=torch.bool)
+    live[::7] = False
+    exact = queries.double() @ vectors[live].double().T
+    true_top = exact.topk(8, dim=1).values
+    row_of = {int(i): row for row, i in enumerate(ids[live].tolist())}
+    for query, found in enumerate(gpu_ids.cpu().tolist()):
+        assert len(set(found)) == 8 and all(i in row_of for i in found)  # eight distinct live entries
+        found_sims = exact[query, [row_of[i] for i in found]]
+        torch.testing.assert_close(found_sims, true_top[query], atol=SIMILARITY_ROUNDING, rtol=0)
+    torch.testing.assert_close(gpu_sims.cpu().double(), true_top, atol=SIMILARITY_ROUNDING, rtol=0)
+    torch.testing.assert_close(gpu_sims.cpu(), cpu_sims, atol=SIMILARITY_ROUNDING, rtol=0)
 
 
 def test_seeded_noise_on_cuda_matches_the_cpu_reference():
-    # Philox is bit-identical; log/cos in Box-Muller may differ in the last float32 bit.
+    # Philox is bit-identical; log/cos in Box-Muller come from CUDA's math library on the GPU.
+    from tests.kernels.test_kernels import assert_noise_close
+
     gpu = seeded_noise((4, 3, 8, 8), 77, "cuda").cpu()
-    assert (gpu - seeded_noise((4, 3, 8, 8), 77)).abs().max() <= 1e-6
+    assert_noise_close(gpu, seeded_noise((4, 3, 8, 8), 77))
 
 
 def test_codec_round_trip_from_and_to_cuda():
