@@ -8,6 +8,7 @@ import torch
 from flexcache.codec.latent import LosslessCodec
 from flexcache.engine.index import FaissFlatIndex, TorchFlatIndex
 from flexcache.kernels.noise import seeded_noise
+from tests.kernels.rounding import assert_noise_close
 
 pytestmark = pytest.mark.gpu
 # A float32 dot product of two 384-d unit vectors is off by at most 384 roundings of 2^-24 (2.3e-5).
@@ -49,8 +50,6 @@ def test_torch_index_on_cuda_matches_cpu_faiss():
 
 def test_seeded_noise_on_cuda_matches_the_cpu_reference():
     # Philox is bit-identical; log/cos in Box-Muller come from CUDA's math library on the GPU.
-    from tests.kernels.test_kernels import assert_noise_close
-
     gpu = seeded_noise((4, 3, 8, 8), 77, "cuda").cpu()
     assert_noise_close(gpu, seeded_noise((4, 3, 8, 8), 77))
 

@@ -18,6 +18,7 @@ from flexcache.codec.latent import (
 from flexcache.config import CodecConfig
 from flexcache.kernels.noise import seeded_noise
 from flexcache.store.integrity import frame, unframe
+from tests.kernels.rounding import BOX_MULLER_RADIUS, FLOAT32_SLACK
 
 SEED = 31337
 
@@ -107,7 +108,12 @@ def test_blobs_cross_backends(encode_backend, decode_backend):
     blob = writer.encode(x, seed=SEED, sigma=0.8)
     same_side = writer.decode(blob)
     other_side = reader.decode(blob)
-    assert (same_side - other_side).abs().max() <= 1e-6
+    # The decoders add back c * eps, each with its own backend's noise: Philox is bit-identical, but
+    # Box-Muller's log and cos come from different math libraries (float32 rounding scaled by the
+    # radius, at most 5.7), and a compiled kernel may fuse the multiply-add.
+    noise = describe_blob(blob)["noise_scale"] * seeded_noise(x.shape, SEED).abs()
+    bound = FLOAT32_SLACK * (same_side.abs() + noise + abs(describe_blob(blob)["noise_scale"]) * BOX_MULLER_RADIUS)
+    assert bool(((same_side - other_side).abs() <= bound).all())
     assert rms(other_side, x) <= 0.016 * (1 + 1e-4)
 
 

@@ -19,30 +19,15 @@ import torch
 
 from flexcache import ConfigError, InvalidLatentError
 from flexcache.kernels import ops, reference
+from tests.kernels.rounding import FLOAT16_STEP, FLOAT32_SLACK, assert_noise_close
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Odd sizes: S is never a multiple of the block, T > 1 for the delta.
 SHAPES = [((3, 4, 37), 1, 16), ((2, 5, 3, 11), 0, 16), ((4, 3, 5, 7), 1, 32)]
-FLOAT32_SLACK = 2.0**-20  # 16 float32 roundings (unit roundoff 2^-24), relative to the magnitudes involved
-FLOAT16_STEP = 2.0**-10  # one float16 step is at most this much of a normal value
-BOX_MULLER_RADIUS = 5.7  # sqrt(-2 ln u) for u >= 1e-7, the largest factor on cos's rounding error
 
 
 def _random(shape, seed):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
-
-
-def assert_noise_close(noise: torch.Tensor, oracle: torch.Tensor) -> None:
-    """Philox normals from two backends: the same up to log/cos rounding.
-
-    Philox is integer arithmetic and bit-identical everywhere; Box-Muller's
-    log and cos come from different math libraries (numpy, torch, CUDA), each a
-    few float32 units off, and cos's error is scaled by the radius.
-    """
-    noise, oracle = noise.double().cpu(), oracle.double().cpu()
-    bound = FLOAT32_SLACK * (BOX_MULLER_RADIUS + oracle.abs())
-    worst = float(((noise - oracle).abs() - bound).max())
-    assert worst <= 0, f"noise differs beyond log/cos rounding (by {worst:.3g} past the bound)"
 
 
 def _codes(packed: torch.Tensor, bits: int, layout: tuple[int, int, int, int]) -> torch.Tensor:
