@@ -31,7 +31,8 @@ def latents_for(plan, scale=1.0):
 def fill(cache, prompt, signature, tenant="default"):
     plan = cache.plan(prompt, signature, tenant=tenant).as_miss()
     data = latents_for(plan)
-    cache.insert(plan, data)
+    keys = cache.insert(plan, data)
+    assert len(keys) == len(data), "the insert stored nothing: a later miss would prove nothing"
     return plan, data
 
 
@@ -63,6 +64,7 @@ def test_near_duplicate_hits_at_a_shallower_or_equal_depth(make_cache, signature
 def test_unrelated_prompt_misses(make_cache, signature):
     cache = make_cache()
     fill(cache, PROMPT, signature)
+    assert cache.plan(PROMPT, signature).hit  # the entry is there to be found
     plan = cache.plan(UNRELATED, signature)
     assert not plan.hit and plan.skip_steps == 0
     assert plan.similarity is not None and plan.similarity < 0.65
@@ -78,6 +80,7 @@ def test_unrelated_prompt_misses(make_cache, signature):
 def test_different_signature_is_a_miss(make_cache, signature, change):
     cache = make_cache()
     fill(cache, PROMPT, signature)
+    assert cache.plan(PROMPT, signature).hit  # the same prompt under the same signature is served
     other = dataclasses.replace(signature, **change)
     plan = cache.plan(PROMPT, other)
     assert not plan.hit
@@ -237,6 +240,7 @@ def test_corrupt_blob_is_a_miss_and_is_dropped(make_cache, signature):
     cache = make_cache()
     fill(cache, PROMPT, signature)
     plan = cache.plan(PROMPT, signature)
+    assert plan.hit
     key = next(e.key for e in cache.entries() if e.step == plan.skip_steps)
     blob = bytearray(cache.tier.get(key))
     blob[-3] ^= 0xFF
@@ -254,6 +258,7 @@ def test_fetch_after_eviction_returns_none(make_cache, signature):
     cache = make_cache()
     fill(cache, PROMPT, signature)
     plan = cache.plan(PROMPT, signature)
+    assert plan.hit
     cache.clear()
     assert cache.fetch(plan) is None
     assert cache.stats()["fetch_misses"] == 1
