@@ -24,7 +24,8 @@ def _fill(cache, signature, prompt, parts=None, seed=1):
     assert not plan.hit
     latents = {step: torch.randn(signature.latent_shape, generator=torch.Generator().manual_seed(step))
                for step in plan.checkpoint_steps}
-    cache.insert(plan, latents)
+    keys = cache.insert(plan, latents)
+    assert len(keys) == len(latents), "the insert stored nothing: a later miss would prove nothing"
     return plan
 
 
@@ -54,6 +55,7 @@ def test_full_lookup_ignores_parts(make_cache, signature):
     again = cache.plan("a child flying a red kite in a sunlit park", signature)
     assert not again.hit and again.object_similarity is None
     assert cache.index.partitions == 1  # no part partitions under full look-up
+    assert cache.plan("a golden retriever chasing a frisbee in a sunlit park", signature).hit  # the entry is there
 
 
 def test_missing_backgrounds_match_each_other_only(make_cache, signature):
@@ -64,7 +66,7 @@ def test_missing_backgrounds_match_each_other_only(make_cache, signature):
     assert tulip.hit and tulip.background_similarity == 1.0
     in_garden = cache.plan("a close-up of a blooming red tulip in a garden", signature,
                            parts=("close-up of a blooming red tulip", "garden"))
-    assert not in_garden.hit
+    assert not in_garden.hit  # (the tulip hit above shows the entry is there)
 
 
 def test_parts_come_from_the_splitter_by_default(make_cache, signature):

@@ -40,8 +40,9 @@ def _fill(cache, signature, prompt, parts, *, seed=1, masks=True):
     plan = cache.plan(prompt, signature, seed=seed, parts=parts)
     assert not plan.hit
     latents = {step: torch.full(signature.latent_shape, float(seed)) for step in plan.checkpoint_steps}
-    cache.insert(plan, latents, {step: 0.5 for step in latents},
-                 {step: _object_mask() for step in latents} if masks else None)
+    keys = cache.insert(plan, latents, {step: 0.5 for step in latents},
+                        {step: _object_mask() for step in latents} if masks else None)
+    assert len(keys) == len(latents), "the insert stored nothing: a later miss would prove nothing"
     return plan
 
 
@@ -155,15 +156,20 @@ def test_entries_without_masks_serve_whole_latent_rules_only(make_cache, signatu
     _fill(cache, signature, "a golden retriever chasing a frisbee in a sunlit park", PARK, masks=False)
     plan = cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE)
     assert not plan.hit
+    whole = cache.plan("a golden retriever chasing a frisbee in a sunlit park", signature, parts=PARK)
+    assert whole.hit and whole.region is None  # the entry serves, as a whole latent
 
 
 def test_a_caller_that_cannot_run_regions_gets_none(make_cache, signature):
     cache = _cache(make_cache)
     _fill(cache, signature, "a golden retriever chasing a frisbee in a sunlit park", PARK)
     assert not cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE, regions=False).hit
+    region = cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE, regions=True)
+    assert region.hit and region.region == "object"  # the same request from a caller that can run regions
     off = _cache(make_cache, regions=False)
     _fill(off, signature, "a golden retriever chasing a frisbee in a sunlit park", PARK)
     assert not off.plan("a child flying a red kite in a sunlit park", signature, parts=KITE).hit
+    assert off.plan("a golden retriever chasing a frisbee in a sunlit park", signature, parts=PARK).hit
 
 
 def test_no_background_part_never_keeps_a_background(make_cache, signature):
@@ -171,6 +177,10 @@ def test_no_background_part_never_keeps_a_background(make_cache, signature):
     _fill(cache, signature, "a golden retriever chasing a frisbee", ("golden retriever chasing a frisbee", ""))
     plan = cache.plan("a child flying a red kite", signature, parts=("child flying a red kite", ""))
     assert not plan.hit  # both without a setting: no background to keep
+    # With a setting on both sides the same rule keeps it: the miss above is the missing setting's.
+    _fill(cache, signature, "a golden retriever chasing a frisbee in a sunlit park", PARK, seed=2)
+    kite = cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE, regions=True)
+    assert kite.hit and kite.region == "object"
 
 
 def test_a_corrupt_mask_gives_no_region_hit_and_no_garbage(make_cache, signature, caplog):
