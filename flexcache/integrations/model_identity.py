@@ -100,7 +100,7 @@ def _update_with_samples(digest: Any, named_tensors: Iterable[tuple[str, torch.T
 
 
 def weights_fingerprint(modules: Iterable[tuple[str, torch.nn.Module]]) -> str:
-    """A digest of the named modules' parameters and buffers: names, shapes, dtypes and sampled values.
+    """A digest of the named modules' parameters and persistent buffers: names, shapes, dtypes, sampled values.
 
     Equal weights give equal fingerprints in every process, on any device
     (values in the same dtype); any dense change to the weights (another checkpoint, a fused or
@@ -123,9 +123,18 @@ def weights_fingerprint(modules: Iterable[tuple[str, torch.nn.Module]]) -> str:
     """
     digest = hashlib.sha256(b"flexcache-weights-v1;")
     for prefix, module in modules:
-        tensors = itertools.chain(module.named_parameters(prefix=prefix), module.named_buffers(prefix=prefix))
-        _update_with_samples(digest, tensors)
+        _update_with_samples(digest, itertools.chain(module.named_parameters(prefix=prefix),
+                                                     _persistent_buffers(module, prefix)))
     return digest.hexdigest()[:32]
+
+
+def _persistent_buffers(module: torch.nn.Module, prefix: str) -> Iterable[tuple[str, torch.Tensor]]:
+    """The buffers a checkpoint holds. Non-persistent ones (rotary tables) follow from the config, and are
+    computed on whatever device built the model, so they could differ in the last bit between machines."""
+    for name, submodule in module.named_modules(prefix=prefix):
+        for buffer_name, buffer in submodule._buffers.items():
+            if buffer is not None and buffer_name not in submodule._non_persistent_buffers_set:
+                yield f"{name}.{buffer_name}", buffer
 
 
 def _tuner_layers(pipe: Any) -> list[tuple[str, Any]]:

@@ -252,6 +252,21 @@ def test_the_fingerprint_follows_values_not_memory_layout():
     assert weights_fingerprint([("m", strided)]) != weights_fingerprint([("m", contiguous)])
 
 
+def test_the_fingerprint_covers_what_a_checkpoint_holds():
+    """Persistent buffers are weights; non-persistent ones (rotary tables) follow from the config."""
+    def module():
+        out = torch.nn.Module()
+        out.register_buffer("running_mean", torch.zeros(4))
+        out.register_buffer("rotary", torch.ones(4), persistent=False)
+        return out
+
+    base, stats, table = module(), module(), module()
+    stats.running_mean += 1
+    table.rotary += 1e-7  # as a table computed on another device could differ
+    assert weights_fingerprint([("m", stats)]) != weights_fingerprint([("m", base)])
+    assert weights_fingerprint([("m", table)]) == weights_fingerprint([("m", base)])
+
+
 @pytest.mark.gpu
 def test_the_fingerprint_is_the_same_on_any_device():
     """Model CPU offload moves the transformer between calls, device maps split it: neither changes the weights."""
