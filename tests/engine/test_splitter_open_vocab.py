@@ -18,6 +18,8 @@ from flexcache.engine.splitter import PromptParts, split_prompt
 from flexcache.errors import BackendUnavailableError
 
 LABELS = Path(__file__).resolve().parents[1] / "data" / "prompt_splits.jsonl"
+# Written from docs/labelling-guide.md by a helper that saw nothing else: no rule or phrase was tuned on it.
+HELDOUT = LABELS.with_name("prompt_splits_heldout.jsonl")
 
 
 @pytest.fixture
@@ -209,7 +211,6 @@ def test_shipped_weights_match_the_training_phrases():
         "data/setting_phrases.json changed: retrain with python -m flexcache.engine.train_splitter"
     )
     assert weights["dim"] == 384 and weights["layers"] == sc.DEFAULT_LAYERS
-    assert weights["cross_validation"]["setting_accuracy"] >= 0.85
     data = json.loads(phrases)
     assert {name: len(data[name]) >= 100 for name in sc.CLASSES} == dict.fromkeys(sc.CLASSES, True)
 
@@ -264,6 +265,28 @@ def test_training_phrases_and_fit():
 def test_open_vocab_with_the_packaged_model(install, real_classifier, prompt, obj, background):
     install(real_classifier)
     assert split_prompt(prompt) == PromptParts(object=obj, background=background)
+
+
+def test_packaged_model_splits_held_out_prompts(install, real_classifier, tmp_path):
+    """The shipped classifier, evaluated here on prompts it was not trained or tuned on.
+
+    `heldout` (tests/data/prompt_splits_heldout.jsonl) was labelled by someone who saw
+    neither rules nor classifier; dev2's setting heads were kept out of the training
+    phrases. Token F1 of the split with the classifier, and its gain over the lexicon alone.
+    """
+    unseen = tmp_path / "unseen.jsonl"
+    rows = [line for line in LABELS.read_text(encoding="utf-8").splitlines() if '"split": "dev2"' in line]
+    unseen.write_text("\n".join(rows + HELDOUT.read_text(encoding="utf-8").splitlines()) + "\n", encoding="utf-8")
+    install(None)
+    lexicon_only = evaluate_splits(unseen)
+    install(real_classifier)
+    with_classifier = evaluate_splits(unseen)
+    for split in ("heldout", "dev2"):
+        scores, baseline = with_classifier[split], lexicon_only[split]
+        assert scores["count"] >= 100, (split, scores)
+        assert scores["object_f1"] >= 0.85 and scores["background_f1"] >= 0.85, (split, scores)
+        # Settings the lexicon does not know are what the classifier is for.
+        assert scores["background_f1"] >= baseline["background_f1"] + 0.1, (split, scores, baseline)
 
 
 def test_packaged_model_kinds(real_classifier):
