@@ -1,7 +1,8 @@
 """The bottom layer: errors, configuration and the small types every layer shares.
 
-Layers import one way (DESIGN.md): core <- kernels <- codec <- store <- engine
-<- integrations. Nothing in core imports another FlexCache package.
+Layers import one way (README, "Architecture"; tests/test_layers.py checks it):
+core <- kernels <- codec <- store <- engine <- integrations. Nothing in core
+imports another FlexCache package.
 """
 
 from flexcache.core.config import *  # noqa: F401,F403

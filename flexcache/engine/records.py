@@ -29,7 +29,7 @@ class GenerationSignature:
     weights (a sampled fingerprint, loaded adapters and their scales), same
     scheduler and its config, same step count, resolution, frame count and
     latent shape/dtype, same guidance and attention kwargs. A mismatch is a
-    miss, never a wrongly shaped latent (DESIGN.md, "Generation signature").
+    miss, never a wrongly shaped latent (README, "Using it", on the generation signature).
 
     Args:
         model_id: the model's name or path (any stable string).
