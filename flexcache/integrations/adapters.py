@@ -16,7 +16,11 @@ import torch
 
 from flexcache.core.types import dtype_name
 from flexcache.engine.records import GenerationSignature
-from flexcache.integrations.model_identity import ATTENTION_KWARGS_NAMES, unkeyable_reason, with_model_identity
+from flexcache.integrations.model_identity import (
+    ATTENTION_KWARGS_NAMES,
+    unkeyable_reason,
+    with_model_identity,
+)
 
 
 def _digest(data: Any) -> str:

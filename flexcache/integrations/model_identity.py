@@ -198,8 +198,8 @@ def adapter_state(pipe: Any) -> tuple[tuple[str, str], ...]:
             scale = f"scale={scales.pop()}"
         else:
             scale = f"scales={hashlib.sha256(json.dumps(state['scales']).encode()).hexdigest()[:16]}"
-        out.append((adapter, f"weights={digest.hexdigest()[:16]};active={int(state['active'])};"
-                             f"fused={int(state['fused'])};{scale}"))
+        description = f"weights={digest.hexdigest()[:16]};active={int(state['active'])};fused={int(state['fused'])}"
+        out.append((adapter, f"{description};{scale}"))
     return tuple(out)
 
 
@@ -271,7 +271,7 @@ def with_model_identity(signature: GenerationSignature, pipe: Any,
                                adapters=adapter_state(pipe), extra=tuple(sorted(extra)))
 
 
-_WARNED_ANONYMOUS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_WARNED_ANONYMOUS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def warn_if_anonymous(pipe: Any, model_id: str | None) -> bool:

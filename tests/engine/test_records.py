@@ -10,7 +10,12 @@ import torch
 
 from flexcache import GenerationSignature
 from flexcache.core.errors import InvalidLatentError
-from flexcache.engine.records import CacheEntry, PromptRecord, decode_entry_meta, encode_entry_meta
+from flexcache.engine.records import (
+    CacheEntry,
+    PromptRecord,
+    decode_entry_meta,
+    encode_entry_meta,
+)
 
 
 def _identified(signature):

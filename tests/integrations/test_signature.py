@@ -10,7 +10,10 @@ import torch
 from flexcache import enable_flexcache, last_call_report
 from flexcache.core.errors import UncacheableCallError
 from flexcache.integrations.adapter_table import ADAPTERS
-from flexcache.integrations.model_identity import SAMPLES_PER_TENSOR, weights_fingerprint
+from flexcache.integrations.model_identity import (
+    SAMPLES_PER_TENSOR,
+    weights_fingerprint,
+)
 from flexcache.integrations.tiny import tiny_prompt_embeds, tiny_wan_pipeline
 
 peft = pytest.importorskip("peft")
