@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -75,8 +76,11 @@ def test_measure_times_the_toy_world_pipeline():
     from flexcache.benchmarks.serve.profiles import measure_toyworld_profile
     from flexcache.toyworld.model import DEFAULT_STEPS
 
+    started = time.perf_counter()
     profile = measure_toyworld_profile(repeats=1)
+    took = time.perf_counter() - started
     assert profile.steps == DEFAULT_STEPS and profile.latent_shape == (3, 8, 16, 16)
     assert profile.latent_dtype == "float32" and profile.cfg_passes == 2
-    assert 0 < profile.seconds_per_step < 5 and profile.text_encoder_s > 0
+    # In seconds, whatever this machine's speed: a step it timed fits in the time the call took.
+    assert 0 < profile.seconds_per_step <= took and 0 < profile.text_encoder_s <= took
     assert profile.seconds_full > profile.steps * profile.seconds_per_step
