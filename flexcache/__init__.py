@@ -1,7 +1,7 @@
 """FlexCache: an approximate latent cache for text-to-video diffusion serving.
 
 Public API: `FlexCache`, `CacheConfig`, `GenerationSignature`, `Plan`,
-`enable_flexcache` / `disable_flexcache`, and the errors in `flexcache.errors`.
+`enable_flexcache` / `disable_flexcache` / `get_flexcache`, `last_call_report`, and the errors in `flexcache.errors`.
 Importing this package never initialises CUDA and never imports Triton,
 nvCOMP, FAISS or diffusers; those load when first used.
 """
@@ -23,6 +23,7 @@ _LAZY = {
     "enable_flexcache": ("flexcache.integrations.diffusers", "enable_flexcache"),
     "disable_flexcache": ("flexcache.integrations.diffusers", "disable_flexcache"),
     "last_call_report": ("flexcache.integrations.diffusers", "last_call_report"),
+    "get_flexcache": ("flexcache.integrations.diffusers", "get_flexcache"),
 }
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from flexcache.integrations.diffusers import (
         disable_flexcache,
         enable_flexcache,
+        get_flexcache,
         last_call_report,
     )
 

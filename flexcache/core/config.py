@@ -45,47 +45,18 @@ from flexcache.core.tiers import (
     RedisTierConfig,
     TierConfig,
 )
+from flexcache.core.tables import (  # noqa: F401  (public here)
+    DEFAULT_CHECKPOINT_FRACTIONS,
+    NIRVANA_SIMILARITY_TABLE,
+    PART_SIMILARITY_TABLE,
+    REGION_TABLE,
+    SIMILARITY_TABLES,
+    TOYWORLD_SIMILARITY_TABLE,
+)
 from flexcache.core.types import TENANT_PATTERN
 from flexcache.core.units import parse_bytes
 
 ENV_PREFIX = "FLEXCACHE_"
-
-# NIRVANA (NSDI'24) similarity -> skip table, K as a fraction of N steps.
-NIRVANA_SIMILARITY_TABLE: tuple[tuple[float, float], ...] = (
-    (0.65, 0.10),
-    (0.75, 0.20),
-    (0.85, 0.30),
-    (0.90, 0.40),
-    (0.95, 0.50),
-)
-# The full-prompt table calibrated on the toy world (`flexcache bench quality`, 2026-12-02;
-# README "Calibration"): the cosine only 0.1 % of random prompt pairs with another spec
-# reach still admits one-attribute edits ("... drifting left" / "... drifting right"),
-# which are safe only to 20 % of N; the same text (up to embedding noise) is safe deep.
-TOYWORLD_SIMILARITY_TABLE: tuple[tuple[float, float], ...] = (
-    (0.890, 0.20),
-    (0.9999, 0.50),  # measured safe to 80 %; the deepest default checkpoint is 50 %
-)
-SIMILARITY_TABLES: dict[str, tuple[tuple[float, float], ...]] = {
-    "nirvana": NIRVANA_SIMILARITY_TABLE, "toyworld": TOYWORLD_SIMILARITY_TABLE,
-}
-# Decoupled look-up rules: (min object-part cosine, min background-part cosine,
-# fraction of N), from `flexcache bench quality` on the toy world (README,
-# "Decoupled look-up"): an object part at cosine >= 0.834 (1 % of random pairs
-# with a different object reach it) may resume from 20 % of N whatever the
-# background; no same-background rule (even 20 % of N cost 8 points of adherence).
-PART_SIMILARITY_TABLE: tuple[tuple[float, float, float], ...] = (
-    (0.828, -1.0, 0.20),
-)
-DEFAULT_CHECKPOINT_FRACTIONS: tuple[float, ...] = (0.10, 0.20, 0.30, 0.40, 0.50)
-# Region rules: (part that matches and is kept, min cosine of that part,
-# fraction of N); the other part is generated anew (`engine.regions`).
-# Calibrated on the toy world (README, "Region hits").
-REGION_TABLE: tuple[tuple[str, float, float], ...] = (
-    ("background", 0.849, 0.40),
-    ("object", 0.828, 0.40),
-)
-
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
@@ -191,6 +162,14 @@ class PlannerConfig:
             uninterrupted one. Costs the state's coded bytes (1.8-3.6x those
             of x_K on the toy world, bench/results/2026-12-02-cpu-solvers.md);
             off, a resumed run restarts the solver's history at K.
+        cross_seed_max_fraction: how deep (fraction of N) a request whose
+            caller chose its seed (a ``generator=``, or ``plan(seed=...)``) may
+            resume from an entry made from another seed. A cached latent
+            carries its seed's noise, and with it the layout that seed would
+            have drawn: served to another seed, a "regenerate with another
+            seed" would return nearly the same video. 0 (the default): such a
+            request only resumes from entries of its own seed. Requests that
+            leave the seed to FlexCache may use any entry.
     """
 
     similarity_table: tuple[tuple[float, float], ...] | str = TOYWORLD_SIMILARITY_TABLE
@@ -205,8 +184,11 @@ class PlannerConfig:
     region_dilation: int = 1
     region_catch_up: float = 0.5
     solver_state: bool = True
+    cross_seed_max_fraction: float = 0.0
 
     def __post_init__(self) -> None:
+        _require(isinstance(self.cross_seed_max_fraction, (int, float)) and 0.0 <= self.cross_seed_max_fraction < 1.0,
+                 f"planner.cross_seed_max_fraction must be in [0, 1); got {self.cross_seed_max_fraction!r}")
         # Lists given directly become tuples, so the config stays immutable.
         if isinstance(self.similarity_table, str):
             _choice("planner.similarity_table", self.similarity_table, tuple(SIMILARITY_TABLES))
@@ -474,6 +456,11 @@ class CacheConfig:
             the lowest K x access frequency first) or ``"flexcache"`` (evict
             the lowest K x recent hit rate / compressed bytes first).
         codec: a `CodecConfig` (how latents are compressed).
+        strict: re-raise errors of the cache path (plan, fetch, decode,
+            insert, probes) instead of running the generation uncached. Off
+            by default: a failing cache never fails a generation; the error
+            is counted by stage (``stats()["cache_errors"]``) and named in
+            the call report. For tests and debugging.
 
     Example:
         >>> from flexcache import CacheConfig
@@ -490,6 +477,7 @@ class CacheConfig:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     sharing: SharingConfig = field(default_factory=SharingConfig)
+    strict: bool = False
 
     def __post_init__(self) -> None:
         _require(

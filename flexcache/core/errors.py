@@ -60,6 +60,11 @@ class DirectoryInUseError(ConfigError):
     """A disk tier's directory is held by another disk tier, in this process or another: one per directory."""
 
 
+class UncacheableCallError(FlexCacheError):
+    """A pipeline call FlexCache cannot key (an argument it cannot digest): the call runs uncached, this message
+    its ``bypass_reason``. Raised by adapters; never reaches the caller of a pipeline."""
+
+
 __all__ = [
     "FlexCacheError",
     "ConfigError",
@@ -74,4 +79,5 @@ __all__ = [
     "InvalidTraceError",
     "InvalidDeviceError",
     "DirectoryInUseError",
+    "UncacheableCallError",
 ]

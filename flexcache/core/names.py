@@ -15,6 +15,11 @@ TIER_KINDS: tuple[str, ...] = ("hbm", "host", "memory", "disk", "redis")  # core
 LOOKUPS: tuple[str, ...] = ("full", "decoupled")
 REGION_METHODS: tuple[str, ...] = ("restart", "renoise")  # engine.regions
 REGION_PARTS: tuple[str, ...] = ("background", "object")  # the part a region rule matches (and keeps)
+# Where an error of the cache path can be contained (`FlexCache.count_error`; the diffusers binding):
+# the key, the plan, fetching the start, preparing or running the resumed run, capturing checkpoints, the
+# object-mask probe, the in-request caches' set-up, inserting, latency padding.
+CACHE_ERROR_STAGES: tuple[str, ...] = ("signature", "plan", "fetch", "resume", "run", "capture", "mask_probe",
+                                       "in_request", "insert", "padding")
 
 ALL_NAMES: dict[str, tuple[str, ...]] = {
     "policy": POLICIES, "codec.name": CODECS, "codec.budget_mode": BUDGET_MODES,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import secrets
 import threading
 from collections.abc import Mapping
@@ -93,6 +94,7 @@ class CacheCounters:
     codec_coded_bytes: int = 0
     codec_errors: list[float] = field(default_factory=lambda: [0.0, 0])  # sum, count of achieved relative L2
     by_tenant: dict[str, dict[str, int]] = field(default_factory=dict)
+    cache_errors: dict[str, int] = field(default_factory=dict)  # stage -> errors the cache path contained
 
     def tenant(self, name: str) -> dict[str, int]:
         return self.by_tenant.setdefault(name, {"requests": 0, "hits": 0, "decoupled_hits": 0, "steps_saved": 0})
@@ -180,6 +182,16 @@ class FlexCache(Fetching, Reporting):
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def count_error(self, stage: str) -> None:
+        """Count an error of the cache path that a caller contained (the generation ran on without the cache).
+
+        `stage` names where: ``"plan"``, ``"fetch"``, ``"insert"``, ``"mask_probe"``, ... It shows in
+        ``stats()["cache_errors"]`` and as ``flexcache_cache_errors_total{stage}``.
+        """
+        with self._lock:
+            errors = self._counters.cache_errors
+            errors[stage] = errors.get(stage, 0) + 1
+
     # -- look-up ---------------------------------------------------------------
 
     @property
@@ -193,8 +205,8 @@ class FlexCache(Fetching, Reporting):
 
     @timed("plan")
     def plan(self, prompt: str, signature: GenerationSignature, *, tenant: str = DEFAULT_TENANT,
-             user: str | None = None, seed: int | None = None, parts: PromptParts | tuple[str, str] | None = None,
-             regions: bool = True) -> Plan:
+             user: str | None = None, seed: int | None = None, any_seed: bool = False,
+             parts: PromptParts | tuple[str, str] | None = None, regions: bool = False) -> Plan:
         """Decide whether `prompt` can resume from a cached latent, and from which step.
 
         Args:
@@ -205,11 +217,21 @@ class FlexCache(Fetching, Reporting):
                 other tenants' entries are never seen.
             user: who asks (default: the tenant); another user's entries pass the
                 ``sharing`` defences (`engine.guard`), and `insert` records this user as writer.
-            seed: the seed a full run should use (0 .. 2**64-1); random when omitted.
+            seed: the caller's seed (0 .. 2**64-1): a full run draws its noise from it, and only
+                entries made from the same seed serve it at the rules' depth; another seed's entry
+                serves at most ``planner.cross_seed_max_fraction`` of N (default 0: not at all), so
+                a request for another seed gets another video. Omitted: a random seed, and any
+                entry may serve.
+            any_seed: the seed was not the user's choice (a server that always seeds its runs,
+                for repeatability): `seed` seeds a full run, and any entry may serve.
             parts: (object, background) of the prompt under decoupled look-up;
                 split from `prompt` by `engine.splitter.split_prompt` when omitted.
             regions: whether the caller can run a region hit (``planner.regions``
-                must be on too); `fetch_start` then gives the region to regenerate.
+                must be on too). Off by default: a region hit's start latent holds fresh
+                noise in its region, which only a run on the region schedule
+                (`integrations.region_runs`, as `enable_flexcache` does) turns into video;
+                resumed as a plain hit it stays garbage there. A caller that says True
+                must use `fetch_start` and regenerate ``start.region``.
 
         Returns:
             A `Plan`; ``plan.hit`` says whether to call `fetch`.
@@ -237,6 +259,9 @@ class FlexCache(Fetching, Reporting):
             part_vectors = (vectors[1], vectors[2] if split.background else None)
         key = signature.key()
         num_steps = signature.num_steps
+        seed_ceiling = None  # steps another seed's entry may serve; None: any entry serves
+        if seed is not None and not any_seed:
+            seed_ceiling = math.floor(self.config.planner.cross_seed_max_fraction * num_steps + 1e-9)
         k = self.config.index.candidates
         with self._lock:
             sims, ids = self.index.search((namespace, key), embedding, k)
@@ -266,6 +291,10 @@ class FlexCache(Fetching, Reporting):
                                              similarity=similarity, num_steps=num_steps)
                 if ceiling is None:
                     continue
+                if seed_ceiling is not None and record.seed != seed:  # another seed's layout
+                    if seed_ceiling == 0:
+                        continue
+                    ceiling = min(ceiling, seed_ceiling)
                 if ceiling < num_steps:  # another user's entry: capped
                     step = record.deepest_step_at_most(min(allowed, ceiling))
                     options = capped_options(options, record, ceiling)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flexcache.core.errors import BackendUnavailableError
+from flexcache.core.names import CACHE_ERROR_STAGES
 
 OTHER_TENANTS = "other"
 
@@ -105,6 +106,10 @@ class CacheCollector:
                      stats["codec_stats"]["raw_bytes"]),
                     ("flexcache_codec_output_bytes", "Bytes the codec made of them.", stats["codec_stats"]["coded_bytes"])):
                 add(Counter, name, doc, value, labels)
+            errors = stats.get("cache_errors", {})
+            for stage in sorted(set(CACHE_ERROR_STAGES) | set(errors)):
+                add(Counter, "flexcache_cache_errors", "Errors of the cache path, contained: the generation ran "
+                    "on without the cache (by stage).", errors.get(stage, 0), labels, {"stage": stage})
             for key, value in stats["sharing"].items():
                 if key != "writers":
                     add(Counter, f"flexcache_sharing_{key}", f"Cross-user defences: {key.replace('_', ' ')}.", value,

@@ -73,6 +73,7 @@ class Reporting:
                 "fetch_misses": c.fetch_misses,
                 # Damage each tier found (frames, scans, malformed values) plus what decoding found: each once.
                 "corrupt_blobs": c.corrupt_blobs + sum(t["corrupt"] for t in tiers),
+                "cache_errors": dict(c.cache_errors),
                 "policy": self.config.policy,
                 "codec": self.codec.name,
                 "tenants": {name: dict(values) for name, values in c.by_tenant.items()},

@@ -84,6 +84,13 @@ class ObjectMaskRecorder:
         self._layers: list[torch.Tensor] = []
         self._sum: torch.Tensor | None = None
         self._steps = 0
+        self.failed: BaseException | None = None  # the error that stopped recording (no more masks this run)
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop recording after an error: the run goes on, its entries carry no mask from here."""
+        if self.failed is None:
+            self.failed = exc
+        self._sum, self._layers, self._call_maps = None, [], []
 
     def begin_call(self) -> None:
         self._layers = []
@@ -91,17 +98,21 @@ class ObjectMaskRecorder:
     @property
     def wants_layers(self) -> bool:
         """Whether the forward under way is the step's conditional one (the others' maps are not used)."""
-        return len(self._call_maps) == self.conditional_call
+        return self.failed is None and len(self._call_maps) == self.conditional_call
 
     def add_layer(self, mass: torch.Tensor) -> None:
         self._layers.append(mass)
 
     def end_call(self) -> None:
+        if self.failed is not None:
+            return
         # Every forward takes its place in the step, recorded or not, so the conditional one is found.
         self._call_maps.append(torch.stack(self._layers).mean(0) if self._layers else torch.empty(0))
         self._layers = []
 
     def step_done(self) -> None:
+        if self.failed is not None:
+            return
         if len(self._call_maps) > self.conditional_call and self._call_maps[self.conditional_call].numel():
             current = self._call_maps[self.conditional_call].float()
             self._sum = current if self._sum is None else self._sum + current
@@ -110,6 +121,8 @@ class ObjectMaskRecorder:
 
     def masks(self) -> torch.Tensor | None:
         """The soft masks so far, (batch, *grid), each scaled to [0, 1]; None before the first step."""
+        if self.failed is not None:
+            return None
         cells = self.grid[0] * self.grid[1] * self.grid[2]
         if self._sum is None or self._sum.shape[-1] != cells:
             return None
@@ -150,8 +163,11 @@ class ObjectAttentionProbe:
         out = self.inner(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
         recorder = self.state.recorder
         if recorder is not None and encoder_hidden_states is not None and recorder.wants_layers:
-            recorder.add_layer(object_attention_mass(attn, hidden_states, encoder_hidden_states,
-                                                     recorder.token_weights))
+            try:
+                recorder.add_layer(object_attention_mass(attn, hidden_states, encoder_hidden_states,
+                                                         recorder.token_weights))
+            except Exception as exc:  # the probe never fails the generation (its output is `out` either way)
+                recorder.fail(exc)
         return out
 
 
@@ -211,16 +227,23 @@ def install_probes(transformer: Any) -> _ProbeState:
 
     def begin(_module, _args):
         if state.recorder is not None:
-            state.recorder.begin_call()
+            _guarded(state.recorder, state.recorder.begin_call)
 
     def end(_module, _args, _output):
         if state.recorder is not None:
-            state.recorder.end_call()
+            _guarded(state.recorder, state.recorder.end_call)
 
     transformer.register_forward_pre_hook(begin)
     transformer.register_forward_hook(end)
     transformer._flexcache_probe_state = state
     return state
+
+
+def _guarded(recorder: ObjectMaskRecorder, step: Any) -> None:
+    try:
+        step()
+    except Exception as exc:  # recording stops; the forward goes on
+        recorder.fail(exc)
 
 
 def _is_cross_attention(name: str, module: Any) -> bool:

@@ -1,7 +1,7 @@
 """Plug a FlexCache into a Hugging Face diffusers video pipeline.
 
 `enable_flexcache(pipe, cache)` wraps the pipeline's ``__call__`` without
-copying pipeline code; it uses only the public surface (DESIGN.md, "Resuming"):
+copying pipeline code; it uses only the public surface (`latents=`, the step callback, the scheduler):
 
 * miss: FlexCache draws the initial noise from the plan's seed, passes it as
   ``latents=``, and captures x_K after each checkpoint step through
@@ -15,6 +15,17 @@ copying pipeline code; it uses only the public surface (DESIGN.md, "Resuming"):
   solver gets its stored state back (`integrations.solver_state`) and a
   guider counts steps from K.
 
+Fail open: an error anywhere in the cache path (the key, plan, fetch, the resumed run's set-up or the
+run itself, the mask probe, capture, insert) never fails the generation. Before the run, the call runs
+as plain diffusers would (the caller's generator restored); after it, the video is kept. Each error is
+counted by stage (`FlexCache.count_error`) and named in `CallReport.cache_error`; ``strict`` in the
+cache's config re-raises instead. Only a combination that would make a wrong video (an in-request cache
+that cannot be offset) refuses to run; the caller's own callback errors reach the caller.
+
+Seeds: a caller's ``generator`` gives the run's seed (`calls.seed_from`), and is advanced as a
+diffusers call advances it. A caller-seeded call resumes only from entries of its own seed (see
+``planner.cross_seed_max_fraction``); ``flexcache_any_seed=True`` says the seed is not the user's choice.
+
 Calls that cannot be keyed (a list of prompts, ``num_videos_per_prompt > 1``,
 caller-supplied ``latents``, only ``prompt_embeds`` without ``prompt``,
 video-to-video input, several conditioning images) run uncached;
@@ -22,7 +33,7 @@ video-to-video input, several conditioning images) run uncached;
 keys the cache on the prompt text and hands the pipeline only the embeddings,
 which is how pipelines built without a text encoder are served.
 
-Four keyword arguments are added to the pipeline call: ``flexcache_tenant``
+Five keyword arguments are added to the pipeline call: ``flexcache_any_seed``, ``flexcache_tenant``
 (namespace for this call; default: the one given to `enable_flexcache`),
 ``flexcache_user`` (who makes it, default: the tenant; reuse of other users'
 entries passes the ``sharing`` defences, `engine.guard`),
@@ -41,14 +52,14 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from flexcache.core.errors import FlexCacheError, UnsupportedPipelineError
+from flexcache.core.errors import UncacheableCallError, UnsupportedPipelineError
 from flexcache.engine.cache import DEFAULT_TENANT, FlexCache
+from flexcache.engine.guard import check_identity
+from flexcache.engine.splitter import parts_from
 from flexcache.engine.planner import Plan
 from flexcache.integrations.adapter_table import (  # noqa: F401  (public here)
     ADAPTERS,
@@ -70,6 +81,17 @@ from flexcache.integrations.attention_masks import (  # noqa: F401  (public here
     token_grid,
 )
 from flexcache.integrations.in_request import InRequestCacheError, in_request_call  # noqa: F401  (public here)
+from flexcache.integrations.in_request import uncached_reason as in_request_uncached_reason
+from flexcache.integrations.calls import (  # noqa: F401  (CallReport is public here)
+    CallContext,
+    CallReport,
+    advance,
+    progress_from,
+    seed_from,
+    single_generator,
+    swap_component,
+    uncacheable_reason,
+)
 from flexcache.integrations.region_runs import TokenTimesteps, region_scheduler
 from flexcache.integrations.resuming import (  # noqa: F401  (public here)
     capturing_scheduler,
@@ -89,31 +111,7 @@ from flexcache.kernels.noise import seeded_noise
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class CallReport:
-    """What FlexCache did for one pipeline call."""
-
-    prompt: str | None
-    tenant: str
-    user: str | None = None
-    hit: bool = False
-    skip_steps: int = 0
-    num_steps: int = 0
-    similarity: float | None = None
-    object_similarity: float | None = None
-    background_similarity: float | None = None
-    via_parts: bool = False  # the hit's K came from the object/background look-up
-    region: str | None = None  # a region hit: the part generated anew ("object", "background", "composed")
-    # A hit under a multistep solver: "restored" (its state came with the entry: exact) or "restarted".
-    solver_state: str | None = None
-    in_request: list[str] = field(default_factory=list)  # in-request caches on the denoisers (`in_request`)
-    source_prompt: str | None = None
-    seed: int | None = None
-    inserted: list[str] = field(default_factory=list)
-    bypass_reason: str | None = None
-    insert_error: str | None = None
-    seconds: float = 0.0
-    padded_seconds: float = 0.0  # slept so the call took as long as a full run (``sharing.latency_padding``)
+_NOTHING = object()  # no pipeline result yet
 
 
 # -- per-pipeline adapters: `integrations.adapter_table` ------------------------------
@@ -123,62 +121,11 @@ def _default_model_id(pipe: Any) -> str:
     name = getattr(pipe, "name_or_path", None)
     if name:
         return str(name)
-    # Built in code: fall back to the architecture. Two differently trained
-    # models with one architecture would share entries, so pass model_id.
+    # Built in code: fall back to the architecture (enable_flexcache warns). The signature's weights
+    # fingerprint still keeps differently trained models with one architecture apart.
     transformer = getattr(pipe, "transformer", None)
     config = transformer.config if transformer is not None else {}
     return f"{type(pipe).__name__}:{_config_digest(config)}"
-
-
-# -- resuming: `integrations.resuming` ------------------------------------------------
-
-
-class _CallContext:
-    """State of one generation: its plan and the latents (and noise levels) captured so far."""
-
-    def __init__(self, plan: Plan, user_callback: Callable | None, recorder: Any = None,
-                 keep_solver_state: bool = True, adapter: PipelineAdapter | None = None,
-                 args: dict[str, Any] | None = None) -> None:
-        self.plan = plan
-        self.adapter = adapter or PipelineAdapter()
-        self.args = args or {}
-        self.copy_outputs: Any = None  # a scheduler copy's step outputs (`resuming.recording_copies`), if recorded
-        self.keep_solver_state = keep_solver_state
-        self.user_callback = user_callback
-        self.recorder = recorder
-        self.masks: dict[int, torch.Tensor] = {}
-        # A resumed run's step indexes count from K (its scheduler is sliced there).
-        self.offset = plan.skip_steps
-        self.checkpoints = set(plan.run_checkpoints)
-        self.captured: dict[int, torch.Tensor] = {}
-        self.sigmas: dict[int, float] = {}
-        self.solver_states: dict[int, Any] = {}
-
-    def on_step_end(self, pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
-        outputs = callback_kwargs
-        if self.user_callback is not None:
-            outputs = self.user_callback(pipe, step_index, timestep, callback_kwargs) or {}
-        steps_done = self.offset + step_index + 1
-        if self.recorder is not None:
-            self.recorder.step_done()
-            if steps_done in self.checkpoints:
-                mask = self.recorder.mask()
-                if mask is not None:
-                    self.masks[steps_done] = mask
-        if steps_done in self.checkpoints:
-            latents = outputs.get("latents", callback_kwargs["latents"])
-            copy_output = None if self.copy_outputs is None else self.copy_outputs.latest
-            latents = self.adapter.cache_latent(pipe, self.args, latents, copy_output)
-            if latents is None:
-                return outputs
-            self.captured[steps_done] = latents.detach().clone()
-            sigma = noise_level(pipe.scheduler, step_index + 1)
-            if sigma is not None:
-                self.sigmas[steps_done] = sigma
-            state = capture_solver_state(pipe.scheduler) if self.keep_solver_state else None
-            if state is not None:
-                self.solver_states[steps_done] = state
-        return outputs
 
 
 class _Binding:
@@ -205,6 +152,7 @@ class _Binding:
         user = kwargs.pop("flexcache_user", None)
         enabled = kwargs.pop("flexcache_enabled", True)
         parts = kwargs.pop("flexcache_parts", None)
+        any_seed = bool(kwargs.pop("flexcache_any_seed", False))
         bound = self.call_signature.bind(pipe, *args, **kwargs)
         bound.apply_defaults()
         call_args = dict(bound.arguments)
@@ -216,126 +164,223 @@ class _Binding:
         report = CallReport(prompt=prompt if isinstance(prompt, str) else None, tenant=tenant, user=user)
         self.reports.last = report
         started = time.perf_counter()
+        if enabled:  # the caller's own FlexCache arguments: a typed error, as a pipeline's bad argument is
+            check_identity(tenant, user, self.cache.config.sharing.tenants)
+            if parts is not None:
+                parts_from(parts)
 
         reason = None if enabled else "disabled for this call"
         if reason is None:
-            reason = (self._uncacheable_reason(call_args, self.adapter.prompt_embeds_name)
-                      or self.adapter.uncacheable_reason(pipe, call_args))
+            reason = (uncacheable_reason(call_args, self.adapter.prompt_embeds_name)
+                      or self.adapter.uncacheable_reason(pipe, call_args)
+                      or in_request_uncached_reason(self.adapter.denoisers(pipe)))
         pipeline_args = dict(call_args)
         if pipeline_args.get("prompt_embeds") is not None:
             pipeline_args["prompt"] = None  # the pipeline refuses both; it gets the embeddings only
         if pipeline_args.get("negative_prompt_embeds") is not None:
             pipeline_args["negative_prompt"] = None
+        signature = None
+        if reason is None:
+            try:
+                signature = self.adapter.signature(pipe, call_args, self.model_id)
+            except UncacheableCallError as exc:
+                reason = str(exc)
+            except Exception as exc:
+                self._contained("signature", exc, report)
+                return self._uncached(pipe, pipeline_args, report, started)
         if reason is not None:
             report.bypass_reason = reason
-            # In-request caches still start clean; no checks: MagCache calibrates on such a call.
-            with self.run_lock, in_request_call(self.adapter.denoisers(pipe), num_steps=None, skip_steps=0,
-                                                check=False) as methods:
-                report.in_request = methods
-                result = original_call(pipe, **pipeline_args)
-            report.seconds = time.perf_counter() - started
-            return result
+            return self._uncached(pipe, pipeline_args, report, started)
 
-        signature = self.adapter.signature(pipe, call_args, self.model_id)
-        generator = call_args.get("generator")
-        seed = generator.initial_seed() if isinstance(generator, torch.Generator) else None
-        plan = self.cache.plan(prompt, signature, tenant=tenant, user=user, seed=seed, parts=parts,
-                               regions=self.adapter.supports_regions(pipe))
-        device = pipe._execution_device
-        start = self.cache.fetch_start(plan, device=device) if plan.hit else None
-        latent = None if start is None else start.latent
-        if plan.hit and latent is None:
-            plan = plan.as_miss()
+        generator = single_generator(call_args.get("generator"))
+        generator_state = None if generator is None else generator.get_state()
+        try:
+            seed = None if generator is None else seed_from(generator)
+            plan = self.cache.plan(prompt, signature, tenant=tenant, user=user, seed=seed, any_seed=any_seed,
+                                   parts=parts, regions=self.adapter.supports_regions(pipe))
+        except Exception as exc:
+            self._contained("plan", exc, report)
+            if generator is not None:
+                generator.set_state(generator_state)  # the uncached run draws what plain diffusers would
+            return self._uncached(pipe, pipeline_args, report, started)
         report.num_steps = signature.num_steps
         report.similarity = plan.similarity
-
-        capture = bool(plan.run_checkpoints) and (not plan.hit or self.cache.config.planner.cache_resumed)
-        recorder = self._mask_recorder(pipe, plan, prompt, pipeline_args) if capture else None
-        context = _CallContext(plan, pipeline_args.get("callback_on_step_end"), recorder,
-                               self.cache.config.planner.solver_state and self.adapter.keeps_solver_state,
-                               self.adapter, call_args)
-        if capture and self.step_callbacks:
-            tensor_inputs = list(pipeline_args.get("callback_on_step_end_tensor_inputs") or [])
-            tensor_inputs = list(getattr(context.user_callback, "tensor_inputs", tensor_inputs))
-            if "latents" not in tensor_inputs:
-                tensor_inputs.append("latents")
-            pipeline_args["callback_on_step_end"] = context.on_step_end
-            pipeline_args["callback_on_step_end_tensor_inputs"] = tensor_inputs
+        start = None
         if plan.hit:
-            report.hit, report.skip_steps, report.source_prompt = True, plan.skip_steps, plan.source_prompt
-            report.object_similarity, report.background_similarity = plan.object_similarity, plan.background_similarity
-            report.via_parts, report.region = plan.via_parts, plan.region
-            pipeline_args.update(self.adapter.latent_arguments(pipe, call_args, latent, resume=True))
-            with self.run_lock:
-                original_scheduler = pipe.scheduler
-                if state_fields(original_scheduler) is not None:
-                    state = start.solver_state if self.adapter.keeps_solver_state else None
-                    if state is not None and not check_compatible(original_scheduler, state):
-                        state = None
-                    report.solver_state = "restored" if state is not None else "restarted"
-                    scheduler = resumed_multistep_scheduler(original_scheduler, plan.skip_steps, state)
+            try:
+                start = self.cache.fetch_start(plan, device=pipe._execution_device)
+            except Exception as exc:
+                self._contained("fetch", exc, report)
+            if start is None:
+                plan = plan.as_miss()
+
+        plain_args = dict(pipeline_args)  # what an uncached run gets, should the cached one fail
+        context: CallContext | None = None
+        recorder = None
+        stage = "resume" if plan.hit else "capture"
+        result = _NOTHING
+        try:
+            with contextlib.ExitStack() as stack:
+                capture = bool(plan.run_checkpoints) and (not plan.hit or self.cache.config.planner.cache_resumed)
+                stage = "mask_probe"
+                recorder = self._mask_recorder(pipe, plan, prompt, pipeline_args) if capture else None
+                stage = "resume" if plan.hit else "capture"
+                context = CallContext(plan, pipeline_args.get("callback_on_step_end"), recorder,
+                                       self.cache.config.planner.solver_state and self.adapter.keeps_solver_state,
+                                       self.adapter, call_args, on_error=lambda s, e: self._contained(s, e, report))
+                if capture and self.step_callbacks:
+                    tensor_inputs = list(pipeline_args.get("callback_on_step_end_tensor_inputs") or [])
+                    tensor_inputs = list(getattr(context.user_callback, "tensor_inputs", tensor_inputs))
+                    if "latents" not in tensor_inputs:
+                        tensor_inputs.append("latents")
+                    pipeline_args["callback_on_step_end"] = context.on_step_end
+                    pipeline_args["callback_on_step_end_tensor_inputs"] = tensor_inputs
+                stack.enter_context(self.run_lock)
+                if plan.hit:
+                    self._prepare_resumed_run(pipe, plan, start, signature, context, capture, pipeline_args,
+                                              call_args, report, stack)
                 else:
-                    scheduler = sliced_scheduler(original_scheduler, plan.skip_steps)
-                timesteps = None
-                if start.region is not None and start.method == "restart":
-                    region = self.adapter.to_pipeline_latents(pipe, start.region, resume=False)
-                    scheduler = region_scheduler(scheduler, original_scheduler, num_steps=signature.num_steps,
-                                                 skip=plan.skip_steps, region=region,
-                                                 catch_up=self.cache.config.planner.region_catch_up)
-                    timesteps = TokenTimesteps(scheduler, region, self.adapter.patch_size(pipe))
-                    timesteps.install(self.adapter.transformers(pipe))
-                if capture and not self.step_callbacks:
-                    scheduler = capturing_scheduler(scheduler, context, pipe)
-                if capture and self.adapter.steps_scheduler_copies:
-                    scheduler, context.copy_outputs = recording_copies(scheduler)
-                # Bypass DiffusionPipeline.__setattr__, which would rewrite the saved config.
-                pipe.__dict__["scheduler"] = scheduler
-                original_guider = pipe.__dict__.get("guider")
-                if original_guider is not None and hasattr(original_guider, "set_state"):
-                    pipe.__dict__["guider"] = offset_guider(original_guider, plan.skip_steps)
-                try:
-                    with self._recording(pipe, recorder), self._in_request(pipe, report, signature, plan.skip_steps):
-                        result = original_call(pipe, **pipeline_args)
-                finally:
-                    pipe.__dict__["scheduler"] = original_scheduler
-                    if original_guider is not None:
-                        pipe.__dict__["guider"] = original_guider
-                    if timesteps is not None:
-                        timesteps.remove()
-        else:
-            report.seed = plan.seed
-            if self.adapter.draws_own_noise:
-                if not isinstance(pipeline_args.get("generator"), torch.Generator):
-                    pipeline_args["generator"] = torch.Generator().manual_seed(plan.seed)
+                    self._prepare_full_run(pipe, plan, signature, context, capture, pipeline_args, call_args,
+                                           report, stack)
+                stage = "mask_probe"
+                stack.enter_context(self._recording(pipe, recorder))
+                stage = "in_request"
+                stack.enter_context(self._in_request(pipe, report, signature, plan.skip_steps))
+                stage = "run"
+                result = original_call(pipe, **pipeline_args)
+                stage = "teardown"
+        except InRequestCacheError:
+            raise  # a combination that would make a wrong video: refused, never run
+        except Exception as exc:
+            if context is not None and context.user_callback_failed:
+                raise  # the caller's own callback: plain diffusers would raise it too
+            if result is not _NOTHING:
+                self._contained("run", exc, report)  # the video is made: only tidying up failed
             else:
-                noise = seeded_noise(signature.latent_shape, plan.seed, device=device, dtype=signature.torch_dtype)
-                pipeline_args.update(self.adapter.latent_arguments(pipe, call_args, noise, resume=False))
-            with self.run_lock, self._recording(pipe, recorder):
-                original_scheduler = pipe.scheduler
-                scheduler = None
-                if capture and not self.step_callbacks:
-                    scheduler = capturing_scheduler(copy.deepcopy(original_scheduler), context, pipe)
-                if capture and self.adapter.steps_scheduler_copies:
-                    scheduler, context.copy_outputs = recording_copies(scheduler or copy.deepcopy(original_scheduler))
-                if scheduler is not None:
-                    pipe.__dict__["scheduler"] = scheduler
-                try:
-                    with self._in_request(pipe, report, signature, 0):
-                        result = original_call(pipe, **pipeline_args)
-                finally:
-                    pipe.__dict__["scheduler"] = original_scheduler
+                if stage != "run":
+                    self._contained(stage, exc, report)
+                elif self.cache.config.strict:
+                    raise
+                if generator is not None:
+                    generator.set_state(generator_state)
+                self._reset_report(report)
+                result = self._uncached(pipe, plain_args, report, started)
+                if stage == "run":
+                    # The uncached run went through, so the cached one failed because of the cache (had the
+                    # uncached one raised too, that error, the pipeline's own, would have reached the caller).
+                    self._contained("run", exc, report)
+                return result
+        advance(generator, generator_state)
+        if recorder is not None and recorder.failed is not None:
+            self._contained("mask_probe", recorder.failed, report)  # the entries carry no mask: whole-latent hits
         if context.captured:
             try:
                 report.inserted = self.cache.insert(plan, context.captured, context.sigmas, context.masks,
                                                     context.solver_states)
-            except FlexCacheError as exc:
+            except Exception as exc:
                 # The video was generated; only caching it failed. Serve it anyway.
                 report.insert_error = f"{type(exc).__name__}: {exc}"
-                logger.warning("flexcache: latents of %r were not cached: %s", prompt, exc)
+                self._contained("insert", exc, report)
         if self.cache.config.sharing.latency_padding:
-            self._pad(report, started, signature.key())
+            try:
+                self._pad(report, started, signature.key())
+            except Exception as exc:
+                self._contained("padding", exc, report)
         report.seconds = time.perf_counter() - started
         return result
+
+    def _prepare_resumed_run(self, pipe: Any, plan: Plan, start: Any, signature: Any, context: "CallContext",
+                             capture: bool, pipeline_args: dict, call_args: dict, report: CallReport,
+                             stack: contextlib.ExitStack) -> None:
+        """Hand a hit's start to the pipeline: latents, the sliced (or multistep, or region) scheduler, guider."""
+        report.hit, report.skip_steps, report.source_prompt = True, plan.skip_steps, plan.source_prompt
+        report.object_similarity, report.background_similarity = plan.object_similarity, plan.background_similarity
+        report.via_parts, report.region = plan.via_parts, plan.region
+        pipeline_args.update(self.adapter.latent_arguments(pipe, call_args, start.latent, resume=True))
+        original_scheduler = pipe.scheduler
+        if state_fields(original_scheduler) is not None:
+            state = start.solver_state if self.adapter.keeps_solver_state else None
+            if state is not None and not check_compatible(original_scheduler, state):
+                state = None
+            report.solver_state = "restored" if state is not None else "restarted"
+            scheduler = resumed_multistep_scheduler(original_scheduler, plan.skip_steps, state)
+        else:
+            scheduler = sliced_scheduler(original_scheduler, plan.skip_steps)
+        if start.region is not None and start.method == "restart":
+            region = self.adapter.to_pipeline_latents(pipe, start.region, resume=False)
+            scheduler = region_scheduler(scheduler, original_scheduler, num_steps=signature.num_steps,
+                                         skip=plan.skip_steps, region=region,
+                                         catch_up=self.cache.config.planner.region_catch_up)
+            timesteps = TokenTimesteps(scheduler, region, self.adapter.patch_size(pipe))
+            stack.callback(timesteps.remove)
+            timesteps.install(self.adapter.transformers(pipe))
+        if capture and not self.step_callbacks:
+            scheduler = capturing_scheduler(scheduler, context, pipe)
+        if capture and self.adapter.steps_scheduler_copies:
+            scheduler, context.copy_outputs = recording_copies(scheduler)
+        swap_component(pipe, "scheduler", scheduler, stack)
+        original_guider = pipe.__dict__.get("guider")
+        if original_guider is not None and hasattr(original_guider, "set_state"):
+            swap_component(pipe, "guider", offset_guider(original_guider, plan.skip_steps), stack)
+        stack.enter_context(progress_from(pipe, plan.skip_steps, signature.num_steps))
+
+    def _prepare_full_run(self, pipe: Any, plan: Plan, signature: Any, context: "CallContext", capture: bool,
+                          pipeline_args: dict, call_args: dict, report: CallReport,
+                          stack: contextlib.ExitStack) -> None:
+        """A miss: initial noise from the plan's seed, and the capturing scheduler where there is no step callback."""
+        report.seed = plan.seed
+        if self.adapter.draws_own_noise:
+            # The pipeline composes its noise with a condition only its own draw gets (LTX image-to-video).
+            generator = pipeline_args.get("generator")
+            device = generator.device if isinstance(generator, torch.Generator) else "cpu"
+            pipeline_args["generator"] = torch.Generator(device).manual_seed(plan.seed)
+        else:
+            noise = seeded_noise(signature.latent_shape, plan.seed, device=pipe._execution_device,
+                                 dtype=signature.torch_dtype)
+            pipeline_args.update(self.adapter.latent_arguments(pipe, call_args, noise, resume=False))
+        original_scheduler = pipe.scheduler
+        scheduler = None
+        if capture and not self.step_callbacks:
+            scheduler = capturing_scheduler(copy.deepcopy(original_scheduler), context, pipe)
+        if capture and self.adapter.steps_scheduler_copies:
+            scheduler, context.copy_outputs = recording_copies(scheduler or copy.deepcopy(original_scheduler))
+        if scheduler is not None:
+            swap_component(pipe, "scheduler", scheduler, stack)
+
+    def _uncached(self, pipe: Any, pipeline_args: dict, report: CallReport, started: float) -> Any:
+        """Run the call as plain diffusers would (in-request caches still start clean; no checks: MagCache
+        calibrates on such a call)."""
+        with self.run_lock:
+            try:
+                in_request = in_request_call(self.adapter.denoisers(pipe), num_steps=None, skip_steps=0, check=False)
+                report.in_request = in_request.__enter__()
+            except Exception as exc:  # resetting them failed: run without
+                self._contained("in_request", exc, report)
+                in_request = None
+            try:
+                result = self.original_class.__call__(pipe, **pipeline_args)
+            finally:
+                if in_request is not None:
+                    in_request.__exit__(None, None, None)
+        report.seconds = time.perf_counter() - started
+        return result
+
+    def _contained(self, stage: str, exc: BaseException, report: CallReport) -> None:
+        """An error of the cache path: re-raised under ``strict``; else counted, reported and logged once."""
+        if self.cache.config.strict:
+            raise exc
+        self.cache.count_error(stage)
+        message = f"{stage}: {type(exc).__name__}: {exc}"
+        report.cache_error = message if report.cache_error is None else f"{report.cache_error}; {message}"
+        logger.warning("flexcache: %s failed (%s: %s); the generation goes on without the cache", stage,
+                       type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+
+    @staticmethod
+    def _reset_report(report: CallReport) -> None:
+        """A cached run that fell back: the report describes the uncached run that follows."""
+        report.hit, report.skip_steps, report.source_prompt, report.region = False, 0, None, None
+        report.via_parts, report.solver_state, report.seed = False, None, None
+
 
     def _pad(self, report: CallReport, started: float, key: str) -> None:
         """Sleep until a hit has taken as long as a full run would (the mean of this binding's, or scaled)."""
@@ -395,26 +440,6 @@ class _Binding:
             for state in states:
                 state.recorder = None
 
-    @staticmethod
-    def _uncacheable_reason(args: dict[str, Any], embeds_name: str) -> str | None:
-        prompt = args.get("prompt")
-        if prompt is None:
-            return "no prompt text to key the cache on (pass prompt= alongside prompt_embeds=)"
-        if not isinstance(prompt, str):
-            return "batched prompts are served uncached; call once per prompt"
-        if args.get("num_videos_per_prompt") not in (None, 1):
-            return "num_videos_per_prompt > 1 is served uncached"
-        if args.get("latents") is not None:
-            return "caller-supplied latents are served uncached"
-        for name in ("video", "conditions"):
-            if args.get(name) is not None:
-                return f"video-to-video input ({name}=) is served uncached"
-        embeds = args.get(embeds_name)
-        if embeds is not None and embeds.shape[0] != 1:
-            return f"batched {embeds_name} are served uncached"
-        return None
-
-
 # -- public API ---------------------------------------------------------------------
 
 
@@ -441,18 +466,21 @@ def check_diffusers_version(version: str | None = None) -> bool:
     return tested
 
 
-def enable_flexcache(pipe: Any, cache: FlexCache, *, tenant: str = DEFAULT_TENANT,
+def enable_flexcache(pipe: Any, cache: FlexCache | None = None, *, tenant: str = DEFAULT_TENANT,
                      model_id: str | None = None) -> Any:
     """Serve `pipe`'s calls through `cache`; returns the same pipeline object.
 
     Args:
         pipe: a diffusers pipeline of a supported class (`ADAPTERS`).
-        cache: the `FlexCache` to use.
+        cache: the `FlexCache` to use; omitted, one is built from ``CacheConfig.load()`` (defaults, then
+            ``$FLEXCACHE_CONFIG`` and ``FLEXCACHE_*`` overrides). `get_flexcache(pipe)` returns it.
         tenant: default namespace for calls (override per call with
             ``flexcache_tenant=``).
-        model_id: identifies the weights in the generation signature; defaults
+        model_id: names the model in the generation signature; defaults
             to the pipeline's ``name_or_path``. Pass it for pipelines built in
-            code, which otherwise are identified by architecture only.
+            code (without one a UserWarning says so, once per pipeline, and
+            entries are told apart by architecture and a sampled weights
+            fingerprint only; `integrations.model_identity`).
 
     Returns:
         `pipe`, now caching. `disable_flexcache(pipe)` undoes it.
@@ -465,10 +493,17 @@ def enable_flexcache(pipe: Any, cache: FlexCache, *, tenant: str = DEFAULT_TENAN
         >>> pipe = enable_flexcache(WanPipeline.from_pretrained(...), FlexCache())  # doctest: +SKIP
         >>> video = pipe(prompt="a red fox running through snow").frames[0]  # doctest: +SKIP
     """
-    if not isinstance(cache, FlexCache):
-        raise UnsupportedPipelineError(f"cache must be a FlexCache; got {type(cache).__name__}")
+    if cache is not None and not isinstance(cache, FlexCache):
+        raise UnsupportedPipelineError(f"cache must be a FlexCache or None; got {type(cache).__name__}")
     adapter = _adapter_for(pipe)
+    if cache is None:
+        from flexcache.core.config import CacheConfig
+
+        cache = FlexCache(CacheConfig.load())
     check_diffusers_version()
+    from flexcache.integrations.model_identity import warn_if_anonymous
+
+    warn_if_anonymous(pipe, model_id)  # once per pipeline: no name_or_path and no model_id
     existing: _Binding | None = pipe.__dict__.get("_flexcache_binding")
     original_class = existing.original_class if existing else type(pipe)
     binding = _Binding(cache, adapter, tenant, model_id or _default_model_id(pipe), original_class)
@@ -491,6 +526,12 @@ def disable_flexcache(pipe: Any) -> Any:
     if binding is not None:
         pipe.__class__ = binding.original_class
     return pipe
+
+
+def get_flexcache(pipe: Any) -> FlexCache | None:
+    """The `FlexCache` serving `pipe` (None when `enable_flexcache` was not called on it)."""
+    binding: _Binding | None = pipe.__dict__.get("_flexcache_binding")
+    return binding.cache if binding else None
 
 
 def last_call_report(pipe: Any) -> CallReport | None:

@@ -19,8 +19,9 @@ For each FlexCache call, `in_request_call` makes them correct:
   the full run; their periodic counters restart with the run, whose first
   step computes (nothing is cached yet);
 * **clear errors** for combinations that cannot be made correct
-  (`InRequestCacheError`): MagCache configured for another step count, or
-  calibrating on a cached call.
+  (`InRequestCacheError`): MagCache configured for another step count. A
+  calibrating MagCache runs its calls uncached (`uncached_reason`); a
+  TaylorSeer that hooks no module is inert, as in plain diffusers: a warning.
 
 Wan2.2's two experts each get the offset of the steps they would have run.
 cache-dit's contexts get the same treatment (`cache_dit_contexts`).
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -77,24 +79,43 @@ def methods_of(transformer: Any) -> list[str]:
     return sorted(names)
 
 
+def uncached_reason(transformers: list[Any]) -> str | None:
+    """Why a call must run uncached for its in-request caches' sake (it then runs as plain diffusers), or None.
+
+    A calibrating MagCache measures its ratios over the whole schedule: on a resumed run they would be
+    wrong, so the call runs in full, uncached, and the ratios it logs are right.
+    """
+    for transformer in transformers:
+        config = getattr(transformer, "_cache_config", None)
+        if type(config).__name__ == "MagCacheConfig" and config.calibrate:
+            return ("MagCache is calibrating: served uncached, so the ratios it logs describe full runs "
+                    "(enable MagCache with them afterwards)")
+    return None
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, UserWarning, stacklevel=4)
+
+
 def _check(transformer: Any, num_steps: int) -> None:
     config = getattr(transformer, "_cache_config", None)
     name = type(config).__name__
-    if name == "MagCacheConfig":
-        if config.calibrate:
-            raise InRequestCacheError(
-                "MagCache is calibrating: a cached call runs only part of the schedule, so its ratios would be "
-                "wrong. Calibrate with flexcache_enabled=False, then enable MagCache with the ratios it logs")
-        if int(config.num_inference_steps) != num_steps:
-            raise InRequestCacheError(
-                f"MagCacheConfig.num_inference_steps is {config.num_inference_steps} but the call runs {num_steps} "
-                "steps: its ratios and step counter would not line up with the schedule. Set num_inference_steps "
-                "to the call's step count")
-    if name == "TaylorSeerCacheConfig" and not hooks_of(transformer):
+    if name == "MagCacheConfig" and not config.calibrate and int(config.num_inference_steps) != num_steps:
         raise InRequestCacheError(
-            f"TaylorSeer is enabled on {type(transformer).__name__} but hooked no module: its default patterns "
-            "(re.fullmatch of '^blocks.*attn' and the like) match no module name here (Wan's are attn1/attn2). "
-            r"Pass cache_identifiers=[r'blocks\.\d+'] (whole blocks) or names that exist")
+            f"MagCacheConfig.num_inference_steps is {config.num_inference_steps} but the call runs {num_steps} "
+            "steps: its ratios and step counter would not line up with the schedule. Set num_inference_steps "
+            "to the call's step count")
+    if name == "TaylorSeerCacheConfig" and not hooks_of(transformer):
+        # Inert, not wrong: plain diffusers runs such a call unchanged, and so does FlexCache.
+        _warn_once(
+            f"TaylorSeer is enabled on {type(transformer).__name__} but hooked no module, so it changes nothing: "
+            "its default patterns (re.fullmatch of '^blocks.*attn' and the like) match no module name here "
+            r"(Wan's are attn1/attn2). Pass cache_identifiers=[r'blocks\.\d+'] (whole blocks) or names that exist")
 
 
 @dataclasses.dataclass

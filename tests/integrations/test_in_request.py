@@ -120,29 +120,47 @@ def test_without_the_reset_an_aborted_call_leaks_into_the_next(pipe, make_cache,
     assert not torch.equal(after, clean)
 
 
-def test_magcache_for_another_step_count_or_calibrating_is_a_clear_error(pipe, make_cache):
+def test_magcache_for_another_step_count_is_a_clear_error(pipe, make_cache):
+    """Its ratios and step counter would not line up with a resumed schedule: a wrong video, so refused."""
     from diffusers import MagCacheConfig
 
     pipe.transformer.enable_cache(MagCacheConfig(num_inference_steps=28, mag_ratios=[1.0] * 28))
-    enable_flexcache(pipe, _cache(make_cache))
+    cache = _cache(make_cache)
+    enable_flexcache(pipe, cache)
     with pytest.raises(InRequestCacheError, match="num_inference_steps is 28 but the call runs 10"):
         run(pipe)
-    pipe.transformer.disable_cache()
+    assert cache.stats()["cache_errors"] == {}  # a refusal, not a contained error
+
+
+def test_a_calibrating_magcache_runs_its_calls_uncached(pipe, make_cache):
+    """Its ratios must describe full runs: the call runs as plain diffusers, with the reason."""
+    from diffusers import MagCacheConfig
+
     pipe.transformer.enable_cache(MagCacheConfig(num_inference_steps=STEPS, calibrate=True))
-    with pytest.raises(InRequestCacheError, match="flexcache_enabled=False"):
-        run(pipe)
-    run(pipe, flexcache_enabled=False)  # calibrating without the cache runs
+    cache = _cache(make_cache)
+    enable_flexcache(pipe, cache)
+    run(pipe)
+    run(pipe)
+    report = last_call_report(pipe)
+    assert "calibrating" in report.bypass_reason and not report.hit
+    assert cache.stats()["requests"] == 0 and cache.stats()["entries"] == 0
 
 
-def test_taylorseer_that_hooks_nothing_on_wan_is_a_clear_error(pipe, make_cache):
-    """Its default patterns fullmatch names ending in 'attn'; Wan's attention modules are attn1 and attn2."""
+def test_taylorseer_that_hooks_nothing_on_wan_warns_and_runs(pipe, make_cache):
+    """Its default patterns fullmatch names ending in 'attn'; Wan's attention modules are attn1 and attn2.
+    Inert, not wrong: plain diffusers runs the call unchanged, so the cached call runs too, with a warning."""
     from diffusers import TaylorSeerCacheConfig
 
-    pipe.transformer.enable_cache(TaylorSeerCacheConfig())
+    in_request._WARNED.clear()
+    pipe.transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=3, disable_cache_before_step=2))
     assert in_request.hooks_of(pipe.transformer) == []
-    enable_flexcache(pipe, _cache(make_cache))
-    with pytest.raises(InRequestCacheError, match="cache_identifiers"):
+    cache = _cache(make_cache)
+    enable_flexcache(pipe, cache)
+    with pytest.warns(UserWarning, match="cache_identifiers"):
         run(pipe)
+    assert last_call_report(pipe).inserted
+    run(pipe)
+    assert last_call_report(pipe).hit and cache.stats()["cache_errors"] == {}
 
 
 def test_taylorseer_warms_up_again_and_cools_down_where_the_full_run_does(pipe, make_cache):

@@ -96,7 +96,7 @@ def test_a_same_background_prompt_gets_a_region_hit_in_the_pipeline(pipe, make_c
     run(pipe, SOURCE, generator=torch.Generator().manual_seed(1))
     assert all(entry.mask is not None for entry in cache._entries.values())
     hooks = len(pipe.transformer._forward_pre_hooks)
-    out = run(pipe, TARGET, generator=torch.Generator().manual_seed(2))
+    out = run(pipe, TARGET)  # no seed of its own: another seed's entry may serve (its region: fresh noise)
     report = last_call_report(pipe)
     assert report.hit and report.region == "object" and report.skip_steps == 3
     assert out.shape == (1, *LATENT) and bool(torch.isfinite(out).all())

@@ -1,0 +1,43 @@
+"""The similarity -> depth tables the planner ships with, and where each was calibrated.
+
+Every table here says what it was fitted on: a model nobody calibrated for should not trust
+the toy world's depths (README, "Calibration").
+"""
+
+from __future__ import annotations
+
+# NIRVANA (NSDI'24) similarity -> skip table, K as a fraction of N steps.
+NIRVANA_SIMILARITY_TABLE: tuple[tuple[float, float], ...] = (
+    (0.65, 0.10),
+    (0.75, 0.20),
+    (0.85, 0.30),
+    (0.90, 0.40),
+    (0.95, 0.50),
+)
+# The full-prompt table calibrated on the toy world (`flexcache bench quality`, 2026-12-02;
+# README "Calibration"): the cosine only 0.1 % of random prompt pairs with another spec
+# reach still admits one-attribute edits ("... drifting left" / "... drifting right"),
+# which are safe only to 20 % of N; the same text (up to embedding noise) is safe deep.
+TOYWORLD_SIMILARITY_TABLE: tuple[tuple[float, float], ...] = (
+    (0.890, 0.20),
+    (0.9999, 0.50),  # measured safe to 80 %; the deepest default checkpoint is 50 %
+)
+SIMILARITY_TABLES: dict[str, tuple[tuple[float, float], ...]] = {
+    "nirvana": NIRVANA_SIMILARITY_TABLE, "toyworld": TOYWORLD_SIMILARITY_TABLE,
+}
+# Decoupled look-up rules: (min object-part cosine, min background-part cosine,
+# fraction of N), from `flexcache bench quality` on the toy world (README,
+# "Decoupled look-up"): an object part at cosine >= 0.834 (1 % of random pairs
+# with a different object reach it) may resume from 20 % of N whatever the
+# background; no same-background rule (even 20 % of N cost 8 points of adherence).
+PART_SIMILARITY_TABLE: tuple[tuple[float, float, float], ...] = (
+    (0.828, -1.0, 0.20),
+)
+DEFAULT_CHECKPOINT_FRACTIONS: tuple[float, ...] = (0.10, 0.20, 0.30, 0.40, 0.50)
+# Region rules: (part that matches and is kept, min cosine of that part,
+# fraction of N); the other part is generated anew (`engine.regions`).
+# Calibrated on the toy world (README, "Region hits").
+REGION_TABLE: tuple[tuple[str, float, float], ...] = (
+    ("background", 0.849, 0.40),
+    ("object", 0.828, 0.40),
+)
