@@ -34,7 +34,13 @@ from flexcache.core.errors import (
     InvalidPlanError,
 )
 from flexcache.core.types import dtype_name, is_valid_seed
-from flexcache.engine.embedder import TextEmbedder, build_embedder, validate_prompts
+from flexcache.engine.embedder import (
+    TextEmbedder,
+    build_embedder,
+    embedder_identity,
+    reembed_record,
+    validate_prompts,
+)
 from flexcache.engine.fetching import Fetching
 from flexcache.engine.guard import SharingGuard, check_identity, identity_of
 from flexcache.engine.index import MISSING_ID, PartitionedIndex
@@ -403,6 +409,7 @@ class FlexCache(Fetching, Reporting):
                 )
         candidate = PromptRecord(stable_record_id(plan.tenant, signature.key(), plan.prompt, writer), plan.tenant,
                                  plan.prompt, signature, seed, plan.embedding.detach(), writer=writer)
+        candidate.embedder = embedder_identity(self.embedder)  # restore re-embeds entries of another
         if plan.parts is not None and plan.part_embeddings is not None:
             candidate.parts = plan.parts
             candidate.object_embedding = plan.part_embeddings[0].detach()
@@ -479,8 +486,9 @@ class FlexCache(Fetching, Reporting):
         not belong to `key`; the tier's copy is then quarantined.
         """
         tier = self.store.tiers[tier_index]
+        identity = embedder_identity(self.embedder)
         try:
-            candidate, entry = decode_entry_meta(meta, self.index.dim)
+            candidate, entry = decode_entry_meta(meta, self.index.dim, embedder=identity)
             if entry.key != key:
                 raise CorruptBlobError(f"metadata describes {entry.key}, stored under {key}")
         except CorruptBlobError as exc:
@@ -489,6 +497,13 @@ class FlexCache(Fetching, Reporting):
                 self._counters.corrupt_blobs += 1
             tier.quarantine(key)
             return False
+        if candidate.embedder != identity:  # another embedder's vectors (or unnamed): never compared with ours
+            try:
+                reembed_record(candidate, self.embedder)
+            except Exception as exc:  # the entry is sound; this process just cannot index it now
+                logger.warning("flexcache: could not re-embed %s written under embedder %s: %s", key,
+                               candidate.embedder, exc)
+                return False
         with self._lock:
             record = self._record_for(candidate)
             entry.ready = False

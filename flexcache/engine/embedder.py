@@ -234,6 +234,25 @@ class SentenceTransformerEmbedder:
         return exact_only_unreadable(prompts, vectors, self.scripts)
 
 
+def reembed_record(record, embedder: TextEmbedder) -> None:
+    """Give a restored record (`engine.records.PromptRecord`) vectors of `embedder`: its prompt's
+    and its parts', from their stored text, as an insert under `embedder` would have made them.
+
+    For entries written under another embedder's identity (or before identities were recorded):
+    their vectors are on another cosine scale, or another space altogether, and a cache never
+    compares them with its own.
+    """
+    texts = [record.prompt]
+    if record.parts is not None:
+        texts += [record.parts[0]] + ([record.parts[1]] if record.parts[1] else [])
+    vectors = embedder.embed(texts).detach().to("cpu", torch.float32)
+    record.embedding = vectors[0].clone()
+    if record.parts is not None:
+        record.object_embedding = vectors[1].clone()
+        record.background_embedding = vectors[2].clone() if record.parts[1] else None
+    record.embedder = embedder_identity(embedder)
+
+
 def build_embedder(config: EmbedderConfig) -> TextEmbedder:
     """The embedder ``config.model`` names: a packaged multilingual model (`MULTILINGUAL_MODELS`),
     else the packaged MiniLM or a local sentence-transformers directory."""

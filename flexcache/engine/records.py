@@ -236,11 +236,16 @@ def encode_entry_meta(record: "PromptRecord", entry: CacheEntry) -> bytes:
         **parts,
         **({"mask": base64.b64encode(entry.mask).decode()} if entry.mask is not None else {}),
         **({"sigma": entry.sigma} if entry.sigma is not None else {}),
+        **({"embedder": record.embedder} if record.embedder is not None else {}),
     }, separators=(",", ":")).encode()
 
 
-def decode_entry_meta(meta: bytes, dim: int | None = None) -> tuple["PromptRecord", CacheEntry]:
+def decode_entry_meta(meta: bytes, dim: int | None = None,
+                      embedder: str | None = None) -> tuple["PromptRecord", CacheEntry]:
     """Inverse of `encode_entry_meta` (a record holding just this entry).
+
+    Vectors must have `dim` values only when the entry was written under the identity `embedder`
+    (when given): another embedder's vectors are to be replaced (`embedder.reembed_record`), not used.
 
     Raises:
         CorruptBlobError: metadata that is not what `encode_entry_meta` wrote.
@@ -249,6 +254,8 @@ def decode_entry_meta(meta: bytes, dim: int | None = None) -> tuple["PromptRecor
         data = json.loads(bytes(meta))
         if data.get("v") != META_VERSION:
             raise ValueError(f"metadata version {data.get('v')!r}")
+        if embedder is not None and data.get("embedder") != embedder:
+            dim = None
         signature = GenerationSignature.from_dict(data["signature"])
 
         def vector(name: str) -> torch.Tensor:
@@ -262,6 +269,8 @@ def decode_entry_meta(meta: bytes, dim: int | None = None) -> tuple["PromptRecor
                               int(data["seed"]), vector("embedding"))
         if data.get("writer") is not None:  # entries of earlier versions have none
             record.writer = str(data["writer"])
+        if data.get("embedder") is not None:
+            record.embedder = str(data["embedder"])
         if "object_embedding" in data:  # written under decoupled look-up
             record.parts = (str(data["object"]), str(data["background"]))
             record.object_embedding = vector("object_embedding")
@@ -300,6 +309,8 @@ class PromptRecord:
     # Other users whose runs resumed from it agreed / disagreed with its latents (`engine.guard`).
     vouches: set[str] = field(default_factory=set, repr=False)
     accusations: set[str] = field(default_factory=set, repr=False)
+    # `embedder.embedder_identity` of what made the vectors (None: an entry of an earlier version).
+    embedder: str | None = None
 
     def deepest_step_at_most(self, step: int) -> int | None:
         """The deepest stored (ready) step not beyond `step`, or None."""
