@@ -113,7 +113,9 @@ def test_object_cells_threshold_and_dilation():
 def test_same_background_gets_a_region_hit_with_the_object_regenerated(make_cache, signature):
     cache = _cache(make_cache)
     _fill(cache, signature, "a golden retriever chasing a frisbee in a sunlit park", PARK, seed=3)
-    plan = cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE, seed=7)
+    # seed 7 is the caller's: any_seed lets it resume from seed 3's entry, its own noise in the region
+    plan = cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE, seed=7, any_seed=True,
+                      regions=True)
     assert plan.hit and plan.region == "object" and plan.skip_steps == 6  # 0.3 of 20
     assert plan.region_method == "restart" and plan.uniform_from == 6 + 7  # half of the 14 steps left
     assert all(step >= plan.uniform_from for step in plan.run_checkpoints)
@@ -131,7 +133,7 @@ def test_same_object_regenerates_the_background(make_cache, signature):
     cache = _cache(make_cache)
     _fill(cache, signature, "a golden retriever chasing a frisbee in a sunlit park", PARK)
     plan = cache.plan("a golden retriever chasing a frisbee on a snowy mountain", signature,
-                      parts=("golden retriever chasing a frisbee", "snowy mountain"))
+                      parts=("golden retriever chasing a frisbee", "snowy mountain"), regions=True)
     assert plan.hit and plan.region == "background" and plan.skip_steps == 8
     start = cache.fetch_start(plan)
     centre = start.region[0, :, 3:5, 3:5]  # inside the (dilated) object cells
@@ -143,7 +145,7 @@ def test_object_and_background_from_two_entries_compose(make_cache, signature):
     _fill(cache, signature, "a golden retriever chasing a frisbee on a snowy mountain",
           ("golden retriever chasing a frisbee", "snowy mountain"), seed=2)
     _fill(cache, signature, "a child flying a red kite in a sunlit park", KITE, seed=5)
-    plan = cache.plan("a golden retriever chasing a frisbee in a sunlit park", signature, parts=PARK)
+    plan = cache.plan("a golden retriever chasing a frisbee in a sunlit park", signature, parts=PARK, regions=True)
     assert plan.hit and plan.region == "composed" and plan.object_record is not None
     start = cache.fetch_start(plan)
     assert float(start.latent[0, 0, 3, 3]) == 2.0  # the object cells come from the object's entry
@@ -154,7 +156,7 @@ def test_object_and_background_from_two_entries_compose(make_cache, signature):
 def test_entries_without_masks_serve_whole_latent_rules_only(make_cache, signature):
     cache = _cache(make_cache)
     _fill(cache, signature, "a golden retriever chasing a frisbee in a sunlit park", PARK, masks=False)
-    plan = cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE)
+    plan = cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE, regions=True)
     assert not plan.hit
     whole = cache.plan("a golden retriever chasing a frisbee in a sunlit park", signature, parts=PARK)
     assert whole.hit and whole.region is None  # the entry serves, as a whole latent
@@ -175,7 +177,7 @@ def test_a_caller_that_cannot_run_regions_gets_none(make_cache, signature):
 def test_no_background_part_never_keeps_a_background(make_cache, signature):
     cache = _cache(make_cache, region_table=(BACKGROUND_RULE,))
     _fill(cache, signature, "a golden retriever chasing a frisbee", ("golden retriever chasing a frisbee", ""))
-    plan = cache.plan("a child flying a red kite", signature, parts=("child flying a red kite", ""))
+    plan = cache.plan("a child flying a red kite", signature, parts=("child flying a red kite", ""), regions=True)
     assert not plan.hit  # both without a setting: no background to keep
     # With a setting on both sides the same rule keeps it: the miss above is the missing setting's.
     _fill(cache, signature, "a golden retriever chasing a frisbee in a sunlit park", PARK, seed=2)
@@ -188,12 +190,12 @@ def test_a_corrupt_mask_gives_no_region_hit_and_no_garbage(make_cache, signature
     _fill(cache, signature, "a golden retriever chasing a frisbee in a sunlit park", PARK)
     for entry in cache._entries.values():
         entry.mask = entry.mask[:-1] + bytes([entry.mask[-1] ^ 1])
-    plan = cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE)
+    plan = cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE, regions=True)
     assert plan.hit and plan.region == "object"
     assert cache.fetch_start(plan) is None and cache.fetch(plan) is None
     stats = cache.stats()
     assert stats["corrupt_masks"] == 1 and stats["hits"] == 0
-    again = cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE)
+    again = cache.plan("a child flying a red kite in a sunlit park", signature, parts=KITE, regions=True)
     # that entry serves no region hit any more (the others' masks are checked when they are used)
     assert not (again.hit and again.region is not None and again.skip_steps == plan.skip_steps)
 
