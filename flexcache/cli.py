@@ -259,6 +259,23 @@ def _bench_splitter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_languages(args: argparse.Namespace) -> int:
+    from flexcache.benchmarks.language_bench import format_embedders_table, format_languages_table, run_language_bench
+
+    data = {}
+    for item in args.data or ["dev=bench/data/multilingual-dev.jsonl", "heldout=bench/data/multilingual-heldout.jsonl"]:
+        name, _, path = item.rpartition("=")
+        data[name or Path(path).stem] = path
+    embedders = [name.strip() for name in args.embedders.split(",") if name.strip()]
+    result = run_language_bench(data, embedders, progress=None if args.no_progress else print)
+    tables = [format_embedders_table(result)] + [format_languages_table(result, name) for name in data]
+    print("\n\n".join(tables))
+    _write_json(args.json, result, "results")
+    if args.json:
+        Path(args.json).with_suffix(".md").write_text("\n\n".join(tables) + "\n")
+    return 0
+
+
 # The synthetic workload's shape, one flag each (defaults and sources: `serve.workload`).
 WORKLOAD_FLAGS = {
     "session_mean": "mean prompts per user session",
@@ -473,6 +490,17 @@ def build_parser() -> argparse.ArgumentParser:
     splitter.add_argument("--failures", metavar="SPLIT", help="also list the misses of this split (dev, test, dev2, ... or all)")
     splitter.add_argument("--json", metavar="PATH", help="write the scores (and listed failures) as JSON here")
     splitter.set_defaults(run=_bench_splitter)
+
+    languages = bench.add_parser("languages", help="near-duplicate matching across languages per embedder: "
+                                 "AUC, recall at 1 %% / 0.1 %% easy false matches, hard negatives, latency")
+    languages.add_argument("--data", action="append", metavar="[NAME=]PATH",
+                           default=None, help="multilingual prompt JSONL (repeatable; default: "
+                           "bench/data/multilingual-dev.jsonl and -heldout.jsonl, from the repository root)")
+    languages.add_argument("--embedders", default="all-MiniLM-L6-v2,use-multilingual-v3,multilingual-e5-small",
+                           help="comma-separated embedder.model values to compare")
+    languages.add_argument("--no-progress", action="store_true")
+    languages.add_argument("--json", metavar="PATH", help="write the results here (and the tables beside it as .md)")
+    languages.set_defaults(run=_bench_languages)
 
     serve = bench.add_parser("serve", help="serving benchmark: throughput, latency, cost and hit rate per system "
                              "(simulated GPUs, or --live worker processes)")
