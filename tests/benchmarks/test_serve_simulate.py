@@ -38,7 +38,7 @@ def test_a_zero_budget_makes_every_system_nocache(embedder):
 
 
 def test_exact_repeats_resume_from_the_deepest_checkpoint(embedder):
-    trace = [TraceRequest(i * SPACED, "default", UNRELATED[i % 3], seed=i) for i in range(9)]
+    trace = [TraceRequest(i * SPACED, "default", UNRELATED[i % 3]) for i in range(9)]
     for name in ("nirvana", "flexcache"):
         row = _run(trace, name, embedder)
         assert row["hit_rate"] == pytest.approx(6 / 9)  # every repeat, never a first sight
@@ -56,7 +56,7 @@ def test_unrelated_prompts_serve_like_nocache(embedder):
 
 
 def test_the_same_trace_gives_the_same_figures(embedder):
-    trace = [TraceRequest(i * 30.0, "default", UNRELATED[i % 4], seed=i) for i in range(12)]
+    trace = [TraceRequest(i * 30.0, "default", UNRELATED[i % 4]) for i in range(12)]
     assert _run(trace, "flexcache", embedder) == _run(trace, "flexcache", embedder)
 
 
@@ -80,7 +80,7 @@ def test_bench_serve_replays_a_trace_and_writes_every_field(tmp_path, capsys):
     from flexcache.cli import main
 
     trace = tmp_path / "trace.jsonl"
-    write_trace(trace, [TraceRequest(i * 60.0, "default", UNRELATED[i % 3], seed=i) for i in range(9)])
+    write_trace(trace, [TraceRequest(i * 60.0, "default", UNRELATED[i % 3]) for i in range(9)])
     out = tmp_path / "serve.json"
     assert main(["bench", "serve", "--trace", str(trace), "--profile", "ltx-video", "--systems",
                  "nocache,nirvana,flexcache", "--workers", "1", "--no-progress", "--json", str(out)]) == 0
@@ -106,7 +106,7 @@ def _run_variant(trace, name, embedder, budget=10**9, workers=2):
 def test_an_in_request_method_scales_each_step_full_and_resumed(embedder):
     from flexcache.benchmarks.serve.in_request import get_method
 
-    trace = [TraceRequest(i * SPACED, "default", UNRELATED[i % 3], seed=i) for i in range(9)]
+    trace = [TraceRequest(i * SPACED, "default", UNRELATED[i % 3]) for i in range(9)]
     plain = _run_variant(trace, "flexcache", embedder)
     with_method = _run_variant(trace, "flexcache+magcache", embedder)
     assert with_method.name == "flexcache+magcache" and with_method.hits == plain.hits == 6

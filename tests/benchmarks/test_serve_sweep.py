@@ -38,7 +38,7 @@ def test_the_memoized_embedder_returns_the_first_vectors_and_embeds_each_text_on
 def test_a_small_budget_costs_nirvana_hits_that_compression_keeps(tmp_path):
     """At a budget that holds a few raw latents, NIRVANA evicts what flexcache still holds compressed."""
     profile = get_profile("ltx-video")
-    trace = [TraceRequest(i * 3 * profile.seconds_full, "default", PROMPTS[i % 4], seed=i) for i in range(16)]
+    trace = [TraceRequest(i * 3 * profile.seconds_full, "default", PROMPTS[i % 4]) for i in range(16)]
     # Two raw checkpoints (of five per prompt), but both topics' compressed entries.
     budget = 2 * profile.latent_bytes + 1000
     result = run_serve_bench(trace, profile, systems=("nocache", "nirvana", "flexcache"), budget_bytes=budget,

@@ -107,7 +107,6 @@ class LocalRedisServer:
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent if main_thread else None)
-        self.pid = self._process.pid
         self.url = f"redis://127.0.0.1:{self.port}/0"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -232,8 +231,11 @@ def _worker_main(setup: WorkerSetup, requests, results) -> None:
                 if cache is None:
                     clip = pipe(latents=initial_noise([seed]), **kwargs).frames[0]
                 else:
+                    # A trace's seed is its user's choice; without one the bench seeds the run for repeatability
+                    # only, so any entry may serve it.
                     clip = pipe(prompt=request.prompt, negative_prompt="", flexcache_tenant=request.tenant,
-                                generator=torch.Generator().manual_seed(seed), **kwargs).frames[0]
+                                generator=torch.Generator().manual_seed(seed),
+                                flexcache_any_seed=request.seed is None, **kwargs).frames[0]
                     report = last_call_report(pipe)
                     row.hit, row.skip_steps, row.via_parts = report.hit, report.skip_steps, report.via_parts
                     row.region = report.region
@@ -461,5 +463,6 @@ def toyworld_trace(requests: int = 60, seed: int = 0, interval_s: float = 1.0) -
     """The default live workload: the demo's toy-world stream (new prompts, repeats, paraphrases, part edits)."""
     from flexcache.demo import demo_stream
 
-    return [TraceRequest(index * interval_s, "default", request.prompt, seed=seed * 100_003 + index)
+    # No seeds: the demo stream's users leave the seed to the service (the bench seeds runs by index).
+    return [TraceRequest(index * interval_s, "default", request.prompt)
             for index, request in enumerate(demo_stream(requests, seed))]

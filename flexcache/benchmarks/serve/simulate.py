@@ -223,7 +223,7 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         if cached:
             overhead = costs.plan_s
             plan = cache.plan(request.prompt, signature, tenant=request.tenant, user=_user_id(request.user),
-                              seed=request.seed or 0)
+                              seed=request.seed)  # a trace's seed is its user's choice: honoured
             run = plan.as_miss() if plan.hit else plan
             if plan.hit and cache.fetch(plan) is not None:
                 run = plan if system.cache_resumed and plan.run_checkpoints else None

@@ -216,7 +216,10 @@ def generate_trace(spec: SyntheticWorkload | None = None) -> list[TraceRequest]:
             prompt = _fresh(rng, spec)
         prompts.append(prompt)
         active[user] = (prompts, left - 1)
-        out.append(TraceRequest(round(t, 3), spec.tenant, prompt, user, seed=rng.randrange(2**31)))
+        # Users leave the seed to the service (a trace's seed is a user's explicit choice, honoured). The draw
+        # stays, unused, so the prompts and times are those of traces generated before.
+        rng.randrange(2**31)
+        out.append(TraceRequest(round(t, 3), spec.tenant, prompt, user))
     return out
 
 
