@@ -122,7 +122,8 @@ class EngineService:
     def request(self, prompt: str, user: str, seed: int, conditioning: str | None = None) -> tuple[int, Any]:
         """(steps run, clip or None) for one request; the run's checkpoints are stored as the service does."""
         cache, sig, steps = self.cache, self.world.signature, self.world.signature.num_steps
-        plan = cache.plan(prompt, sig, user=user, seed=seed, regions=False)
+        # Users leave the seed to the service (an attacker would): `seed` only makes the run repeatable.
+        plan = cache.plan(prompt, sig, user=user, seed=seed, any_seed=True, regions=False)
         self.last_plan = plan
         start = cache.fetch(plan) if plan.hit else None
         skip = plan.skip_steps if start is not None else 0
@@ -161,7 +162,8 @@ class PipelineService:
         started = time.perf_counter()
         with torch.inference_mode():
             out = self.world.pipe(prompt=prompt, negative_prompt="", flexcache_user=user,
-                                  generator=torch.Generator().manual_seed(seed), **kwargs).frames
+                                  generator=torch.Generator().manual_seed(seed), flexcache_any_seed=True,
+                                  **kwargs).frames
         return time.perf_counter() - started, out[0].clamp(-1, 1)
 
     def calibrate(self, user: str, seed: int) -> None:
@@ -191,7 +193,7 @@ class Shadow:
 
     def expected_steps(self, prompt: str, seed: int) -> int:
         sig = self.world.signature
-        plan = self.cache.plan(prompt, sig, seed=seed, regions=False)
+        plan = self.cache.plan(prompt, sig, seed=seed, any_seed=True, regions=False)
         if plan.run_checkpoints:  # what the service stores of the attacker's run
             self.cache.insert(plan, {s: torch.zeros(sig.latent_shape) for s in plan.run_checkpoints})
         return sig.num_steps - plan.skip_steps

@@ -12,6 +12,9 @@
   target's adherence, the pixel distance to the target's own full-step clip
   (RMS in [0, 1] pixel units), the stored bytes, and the full-prompt
   similarity of the pairs (the packaged MiniLM, as the engine's look-up sees it).
+* ``seed_diversity``: how much of the across-seed difference a request for
+  another seed keeps when served from the first seed's x_K
+  (`benchmarks.seed_diversity`; read with ``planner.cross_seed_max_fraction``).
 
 These rows calibrate the similarity -> K thresholds of the planner.
 """
@@ -27,6 +30,7 @@ from typing import Any
 
 import torch
 
+from flexcache.benchmarks.seed_diversity import format_seed_diversity, seed_diversity
 from flexcache.core import CodecConfig
 from flexcache.toyworld.cases import CASES, related_request, request_for
 from flexcache.toyworld.model import (
@@ -166,6 +170,9 @@ def run_quality_bench(*, weights=WEIGHTS, pairs: int = 24, skips: tuple[int, ...
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
     }
+    say("seed diversity: another seed served from the first seed's entry")
+    result["seed_diversity"] = seed_diversity(pipe, encoder, pairs=pairs, skips=skips, steps=steps,
+                                              guidance=guidance, seed=seed)
     if regions:
         from flexcache.benchmarks.region_bench import REGION_FRACTIONS, run_region_bench
 
@@ -217,6 +224,8 @@ def format_quality_table(result: dict[str, Any]) -> str:
             iou = ", ".join(f"{k}: {v:.2f}" for k, v in result["mask_iou"].get(case, {}).items()) or "-"
             lines.append(f"| {case} | {row['regenerated']} | {row['method']} | {row['deepest_safe_fraction']:.2f} | "
                          f"{row['adherence_at_deepest']:.3f} | {row['adherence_full_steps']:.3f} | {by} | {iou} |")
+    if result.get("seed_diversity"):
+        lines += ["", format_seed_diversity(result["seed_diversity"])]
     tables = result.get("rule_tables")
     if tables:
         lines += ["", f"Calibrated full-prompt table: {tables['similarity_table']}",
