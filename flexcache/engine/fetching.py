@@ -60,9 +60,28 @@ class Fetching:
 
     @timed("fetch")
     def fetch_start(self, plan: Plan, device: torch.device | str | None = None) -> HitStart | None:
-        """What a hit resumes from: the start latent and, for a region hit, the region to regenerate.
+        """What a hit resumes from: the start latent, its solver state, and for a region hit the region.
 
-        Same contract as `fetch` (None: serve as a miss).
+        Same contract as `fetch` (None: serve as a miss). A whole-latent hit resumes at
+        ``plan.skip_steps`` from ``start.latent`` (restoring ``start.solver_state`` into a
+        multistep solver when there is one). Region hits come only from ``plan(..., regions=True)``:
+        ``start.region`` is 1.0 where the latent holds fresh noise from ``plan.seed``, which
+        must be denoised from noise level 1 on the region's own schedule
+        (`integrations.region_runs`, ``start.method``); resumed as a plain hit, that region
+        stays noise.
+
+        Example:
+            >>> import torch
+            >>> from flexcache import FlexCache, GenerationSignature
+            >>> cache = FlexCache()
+            >>> sig = GenerationSignature("my-model", "Euler", num_steps=10, height=64, width=64,
+            ...                           num_frames=9, latent_shape=(4, 3, 8, 8))
+            >>> miss = cache.plan("a red fox running through snow", sig)
+            >>> _ = cache.insert(miss, {k: torch.randn(4, 3, 8, 8) for k in miss.checkpoint_steps})
+            >>> hit = cache.plan("a red fox running through snow", sig)  # regions=False: whole latents only
+            >>> start = cache.fetch_start(hit, device="cpu")
+            >>> hit.skip_steps, tuple(start.latent.shape), start.region is None
+            (5, (4, 3, 8, 8), True)
         """
         if not plan.hit:
             raise InvalidPlanError("fetch() needs a hit plan; run a miss in full and insert() its latents")
