@@ -164,7 +164,7 @@ class JobManager:
         """
         with self._lock:
             alive, ready = self.alive_workers(), self.ready_workers()
-            reasons = [f"worker {index} could not start: {error}" for index, error in self.start_errors.items()]
+            reasons = [f"worker {index} could not start: {error}" for index, error in sorted(self.start_errors.items())]
             if alive and not ready:
                 reasons.append(f"no worker is ready yet ({len(alive)} starting)")
             for index in ready:
