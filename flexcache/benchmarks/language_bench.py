@@ -266,13 +266,22 @@ def run_language_bench(data: dict[str, str | Path], embedders: Sequence[str] = D
         embedder.embed(["load"])
         load_s = time.perf_counter() - start
         all_prompts = [r["prompt"] for name in data for r in rows[name] if r["kind"] != "odd"]
+        load_before = _load_average()
+        latency = embed_latency(embedder, all_prompts)
+        latency["load_average_1min"] = [load_before, _load_average()]  # the CPU may be shared: say how busy
         result["embedders"][model] = {"identity": embedder_identity(embedder), "dim": embedder.dim,
                                       "model_bytes": model_bytes(embedder), "load_s": round(load_s, 2),
-                                      "latency": embed_latency(embedder, all_prompts)}
+                                      "latency": latency}
         for name in data:
             result["scores"][name][model] = score(rows[name], embed_rows(embedder, rows[name]), pairs[name],
                                                   CALIBRATED_FULL_THRESHOLDS.get(model))
     return result
+
+
+def _load_average() -> float | None:
+    import os
+
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def _cpu_count() -> int:
@@ -302,12 +311,14 @@ def format_languages_table(result: dict[str, Any], data_name: str) -> str:
 
 
 def format_embedders_table(result: dict[str, Any]) -> str:
-    lines = ["| embedder | dim | model on disk | load | embed one prompt (median / p90) |", "|---|---|---|---|---|"]
+    lines = ["| embedder | dim | model on disk | load | embed one prompt (median / p90) | CPU load average |",
+             "|---|---|---|---|---|---|"]
     for model, info in result["embedders"].items():
         size = "-" if info["model_bytes"] is None else f"{info['model_bytes'] / 2**20:.0f} MiB"
         latency = info["latency"]
         lines.append(f"| {model} | {info['dim']} | {size} | {info['load_s']:.1f} s | "
-                     f"{latency['median_ms']:.1f} / {latency['p90_ms']:.1f} ms |")
+                     f"{latency['median_ms']:.1f} / {latency['p90_ms']:.1f} ms | "
+                     f"{' -> '.join(str(x) for x in latency.get('load_average_1min', []))} |")
     return "\n".join(lines)
 
 
