@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from flexcache.core.errors import ConfigError
+from flexcache.core import ConfigError
 
 KINDS = ("original", "translation", "paraphrase", "edit_subject", "edit_setting", "edit_action", "unrelated", "odd")
 POSITIVE_KINDS = ("translation", "paraphrase")
@@ -247,8 +247,8 @@ def model_bytes(embedder) -> int | None:
 def run_language_bench(data: dict[str, str | Path], embedders: Sequence[str] = DEFAULT_EMBEDDERS,
                        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Score each named embedder (an ``embedder.model`` value) on each named data file."""
-    from flexcache.core.config import EmbedderConfig
-    from flexcache.engine.embedder import build_embedder, embedder_identity
+    from flexcache.core import EmbedderConfig
+    from flexcache.engine import build_embedder
 
     rows = {name: load_rows(path) for name, path in data.items()}
     pairs = {name: labelled_pairs(r) for name, r in rows.items()}
@@ -269,7 +269,7 @@ def run_language_bench(data: dict[str, str | Path], embedders: Sequence[str] = D
         load_before = _load_average()
         latency = embed_latency(embedder, all_prompts)
         latency["load_average_1min"] = [load_before, _load_average()]  # the CPU may be shared: say how busy
-        result["embedders"][model] = {"identity": embedder_identity(embedder), "dim": embedder.dim,
+        result["embedders"][model] = {"identity": getattr(embedder, "identity", None), "dim": embedder.dim,
                                       "model_bytes": model_bytes(embedder), "load_s": round(load_s, 2),
                                       "latency": latency}
         for name in data:

@@ -20,24 +20,28 @@ serves it another prompt's latent. Without this, MiniLM gives "猫" (cat),
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
-import unicodedata
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from flexcache.core.config import EmbedderConfig
-from flexcache.core.errors import BackendUnavailableError, InvalidPromptError
+from flexcache.core.errors import BackendUnavailableError
+from flexcache.engine.prompt_text import (  # noqa: F401 (re-exported: the engine's names for them)
+    exact_only_unreadable,
+    exact_only_vector,
+    letter_script,
+    readable,
+    resolve_device,
+    validate_prompts,
+)
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
 # embedder.model names of the multilingual models packaged with their weights (engine.packaged_embedders);
 # "multilingual" is the one measured best (bench/results/2026-12-07-cpu-languages.md), installed with FlexCache.
 MULTILINGUAL_MODELS = ("multilingual", "use-multilingual-v3", "multilingual-e5-small")
-# Letters that belong to every script ("ʼ" is a MODIFIER LETTER) never make a prompt unreadable.
-_NEUTRAL_SCRIPTS = frozenset({"MODIFIER"})
 
 
 @runtime_checkable
@@ -65,78 +69,6 @@ def embedder_identity(embedder: TextEmbedder) -> str:
     if isinstance(identity, str) and identity:
         return identity
     return f"{type(embedder).__module__}.{type(embedder).__qualname__}/{embedder.dim}"
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU. Never initialises CUDA for ``"cpu"``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailableError("device 'cuda' was requested but CUDA is not available; use 'auto' or 'cpu'")
-    return torch.device(device)
-
-
-def validate_prompts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        texts = [texts]
-    prompts = list(texts)
-    for text in prompts:
-        if not isinstance(text, str):
-            raise InvalidPromptError(f"a prompt must be a string; got {type(text).__name__}")
-        if not text.strip():
-            raise InvalidPromptError("a prompt must contain non-whitespace text; got an empty prompt")
-    return prompts
-
-
-def letter_script(letter: str) -> str:
-    """The script of a letter as the first word of its Unicode name (CJK ideographs: "CJK").
-
-    Example:
-        >>> letter_script("a"), letter_script("猫"), letter_script("ж"), letter_script("ね")
-        ('LATIN', 'CJK', 'CYRILLIC', 'HIRAGANA')
-    """
-    name = unicodedata.name(letter, "")
-    return "CJK" if name.startswith("CJK ") else name.split(" ", 1)[0]
-
-
-def readable(text: str, scripts: frozenset[str] | None) -> bool:
-    """Whether an embedder that reads `scripts` (None: every script) can read `text`: it has a
-    letter, and each of its letters (after NFKC) is of one of those scripts.
-
-    Example:
-        >>> latin = frozenset({"LATIN"})
-        >>> readable("a café", latin), readable("ａ ｃａｔ", latin), readable("猫", latin), readable("🐼!!!", None)
-        (True, True, False, False)
-    """
-    letters = [ch for ch in unicodedata.normalize("NFKC", text) if ch.isalpha()]
-    if not letters:
-        return False
-    return scripts is None or all(
-        script in scripts or script in _NEUTRAL_SCRIPTS for script in map(letter_script, letters))
-
-
-def exact_only_vector(text: str, dim: int) -> torch.Tensor:
-    """A unit vector drawn from a hash of `text`: equal for equal texts, near-orthogonal to anything else.
-
-    Example:
-        >>> a, b = exact_only_vector("猫", 384), exact_only_vector("龙", 384)
-        >>> bool(torch.equal(a, exact_only_vector("猫", 384))), abs(float(a @ b)) < 0.3
-        (True, True)
-    """
-    seed = int.from_bytes(hashlib.sha256(("flexcache-exact-only\x00" + text).encode()).digest()[:8], "little")
-    vector = torch.randn(dim, generator=torch.Generator().manual_seed(seed & (2**63 - 1)))
-    return vector / vector.norm()
-
-
-def exact_only_unreadable(texts: Sequence[str], vectors: torch.Tensor, scripts: frozenset[str] | None) -> torch.Tensor:
-    """`vectors` with the row of each text the embedder cannot read (`readable`) replaced by its
-    `exact_only_vector`."""
-    rows = [i for i, text in enumerate(texts) if not readable(text, scripts)]
-    if rows:
-        vectors = vectors.clone()
-        for i in rows:
-            vectors[i] = exact_only_vector(texts[i], vectors.shape[1]).to(vectors.device, vectors.dtype)
-    return vectors
 
 
 class SentenceTransformerEmbedder:

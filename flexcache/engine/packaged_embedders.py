@@ -50,7 +50,7 @@ import torch
 
 from flexcache.core.config import EmbedderConfig
 from flexcache.core.errors import BackendUnavailableError
-from flexcache.engine.embedder import exact_only_unreadable, resolve_device, validate_prompts
+from flexcache.engine.prompt_text import exact_only_unreadable, resolve_device, validate_prompts
 
 
 # USE multilingual v3's rules, calibrated on the toy world like the shipped MiniLM ones (same cases admitted, same

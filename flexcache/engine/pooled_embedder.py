@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from flexcache.core.errors import InvalidPromptError
-from flexcache.engine.embedder import exact_only_unreadable, validate_prompts
+from flexcache.engine.prompt_text import exact_only_unreadable, validate_prompts
 
 Encode = Callable[[list[str]], torch.Tensor]
 
