@@ -51,6 +51,7 @@ class Job:
     media_type: str | None = None
     created: float = field(default_factory=time.time)
     finished: float | None = None
+    any_seed: bool = False  # the server drew `seed` (the client gave none): any cached entry may serve the job
 
     def public(self) -> dict[str, Any]:
         """What a client sees: never whether it was a hit, K or the source."""
@@ -233,7 +234,7 @@ class JobManager:
             if not self.alive_workers():
                 raise NoWorkerError("no worker process is alive")
             job = Job(secrets.token_hex(12), prompt, secrets.randbits(32) if seed is None else seed,
-                      steps or self.config.steps, tenant, user)
+                      steps or self.config.steps, tenant, user, any_seed=seed is None)
             self.jobs[job.id] = job
             while len(self.jobs) > self.max_jobs:  # finished jobs are forgotten oldest first
                 oldest = next(iter(self.jobs))
@@ -264,8 +265,8 @@ class JobManager:
             job = self.jobs[self._pending.popleft()]
             job.worker, worker.current = index, job.id
             job.attempts += 1
-            worker.tasks.put({"id": job.id, "prompt": job.prompt, "seed": job.seed, "steps": job.steps,
-                              "tenant": job.tenant, "user": job.user})
+            worker.tasks.put({"id": job.id, "prompt": job.prompt, "seed": job.seed, "any_seed": job.any_seed,
+                              "steps": job.steps, "tenant": job.tenant, "user": job.user})
 
     def _read_results(self) -> None:
         import queue

@@ -113,11 +113,15 @@ class _Heartbeat:
         self.cache = None
         self.remote_hits = 0
         self._stop = threading.Event()
+        self._sending = threading.Lock()  # snapshots go out in the order they were taken: stats never go back
         self._thread = threading.Thread(target=self._run, name="flexcache-worker-heartbeat", daemon=True)
         self._thread.start()
 
-    def snapshot(self) -> dict[str, Any]:
-        return {**self.cache.stats(), "health": self.cache.health(), "cross_worker_hits": self.remote_hits}
+    def send(self, *message: Any) -> None:
+        """Put `message` with the cache's stats and health (and the cross-worker hits) appended."""
+        with self._sending:
+            snapshot = {**self.cache.stats(), "health": self.cache.health(), "cross_worker_hits": self.remote_hits}
+            self.results.put((*message, snapshot))
 
     def _run(self) -> None:
         waited = 0.0
@@ -129,7 +133,7 @@ class _Heartbeat:
                 continue
             waited = 0.0
             try:
-                self.results.put(("health", self.worker, self.snapshot()))
+                self.send("health", self.worker)
             except Exception:  # noqa: BLE001 - a report that failed is sent again next time
                 logger.debug("flexcache serve: worker %d could not report its health", self.worker, exc_info=True)
 
@@ -159,7 +163,7 @@ def worker_main(worker: int, slot: int, config: WorkerConfig, tasks, results, pa
         results.put(("broken", worker, traceback.format_exc(), f"{type(exc).__name__}: {exc}"))
         return
     heartbeat.cache = cache
-    results.put(("ready", worker, os.getpid(), heartbeat.snapshot()))
+    heartbeat.send("ready", worker, os.getpid())
     own_prompts: set[str] = set()
     while True:
         job = tasks.get()
@@ -169,16 +173,19 @@ def worker_main(worker: int, slot: int, config: WorkerConfig, tasks, results, pa
         try:
             generator = torch.Generator().manual_seed(job["seed"])
             with torch.inference_mode():
+                # A seed the client gave is honoured (only its entries serve it fully); one the server drew is not
+                # the client's choice, so any entry may serve the job.
                 output = pipe(prompt=job["prompt"], generator=generator, flexcache_tenant=job["tenant"],
-                              flexcache_user=job["user"], **kwargs_for(job["prompt"], job["steps"]))
+                              flexcache_user=job["user"], flexcache_any_seed=job["any_seed"],
+                              **kwargs_for(job["prompt"], job["steps"]))
             report = last_call_report(pipe)
             # A hit on an entry this worker did not insert came through the shared tier from another worker.
             heartbeat.remote_hits += bool(report.hit and report.source_prompt not in own_prompts)
             if report.inserted:
                 own_prompts.add(job["prompt"])
             video, media_type = to_video(output)
-            results.put(("done", worker, job["id"], {"video": video, "media_type": media_type}, heartbeat.snapshot()))
+            heartbeat.send("done", worker, job["id"], {"video": video, "media_type": media_type})
         except Exception as exc:  # noqa: BLE001 - a failed job is a result, not a crash
-            results.put(("failed", worker, job["id"], f"{type(exc).__name__}: {exc}", heartbeat.snapshot()))
+            heartbeat.send("failed", worker, job["id"], f"{type(exc).__name__}: {exc}")
     heartbeat.stop()
     cache.close()

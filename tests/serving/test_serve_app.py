@@ -59,6 +59,11 @@ def finished(client, ids):
     return all(client.get(f"/v1/videos/{i}").json()["status"] in ("done", "failed") for i in ids)
 
 
+def total_hits(client) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in client.get("/metrics").text.splitlines()
+               if line.startswith("flexcache_hits_total{"))
+
+
 def every_worker_knows_every_entry(manager) -> bool:
     """Each ready worker's index holds every entry any worker inserted: the write-behind copies reached
     Redis and the other worker's event follower took them in (from the stats workers report every 0.5 s)."""
@@ -98,6 +103,12 @@ def test_twenty_jobs_survive_a_killed_worker_and_hits_cross_workers(server):
                     if line.startswith("flexcache_serve_cross_worker_hits_total{"))
         assert cross >= 1
         assert re.search(r'flexcache_hits_total\{[^}]*worker="\d+"', metrics), metrics
+
+        # Without a seed the server draws one that is not the client's choice: any entry serves the repeat.
+        before = total_hits(client)
+        seedless = client.post("/v1/videos", json={"prompt": prompts[0]}).json()["id"]
+        wait(lambda: finished(client, [seedless]), what="the seedless repeat")
+        wait(lambda: total_hits(client) > before, what="the seedless repeat's hit in /metrics")
 
         # bad input
         missing = client.post("/v1/videos", json={"seed": 1})
