@@ -98,6 +98,8 @@ class CacheCollector:
                     ("flexcache_demotions", "Entries moved to a slower tier under pressure.", store["demotions"]),
                     ("flexcache_dropped_moves", "Background moves dropped (the move queue was full).",
                      store["dropped_moves"]),
+                    ("flexcache_store_callback_errors", "Store callbacks (eviction bookkeeping) that raised.",
+                     store.get("callback_errors", 0)),
                     ("flexcache_corrupt_blobs", "Blobs or metadata that failed their checksum (served as misses).",
                      stats["corrupt_blobs"]),
                     ("flexcache_fetch_misses", "Hits whose entry was gone or damaged when fetched.",
@@ -106,6 +108,10 @@ class CacheCollector:
                      stats["codec_stats"]["raw_bytes"]),
                     ("flexcache_codec_output_bytes", "Bytes the codec made of them.", stats["codec_stats"]["coded_bytes"])):
                 add(Counter, name, doc, value, labels)
+            health = stats.get("health")
+            if health is not None:
+                add(Gauge, "flexcache_health_degraded", "1 while the cache is degraded (stats()['health'] says why).",
+                    float(health.get("status") != "ok"), labels)
             errors = stats.get("cache_errors", {})
             for stage in sorted(set(CACHE_ERROR_STAGES) | set(errors)):
                 add(Counter, "flexcache_cache_errors", "Errors of the cache path, contained: the generation ran "
