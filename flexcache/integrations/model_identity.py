@@ -123,8 +123,11 @@ def weights_fingerprint(modules: Iterable[tuple[str, torch.nn.Module]]) -> str:
     """
     digest = hashlib.sha256(b"flexcache-weights-v1;")
     for prefix, module in modules:
-        _update_with_samples(digest, itertools.chain(module.named_parameters(prefix=prefix),
-                                                     _persistent_buffers(module, prefix)))
+        # By name: the order modules were registered in is not the weights (cache-dit re-registers the
+        # blocks it wraps on its first call, and the same weights must keep their fingerprint).
+        named = sorted(itertools.chain(module.named_parameters(prefix=prefix), _persistent_buffers(module, prefix)),
+                       key=lambda item: item[0])
+        _update_with_samples(digest, named)
     return digest.hexdigest()[:32]
 
 

@@ -381,3 +381,18 @@ def test_the_signature_with_a_lora_is_the_same_in_every_process(lora_files):
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": other_seed}).stdout.strip().splitlines()[-1]
     assert child == signature(load(tiny_wan_pipeline())).key()
+
+
+def test_the_fingerprint_does_not_depend_on_the_order_modules_were_registered_in():
+    """cache-dit re-registers the blocks it wraps on its first call: the same weights must keep their fingerprint."""
+    from flexcache.integrations.model_identity import weights_fingerprint
+
+    torch.manual_seed(0)
+    first, second = torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)
+    model = torch.nn.Module()
+    model.a, model.b = first, second
+    before = weights_fingerprint([("m", model)])
+    del model.a
+    model.a = first  # registered again: now after b
+    assert [name for name, _ in model.named_parameters()][0].startswith("b.")
+    assert weights_fingerprint([("m", model)]) == before
