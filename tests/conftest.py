@@ -22,11 +22,15 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def embedder():
-    """The real packaged MiniLM embedder, loaded once per test session."""
-    from flexcache.config import EmbedderConfig
-    from flexcache.engine.embedder import SentenceTransformerEmbedder
+    """The real packaged MiniLM embedder, loaded once per test session.
 
-    return SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
+    The engine's tests were written against MiniLM's cosines (and its calibrated tables, which
+    `make_cache` configures with it); the default multilingual embedder has tests of its own.
+    """
+    from flexcache.config import EmbedderConfig
+    from flexcache.engine.embedder import PACKAGED_MODEL, SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(EmbedderConfig(model=PACKAGED_MODEL, device="cpu"))
 
 
 @pytest.fixture
@@ -35,7 +39,7 @@ def make_cache(embedder):
     from flexcache import CacheConfig, FlexCache
 
     def make(**overrides):
-        data = {"embedder": {"device": "cpu"}, "index": {"device": "cpu"}}
+        data = {"embedder": {"model": "all-MiniLM-L6-v2", "device": "cpu"}, "index": {"device": "cpu"}}
         for key, value in overrides.items():
             if isinstance(value, dict):
                 data.setdefault(key, {}).update(value)

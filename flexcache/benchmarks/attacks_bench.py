@@ -389,13 +389,13 @@ def defence_throughput_cost(requests: int | None = None, defences: tuple[str, ..
     from flexcache.benchmarks.serve.sized import measure_entry_sizes
     from flexcache.benchmarks.serve.workload import SyntheticWorkload, generate_trace
     from flexcache.core import EmbedderConfig, PlannerConfig
-    from flexcache.engine import SentenceTransformerEmbedder
+    from flexcache.engine import build_embedder
 
     profile, workers, budget = get_profile("wan2.1-14b-720p"), 8, 16 * 10**9
     workload = SyntheticWorkload(requests_per_hour=0.8 * workers * 3600 / profile.seconds_full,
                                  **({"requests": requests} if requests else {}))
     trace = generate_trace(workload)
-    embedder = MemoizedEmbedder(SentenceTransformerEmbedder(EmbedderConfig(device="cpu")))
+    embedder = MemoizedEmbedder(build_embedder(EmbedderConfig(device="cpu")))
     embedder.prefill(r.prompt for r in trace)
     planner = PlannerConfig()
     sizes = measure_entry_sizes(profile, planner.checkpoint_fractions, solver_state=planner.solver_state)

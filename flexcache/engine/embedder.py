@@ -86,7 +86,7 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, config: EmbedderConfig | None = None) -> None:
-        self.config = config or EmbedderConfig()
+        self.config = config or EmbedderConfig(model=PACKAGED_MODEL)
         self.device = resolve_device(self.config.device)
         self._model = None
         self._load_lock = threading.Lock()

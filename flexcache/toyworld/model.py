@@ -67,7 +67,8 @@ class PromptEncoder:
         from flexcache.core import EmbedderConfig
         from flexcache.engine import SentenceTransformerEmbedder
 
-        self._embedder = SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
+        # The model was trained on MiniLM token embeddings, whatever embedder the cache looks prompts up with.
+        self._embedder = SentenceTransformerEmbedder(EmbedderConfig(model="all-MiniLM-L6-v2", device="cpu"))
 
     def __call__(self, prompts: list[str]) -> torch.Tensor:
         model = self._embedder._load()

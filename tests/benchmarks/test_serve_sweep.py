@@ -14,6 +14,9 @@ from flexcache.benchmarks.serve.workload import TraceRequest
 
 PROMPTS = ["a red fox running through snow", "a sailboat on a calm lake at dawn",
            "a red fox running through deep snow", "a sailboat on a calm lake at sunrise"]
+# Four topics, each asked again and again: no two near-duplicates under any embedder.
+TOPICS = ["a red fox running through snow", "a sailboat on a calm lake at dawn",
+          "a rocket lifting off from a launch pad at night", "a chef slicing onions in a busy kitchen"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -38,8 +41,8 @@ def test_the_memoized_embedder_returns_the_first_vectors_and_embeds_each_text_on
 def test_a_small_budget_costs_nirvana_hits_that_compression_keeps(tmp_path):
     """At a budget that holds a few raw latents, NIRVANA evicts what flexcache still holds compressed."""
     profile = get_profile("ltx-video")
-    trace = [TraceRequest(i * 3 * profile.seconds_full, "default", PROMPTS[i % 4]) for i in range(16)]
-    # Two raw checkpoints (of five per prompt), but both topics' compressed entries.
+    trace = [TraceRequest(i * 3 * profile.seconds_full, "default", TOPICS[i % 4]) for i in range(16)]
+    # Two raw checkpoints (of five per prompt), but every topic's compressed entries.
     budget = 2 * profile.latent_bytes + 1000
     result = run_serve_bench(trace, profile, systems=("nocache", "nirvana", "flexcache"), budget_bytes=budget,
                              sweep_bytes=(budget, 10**12), workers=1, progress=False)

@@ -11,6 +11,7 @@ from flexcache.config import (
     DEFAULT_CHECKPOINT_FRACTIONS,
     NIRVANA_SIMILARITY_TABLE,
     TOYWORLD_SIMILARITY_TABLE,
+    USE_SIMILARITY_TABLE,
     CacheConfig,
     EmbedderConfig,
     IndexConfig,
@@ -46,7 +47,9 @@ def test_defaults_are_valid_and_documented_values():
     assert cfg.embedder == EmbedderConfig()
     assert cfg.index.backend == "auto"
     assert cfg.index.candidates == 4
-    assert cfg.planner.similarity_table == TOYWORLD_SIMILARITY_TABLE
+    assert cfg.embedder.model == "multilingual"
+    # The toy world's calibration for the default (multilingual) embedder.
+    assert cfg.planner.similarity_table == USE_SIMILARITY_TABLE
     assert CacheConfig.from_dict({"planner": {"similarity_table": "nirvana"}}).planner.similarity_table == (
         NIRVANA_SIMILARITY_TABLE)
     assert cfg.planner.checkpoint_fractions == DEFAULT_CHECKPOINT_FRACTIONS
@@ -432,3 +435,37 @@ def test_replace_makes_a_changed_copy():
     assert cfg.policy == "lcbfu"
     with pytest.raises(ConfigError):
         dataclasses.replace(cfg, policy="fifo")
+
+
+# -- planner tables follow the embedder they were calibrated with ---------------------------------
+
+
+def test_the_shipped_tables_follow_the_configured_embedder():
+    from flexcache.config import PART_SIMILARITY_TABLE, REGION_TABLE, USE_PART_SIMILARITY_TABLE, USE_REGION_TABLE
+
+    minilm = CacheConfig.from_dict({"embedder": {"model": "all-MiniLM-L6-v2"}}).planner
+    assert (minilm.similarity_table, minilm.part_table, minilm.region_table) == (
+        TOYWORLD_SIMILARITY_TABLE, PART_SIMILARITY_TABLE, REGION_TABLE)
+    multilingual = CacheConfig().planner
+    assert (multilingual.similarity_table, multilingual.part_table, multilingual.region_table) == (
+        USE_SIMILARITY_TABLE, USE_PART_SIMILARITY_TABLE, USE_REGION_TABLE)
+    # A shipped table named for the other embedder is its calibration: translated too.
+    named = CacheConfig.from_dict({"planner": {"similarity_table": "toyworld"}})
+    assert named.planner.similarity_table == USE_SIMILARITY_TABLE
+    # A round trip keeps them.
+    assert CacheConfig.from_dict(CacheConfig.from_dict({"embedder": {"model": "all-MiniLM-L6-v2"}}).to_dict()) == (
+        CacheConfig.from_dict({"embedder": {"model": "all-MiniLM-L6-v2"}}))
+
+
+def test_tables_the_operator_wrote_are_kept_whatever_the_embedder():
+    table = [[0.7, 0.1], [0.95, 0.3]]
+    for model in ("multilingual", "all-MiniLM-L6-v2"):
+        planner = CacheConfig.from_dict({"embedder": {"model": model}, "planner": {"similarity_table": table}}).planner
+        assert planner.similarity_table == ((0.7, 0.1), (0.95, 0.3))
+    nirvana = CacheConfig.from_dict({"planner": {"similarity_table": "nirvana"}}).planner
+    assert nirvana.similarity_table == NIRVANA_SIMILARITY_TABLE
+
+
+def test_an_embedder_nobody_calibrated_with_the_shipped_tables_warns(tmp_path):
+    with pytest.warns(UserWarning, match="no calibrated planner tables"):
+        CacheConfig.from_dict({"embedder": {"model": str(tmp_path / "my-model")}})

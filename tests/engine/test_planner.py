@@ -11,6 +11,7 @@ from flexcache.config import (
     DEFAULT_CHECKPOINT_FRACTIONS,
     NIRVANA_SIMILARITY_TABLE,
     TOYWORLD_SIMILARITY_TABLE,
+    USE_SIMILARITY_TABLE,
     PlannerConfig,
 )
 from flexcache.engine.planner import Plan, SimilarityPlanner, checkpoint_steps
@@ -109,11 +110,14 @@ def test_checkpoint_steps_match_skip_steps_for_default_tables():
 
 
 def test_the_default_full_prompt_table_is_the_toy_world_calibration():
-    planner = SimilarityPlanner()
+    planner = SimilarityPlanner(PlannerConfig(similarity_table="toyworld"))  # MiniLM's cosines
     assert planner.config.similarity_table == TOYWORLD_SIMILARITY_TABLE
     assert planner.skip_steps(0.85, 20) == 0  # NIRVANA would skip 6 here
     assert planner.skip_steps(0.89, 20) == 4
     assert planner.skip_steps(1.0, 20) == 10
+    default = SimilarityPlanner()  # the default (multilingual) embedder's calibration of the same rule
+    assert default.config.similarity_table == USE_SIMILARITY_TABLE
+    assert default.skip_steps(0.86, 20) == 0 and default.skip_steps(0.87, 20) == 4
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 7, 9, 11])

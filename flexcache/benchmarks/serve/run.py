@@ -36,10 +36,10 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
     from tqdm.auto import tqdm
 
     from flexcache.core import EmbedderConfig, PlannerConfig
-    from flexcache.engine import SentenceTransformerEmbedder
+    from flexcache.engine import build_embedder
 
     started = time.perf_counter()
-    embedder = MemoizedEmbedder(SentenceTransformerEmbedder(EmbedderConfig(device="cpu")))
+    embedder = MemoizedEmbedder(build_embedder(EmbedderConfig(device="cpu")))
     embedder.prefill(r.prompt for r in trace)
     defaults = PlannerConfig()
     sizes = measure_entry_sizes(profile, defaults.checkpoint_fractions, solver_state=defaults.solver_state)

@@ -1,0 +1,124 @@
+"""The ``sharing`` section of a `CacheConfig`: tenants, pools and the cross-user defences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flexcache.core.errors import ConfigError
+from flexcache.core.sections import build_section
+from flexcache.core.types import TENANT_PATTERN
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Tenants whose users see each other's entries (one index partition).
+
+    Args:
+        name: the pool's name (the tenant pattern: 1-64 of [A-Za-z0-9_-]).
+        tenants: the tenants sharing it, each declared in `sharing.tenants`.
+    """
+
+    name: str
+    tenants: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SharingConfig:
+    """Who may reuse whose entries, and the defences of shared caches (README, "Threat model").
+
+    Every request carries a user id (default: its tenant). Users of one
+    tenant, and the tenants of one pool, share entries; an entry's writer is
+    recorded, and reuse by anyone else passes these defences.
+
+    Args:
+        tenants: the tenants this cache serves; empty: any tenant name (each
+            its own namespace). When given, another tenant is refused.
+        pools: `PoolConfig` mappings (``{name: public, tenants: [a, b]}``);
+            a tenant belongs to at most one pool.
+        min_askers: an entry serves users other than its writer only once
+            this many distinct users (the writer included) asked for
+            near-duplicates of its prompt (`near_duplicate`); 1 turns it off.
+            Against prompt stealing (an attacker and its victim make 2) and
+            covert channels (fewer than 4 colluding identities never reach 4).
+        cross_user_max_fraction: the deepest skip (fraction of N) a hit may
+            take from another user's entry until the entry is vouched for;
+            1.0 turns it off. At 0.1 a marker planted in an entry is
+            regenerated on the toy world (poisoning).
+        vouches_required: an entry is vouched for (served to others without
+            the cap) once this many distinct other users, resumed from it at
+            the cap with a near-duplicate prompt, ran into latents that agree
+            with its own, net of those that disagreed; 0: never (always capped).
+        near_duplicate: the full-prompt cosine from which a request counts as
+            an asker of an entry, and its run may vouch (or not) for it (the
+            toy world's near-duplicate row of ``planner.similarity_table``).
+        vouch_max_distance: agreement is a relative L2 distance between the
+            reader's latent and the entry's at their deepest common checkpoint
+            at most this much, scaled by that step / (N / 2). Toy world (20
+            steps, x_10): honest near-duplicates 0.03-0.16, a planted motion
+            or colour 0.29-0.54.
+        user_max_entries: entries one user may hold in a namespace; further
+            inserts are refused (counted); 0: no quota.
+        user_inserts_per_minute: runs per user per minute whose checkpoints
+            are stored; 0: no limit.
+        randomize_within: among candidates at the best step whose cosine is
+            within this of the best, pick one at random; 0: the best.
+        latency_padding: pipeline calls served from the cache return no
+            sooner than a full run of their signature has (the mean of
+            this process's full runs).
+    """
+
+    tenants: tuple[str, ...] = ()
+    pools: tuple[PoolConfig, ...] = ()
+    min_askers: int = 4
+    cross_user_max_fraction: float = 0.1
+    vouches_required: int = 2
+    near_duplicate: float = 0.89
+    vouch_max_distance: float = 0.2
+    user_max_entries: int = 0
+    user_inserts_per_minute: int = 0
+    randomize_within: float = 0.0
+    latency_padding: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pools", tuple(
+            p if isinstance(p, PoolConfig) else build_section(PoolConfig, p, "sharing.pools[].") for p in self.pools))
+        names = [*self.tenants, *(p.name for p in self.pools)]
+        bad = [n for n in names + [t for p in self.pools for t in p.tenants]
+               if not isinstance(n, str) or TENANT_PATTERN.fullmatch(n) is None]
+        _require(not bad, f"sharing: tenant and pool names are 1-64 characters of [A-Za-z0-9_-]; got {bad}")
+        _require(len(set(self.tenants)) == len(self.tenants), f"sharing.tenants names a tenant twice: {list(self.tenants)}")
+        pool_names = [p.name for p in self.pools]
+        _require(len(set(pool_names)) == len(pool_names), f"sharing.pools names a pool twice: {pool_names}")
+        seen: dict[str, str] = {}
+        for pool in self.pools:
+            _require(len(pool.tenants) >= 1, f"sharing.pools: pool {pool.name!r} names no tenants")
+            unknown = [t for t in pool.tenants if t not in self.tenants]
+            _require(not unknown, f"sharing.pools: pool {pool.name!r} names unknown tenant(s) {unknown}; "
+                     f"declare them in sharing.tenants (now {list(self.tenants)})")
+            for tenant in pool.tenants:
+                _require(tenant not in seen, f"sharing.pools: tenant {tenant!r} is in pools {seen.get(tenant)!r} "
+                         f"and {pool.name!r}; a tenant belongs to one pool")
+                seen[tenant] = pool.name
+        _require(self.min_askers >= 1, f"sharing.min_askers must be >= 1; got {self.min_askers}")
+        _require(0.0 < self.cross_user_max_fraction <= 1.0,
+                 f"sharing.cross_user_max_fraction must be in (0, 1]; got {self.cross_user_max_fraction}")
+        _require(self.vouches_required >= 0, f"sharing.vouches_required must be >= 0; got {self.vouches_required}")
+        _require(-1.0 <= self.near_duplicate <= 1.0,
+                 f"sharing.near_duplicate must be a cosine in [-1, 1]; got {self.near_duplicate}")
+        _require(self.vouch_max_distance > 0, f"sharing.vouch_max_distance must be > 0; got {self.vouch_max_distance}")
+        _require(self.user_max_entries >= 0, f"sharing.user_max_entries must be >= 0; got {self.user_max_entries}")
+        _require(self.user_inserts_per_minute >= 0,
+                 f"sharing.user_inserts_per_minute must be >= 0; got {self.user_inserts_per_minute}")
+        _require(0.0 <= self.randomize_within <= 2.0,
+                 f"sharing.randomize_within must be in [0, 2]; got {self.randomize_within}")
+
+    @classmethod
+    def undefended(cls, **settings: Any) -> "SharingConfig":
+        """Every defence off (a cache shared as NIRVANA shares it); for benchmarks and attack baselines."""
+        return cls(**{"min_askers": 1, "cross_user_max_fraction": 1.0, **settings})
