@@ -14,8 +14,8 @@ encoder says nothing about how pooled umT5 states separate paraphrases and
 translations from edits (T5 encoders are not trained for sentence similarity,
 so mean pooling may cluster prompts by language or length). Before relying on
 it, run `flexcache bench languages --embedders pooled:<pipeline>` on real
-weights, and calibrate the similarity tables on its cosines: the shipped
-tables are MiniLM's.
+weights, and calibrate the similarity tables on its cosines: no shipped table
+was calibrated on them.
 
 Re-using the pipeline's own pass needs the diffusers binding to encode the
 prompt before `FlexCache.plan` and hand the result to `offer` (then to the
