@@ -16,21 +16,13 @@ from flexcache import enable_flexcache, get_flexcache, last_call_report
 from flexcache.integrations import attention_masks
 from flexcache.integrations.tiny import tiny_prompt_embeds, tiny_wan_pipeline
 from flexcache.kernels.noise import seeded_noise
-
-PROMPT = "a red fox running through fresh snow in a pine forest"
-STEPS = 10
-CALL = dict(height=32, width=32, num_frames=5, num_inference_steps=STEPS, guidance_scale=1.0, output_type="latent")
-
+from tests.integrations.test_diffusers import CALL, PROMPT, STEPS, run  # the same tiny call
 
 @pytest.fixture
 def pipe():
     pipeline = tiny_wan_pipeline(seed=0)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
-
-
-def run(pipe, prompt=PROMPT, **overrides):
-    return pipe(prompt=prompt, prompt_embeds=tiny_prompt_embeds(prompt), **{**CALL, **overrides}).frames
 
 
 def plain(pipe, seed, prompt=PROMPT):

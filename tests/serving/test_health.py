@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import time
 
 import pytest
 
@@ -17,23 +15,9 @@ from flexcache import CacheConfig  # noqa: E402
 from flexcache.serving import JobManager, NoWorkerError, ServeError, WorkerConfig, run_server  # noqa: E402
 from flexcache.serving import worker_cache_config  # noqa: E402
 from flexcache.serving.app import create_app  # noqa: E402
+from tests.serving.waiting import unused_port as closed_port, wait
 
 ENGINE = {"embedder": {"device": "cpu"}, "index": {"device": "cpu"}}
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:  # bound, then closed: nothing listens there
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait(condition, timeout=240.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def store(*tiers) -> dict:

@@ -5,34 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 
 import pytest
+from tests.serving.waiting import unused_port as free_port, wait
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process table from /proc")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait(condition, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def children(pid: int) -> dict[int, str]:

@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import threading
-import time
 
 import pytest
 
@@ -19,17 +18,9 @@ uvicorn = pytest.importorskip("uvicorn")
 from flexcache.serving import JobManager, WorkerConfig, worker_cache_config  # noqa: E402
 from flexcache.serving.app import create_app  # noqa: E402
 from flexcache.toyworld.world import all_specs, prompt_for  # noqa: E402
+from tests.serving.waiting import wait  # noqa: E402
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-def wait(condition, timeout=240.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
