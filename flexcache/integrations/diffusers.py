@@ -350,18 +350,13 @@ class _Binding:
     def _uncached(self, pipe: Any, pipeline_args: dict, report: CallReport, started: float) -> Any:
         """Run the call as plain diffusers would (in-request caches still start clean; no checks: MagCache
         calibrates on such a call)."""
-        with self.run_lock:
+        with self.run_lock, contextlib.ExitStack() as stack:
             try:
-                in_request = in_request_call(self.adapter.denoisers(pipe), num_steps=None, skip_steps=0, check=False)
-                report.in_request = in_request.__enter__()
+                report.in_request = stack.enter_context(
+                    in_request_call(self.adapter.denoisers(pipe), num_steps=None, skip_steps=0, check=False))
             except Exception as exc:  # resetting them failed: run without
                 self._contained("in_request", exc, report)
-                in_request = None
-            try:
-                result = self.original_class.__call__(pipe, **pipeline_args)
-            finally:
-                if in_request is not None:
-                    in_request.__exit__(None, None, None)
+            result = self.original_class.__call__(pipe, **pipeline_args)
         report.seconds = time.perf_counter() - started
         return result
 
@@ -380,7 +375,7 @@ class _Binding:
         """A cached run that fell back: the report describes the uncached run that follows."""
         report.hit, report.skip_steps, report.source_prompt, report.region = False, 0, None, None
         report.via_parts, report.solver_state, report.seed = False, None, None
-
+        report.object_similarity = report.background_similarity = None
 
     def _pad(self, report: CallReport, started: float, key: str) -> None:
         """Sleep until a hit has taken as long as a full run would (the mean of this binding's, or scaled)."""
