@@ -37,6 +37,7 @@ from flexcache.core.names import (
     POLICIES,
 )
 from flexcache.core.sections import build_section, to_plain
+from flexcache.core.sections import require as _require
 from flexcache.core.tiers import (
     TIER_CONFIGS,
     DiskTierConfig,
@@ -63,11 +64,6 @@ from flexcache.core.tables import (  # noqa: F401  (public here)
 from flexcache.core.units import parse_bytes
 
 ENV_PREFIX = "FLEXCACHE_"
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     _require(value in choices, f"{name} must be one of {', '.join(choices)}; got {value!r}")

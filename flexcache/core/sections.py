@@ -17,6 +17,12 @@ from flexcache.core.errors import ConfigError
 from flexcache.core.units import parse_bytes
 
 
+def require(condition: bool, message: str) -> None:
+    """A config check: `ConfigError(message)` unless `condition` holds (every section validates with it)."""
+    if not condition:
+        raise ConfigError(message)
+
+
 def to_plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: to_plain(v) for k, v in value.items()}

@@ -5,14 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flexcache.core.errors import ConfigError
 from flexcache.core.sections import build_section
+from flexcache.core.sections import require as _require
 from flexcache.core.types import TENANT_PATTERN
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
 
 
 @dataclass(frozen=True)

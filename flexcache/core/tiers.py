@@ -24,15 +24,11 @@ from typing import Any, ClassVar
 from flexcache.core.errors import ConfigError
 from flexcache.core.names import TIER_KINDS
 from flexcache.core.sections import build_section
+from flexcache.core.sections import require as _require
 from flexcache.core.units import parse_bytes
 
 PINNING = ("auto", "required", "never")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
 
 
 @dataclass(frozen=True)
