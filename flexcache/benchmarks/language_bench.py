@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
@@ -41,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from flexcache.benchmarks.serve.workload import jsonl_values
 from flexcache.core import ConfigError
 
 KINDS = ("original", "translation", "paraphrase", "edit_subject", "edit_setting", "edit_action", "unrelated", "odd")
@@ -68,23 +68,13 @@ class Pair:
 def load_rows(path: str | Path) -> list[dict[str, str]]:
     """The rows of a multilingual prompt file; `ConfigError` names a bad line and what it lacks."""
     rows = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{number}: not JSON ({exc.msg})") from None
+    for where, row in jsonl_values(path, ConfigError):
         if not isinstance(row, dict) or any(not isinstance(row.get(k), str) for k in ("group", "lang", "kind")):
-            raise ConfigError(f"{path}:{number}: needs string fields group, lang, kind and prompt")
+            raise ConfigError(f"{where}: needs string fields group, lang, kind and prompt")
         if row["kind"] not in KINDS:
-            raise ConfigError(f"{path}:{number}: kind {row['kind']!r} is not one of {KINDS}")
+            raise ConfigError(f"{where}: kind {row['kind']!r} is not one of {KINDS}")
         if "prompt" not in row:
-            raise ConfigError(f"{path}:{number}: has no prompt")
+            raise ConfigError(f"{where}: has no prompt")
         rows.append(row)
     if not rows:
         raise ConfigError(f"{path} holds no rows")

@@ -21,8 +21,10 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from flexcache.core import TENANT_PATTERN, InvalidTraceError
 
@@ -74,21 +76,30 @@ def parse_request(data: object, where: str = "request") -> TraceRequest:
     return TraceRequest(float(t), tenant, prompt, user, **ints)
 
 
-def read_trace(path: str | Path) -> list[TraceRequest]:
-    """Every request of a JSONL trace; blank lines are skipped, arrivals must not go back in time."""
-    requests: list[TraceRequest] = []
+def jsonl_values(path: str | Path, error: type[Exception], what: str = "") -> Iterator[tuple[str, Any]]:
+    """``(where, value)`` of each non-blank line of a JSONL file, `where` being ``path:line``.
+
+    `error` (a `FlexCacheError` subclass) names a file that cannot be read (`what` says what it
+    is, e.g. ``"trace "``) or a line that is not JSON.
+    """
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise InvalidTraceError(f"cannot read trace {path}: {exc}") from None
+        raise error(f"cannot read {what}{path}: {exc}") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         try:
-            data = json.loads(line)
+            yield where, json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InvalidTraceError(f"{where}: not JSON ({exc.msg})") from None
+            raise error(f"{where}: not JSON ({exc.msg})") from None
+
+
+def read_trace(path: str | Path) -> list[TraceRequest]:
+    """Every request of a JSONL trace; blank lines are skipped, arrivals must not go back in time."""
+    requests: list[TraceRequest] = []
+    for where, data in jsonl_values(path, InvalidTraceError, "trace "):
         request = parse_request(data, where)
         if requests and request.t < requests[-1].t:
             raise InvalidTraceError(f"{where}: t={request.t} comes before the previous line's t={requests[-1].t}; "
