@@ -182,11 +182,8 @@ class Fetching:
                 current = self._entries.get(entry.key) is entry  # not an entry re-inserted meanwhile
                 if current:
                     self._forget_entry(entry.key)
-            if current:
-                for tier in self.store.tiers:  # kept for inspection where a tier can (disk, Redis); else removed
-                    if tier.contains(entry.key):
-                        tier.quarantine(entry.key)
-                self.store.remove(entry.key)
+            if current:  # kept for inspection where a tier can (disk, Redis); else removed
+                self.store.remove(entry.key, quarantine=True)
             return None
         return latent, entry, state
 

@@ -398,12 +398,13 @@ class TieredStore:
             removals.append(index)
         return removals
 
-    def _remove_copies(self, key: str, removals: list[int], notices: list[tuple]) -> None:
-        """Delete the copies `_release_copies_locked` let go of; no lock held."""
+    def _remove_copies(self, key: str, removals: list[int], notices: list[tuple], *,
+                       quarantine: bool = False) -> None:
+        """Delete (or quarantine) the copies `_release_copies_locked` let go of; no lock held."""
         for index in removals:
             slot = self._slots[index]
             try:
-                slot.tier.remove(key)
+                (slot.tier.quarantine if quarantine else slot.tier.remove)(key)
             except FlexCacheError as exc:
                 logger.warning("flexcache: %s tier could not remove %s: %s", slot.tier.name, key, exc)
             finally:
@@ -448,15 +449,19 @@ class TieredStore:
                 self.failing_callbacks.pop(notice[0], None)
         notices.clear()
 
-    def remove(self, key: str) -> bool:
-        """Remove every copy of `key`; True when it was stored."""
+    def remove(self, key: str, *, quarantine: bool = False) -> bool:
+        """Remove every copy of `key`; True when it was stored.
+
+        `quarantine`: the blob was found damaged; each tier holding a copy takes it out of service its
+        own way (`Tier.quarantine`: disk and Redis keep it aside for inspection, others remove it).
+        """
         with self._lock:
             version = self._versions.pop(key, None)
             if version is None:
                 return False
             removals = self._release_copies_locked(version)
         notices: list[tuple] = []
-        self._remove_copies(key, removals, notices)
+        self._remove_copies(key, removals, notices, quarantine=quarantine)
         self._dispatch(notices)
         return True
 
