@@ -158,3 +158,16 @@ def test_the_report_says_which_methods_keep_the_adherence_floor():
     table = format_serve_table(result)
     assert "- magcache (setting 0.5)" in table and "BELOW the 98 % floor" in table
     assert "- fbc (setting 0.2)" in table and "96.6%" not in table.split("- magcache")[0]
+
+
+def test_a_request_with_an_earlier_ones_setting_is_a_region_hit():
+    """The simulated pipelines run region hits, as Wan behind enable_flexcache does (plan(regions=True))."""
+    from flexcache.core import EmbedderConfig
+    from flexcache.engine import build_embedder
+
+    embedder = build_embedder(EmbedderConfig(device="cpu"))  # the default one, whose tables the systems carry
+    trace = [TraceRequest(0.0, "default", "a golden retriever chasing a frisbee in a sunlit park"),
+             TraceRequest(SPACED, "default", "a child flying a red kite in a sunlit park")]
+    row = _run(trace, "flexcache-undefended", embedder)
+    assert row["region_hits"] == 1 and row["hit_rate"] == pytest.approx(1 / 2)
+    assert _run(trace, "flexcache-no-regions", embedder)["region_hits"] == 0

@@ -222,8 +222,10 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         run = None  # the plan of the run that fills the cache when it completes, if any
         if cached:
             overhead = costs.plan_s
+            # A trace's seed is its user's choice: honoured. The simulated pipelines run region hits, as a Wan
+            # pipeline behind enable_flexcache does (`planner.regions` turns them off per system).
             plan = cache.plan(request.prompt, signature, tenant=request.tenant, user=_user_id(request.user),
-                              seed=request.seed)  # a trace's seed is its user's choice: honoured
+                              seed=request.seed, regions=True)
             run = plan.as_miss() if plan.hit else plan
             if plan.hit and cache.fetch(plan) is not None:
                 run = plan if system.cache_resumed and plan.run_checkpoints else None
