@@ -52,7 +52,8 @@ def main(path: str) -> None:
             source = related_request(target, case, rng)
             source_clip = pipe(prompt=source.prompt, generator=torch.Generator().manual_seed(rng.randrange(10**6)),
                                **pipeline_kwargs(encoder([source.prompt]))).frames[0]
-            plan = cache.plan(target.prompt, next(iter(cache._records.values())).signature)
+            # What the pipeline call below will be served (the pipeline runs region hits; its seed only repeats it).
+            plan = cache.plan(target.prompt, next(iter(cache._records.values())).signature, regions=True)
             if not (plan.hit and plan.region):
                 cache.close()
                 continue
@@ -62,7 +63,7 @@ def main(path: str) -> None:
                                  dilation=cache.config.planner.region_dilation).float()
             region = cells if plan.region == "object" else 1 - cells
             out = pipe(prompt=target.prompt, generator=torch.Generator().manual_seed(rng.randrange(10**6)),
-                       **pipeline_kwargs(encoder([target.prompt]))).frames[0]
+                       flexcache_any_seed=True, **pipeline_kwargs(encoder([target.prompt]))).frames[0]
             report = last_call_report(pipe)
             rows.append((source, target, source_clip, mask[0], region[0], out, report))
             cache.close()
