@@ -311,37 +311,11 @@ def _bench_serve(args: argparse.Namespace) -> int:
 
 
 def _bench_serve_simulated(args: argparse.Namespace, systems, trace) -> int:
-    from flexcache.benchmarks.serve.profiles import (
-        get_profile,
-        measure_toyworld_profile,
-    )
-    from flexcache.benchmarks.serve.run import (
-        DEFAULT_SWEEP_GB,
-        format_serve_table,
-        run_serve_bench,
-    )
-    from flexcache.benchmarks.serve.simulate import SYSTEMS
-    from flexcache.benchmarks.serve.workload import SyntheticWorkload, generate_trace
+    from flexcache.benchmarks.serve.command import simulated_result
+    from flexcache.benchmarks.serve.run import DEFAULT_SWEEP_GB, format_serve_table
 
-    if args.quick:
-        args.requests, args.profile, args.workers = 120, args.profile or "wan2.1-1.3b-480p", args.workers or 2
-    workers = args.workers or 8
-    name = args.profile or "wan2.1-14b-720p"
-    profile = measure_toyworld_profile() if name == "measure" else get_profile(name)
-    if trace is None:
-        # Offered load: 80 % of what the workers serve uncached, unless given.
-        rate = args.rph or 0.8 * workers * 3600 / profile.seconds_full
-        shape = {name: getattr(args, name) for name in WORKLOAD_FLAGS if getattr(args, name) is not None}
-        users = args.users or (200 if args.quick else None)  # --quick keeps its 200 users
-        trace = generate_trace(SyntheticWorkload(requests=args.requests or SyntheticWorkload.requests, users=users,
-                                                 seed=args.seed, requests_per_hour=rate, **shape))
     sweep = DEFAULT_SWEEP_GB if args.sweep_gb is None else _parse_list(args.sweep_gb, "--sweep-gb", float)
-    if any(b < 0 for b in sweep):
-        raise FlexCacheError("--sweep-gb budgets must be >= 0")
-    result = run_serve_bench(trace, profile, systems=systems or tuple(SYSTEMS),
-                             budget_bytes=int(args.budget_gb * 1e9), sweep_bytes=tuple(int(b * 1e9) for b in sweep),
-                             workers=workers, gpu_price=args.gpu_price, storage_price=args.storage_price,
-                             progress=not args.no_progress)
+    result = simulated_result(args, systems, trace, sweep_gb=sweep, workload_flags=WORKLOAD_FLAGS)
     print(format_serve_table(result))
     _write_json(args.json, result, "results")
     prefix = args.plots or (str(Path(args.json).with_suffix("")) if args.json else None)
@@ -354,24 +328,12 @@ def _bench_serve_simulated(args: argparse.Namespace, systems, trace) -> int:
 
 
 def _bench_serve_live(args: argparse.Namespace, systems, trace) -> int:
-    from flexcache.benchmarks.serve.live import (
-        format_live_table,
-        run_live_bench,
-        toyworld_trace,
-    )
+    from flexcache.benchmarks.serve.command import live_result
+    from flexcache.benchmarks.serve.live import format_live_table
+    from flexcache.benchmarks.serve.run import format_defence_cost
 
-    if args.profile not in (None, "measure"):  # the toy world is what live mode serves (and measures)
-        raise FlexCacheError("--live serves the toy-world pipeline on this machine; --profile applies to the "
-                             "simulated mode only")
-    if args.quick:
-        args.requests = args.requests or 24
-    trace = trace if trace is not None else toyworld_trace(args.requests or 60, args.seed)
-    result = run_live_bench(trace, systems=systems or ("nocache", "nirvana", "flexcache"), workers=args.workers or 3,
-                            budget_bytes=int(args.budget_gb * 1e9), redis_url=args.redis_url,
-                            stop_redis_after=args.stop_redis_after, time_scale=args.time_scale,
-                            gpu_price=args.gpu_price, storage_price=args.storage_price,
-                            progress=not args.no_progress)
-    print(format_live_table(result))
+    result = live_result(args, systems, trace)
+    print("\n".join(text for text in (format_live_table(result), format_defence_cost(result["defence_cost"])) if text))
     _write_json(args.json, result, "results")
     failed = sum(row["failed"] for row in result["systems"].values())
     if failed:
@@ -391,6 +353,7 @@ def _config_show(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from flexcache.benchmarks.serve.workload import DEFAULT_SOURCES, SyntheticWorkload
+    from flexcache.serving.warm import add_warm_command
     parser = argparse.ArgumentParser(prog="flexcache", description="Approximate latent cache for video diffusion.")
     parser.add_argument("--version", action="version", version=f"flexcache {__version__}")
     parser.add_argument("--config", help="YAML config file (default: $FLEXCACHE_CONFIG, then built-in defaults)")
@@ -510,7 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "ltx-video, or 'measure': time the toy-world pipeline here; default wan2.1-14b-720p)")
     serve.add_argument("--systems", help="systems to compare (default: every system simulated; "
                        "nocache,nirvana,flexcache live); simulated ones take +fbc, +magcache or +taylorseer "
-                       "(an in-request cache on every run: nocache+magcache,nirvana+magcache,flexcache+magcache)")
+                       "(an in-request cache on every run: nocache+magcache,nirvana+magcache,flexcache+magcache). "
+                       "Any flexcache system brings flexcache and flexcache-undefended (their ratio is the "
+                       "defence cost); the ablations (flexcache-no-*) keep the default defences")
     serve.add_argument("--budget-gb", type=float, default=16.0, help="storage budget per system, GB (default 16)")
     serve.add_argument("--sweep-gb", help="also run at these budgets, for the plots (default 1,4,16,64; '' for none)")
     serve.add_argument("--plots", metavar="PREFIX", help="write PREFIX-throughput.png and PREFIX-hit-rate.png "
@@ -575,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--reference", action="store_true",
                         help="print the reference of every config key instead (docs/config.md)")
     config.set_defaults(run=_config_show)
+    add_warm_command(commands)
     return parser
 
 

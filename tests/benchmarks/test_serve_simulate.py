@@ -85,7 +85,7 @@ def test_bench_serve_replays_a_trace_and_writes_every_field(tmp_path, capsys):
     assert main(["bench", "serve", "--trace", str(trace), "--profile", "ltx-video", "--systems",
                  "nocache,nirvana,flexcache", "--workers", "1", "--no-progress", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["systems"]) == {"nocache", "nirvana", "flexcache"}
+    assert set(result["systems"]) == {"nocache", "nirvana", "flexcache", "flexcache-undefended"}
     for row in result["systems"].values():
         for key in ("throughput_rph", "p50_latency_s", "p95_latency_s", "hit_rate", "steps_saved_frac",
                     "cost_per_1k_videos", "bytes_stored"):

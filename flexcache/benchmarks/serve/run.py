@@ -1,4 +1,9 @@
-"""`flexcache bench serve`: run every system over one trace and report throughput, latency, cost, hit rate."""
+"""`flexcache bench serve`: run every system over one trace and report throughput, latency, cost, hit rate.
+
+Whenever a flexcache system runs, `flexcache` (default defences) and
+`flexcache-undefended` run too, on the same trace and budgets, and
+`defence_cost` reports what the defences between users cost.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,12 @@ from flexcache.benchmarks.serve.simulate import (
     SYSTEMS,
     CachePathCosts,
     MemoizedEmbedder,
+    defence_costs,
     flexcache_ratios,
     parse_system,
     simulate,
     summarize,
+    with_undefended,
 )
 from flexcache.benchmarks.serve.sized import measure_entry_sizes
 from flexcache.benchmarks.serve.workload import TraceRequest, near_duplicate_share
@@ -32,13 +39,18 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
                     budget_bytes: int = 16 * 10**9, sweep_bytes: tuple[int, ...] = (), workers: int = 8,
                     gpu_price: float = DEFAULT_GPU_PRICE, storage_price: float = DEFAULT_STORAGE_PRICE,
                     costs: CachePathCosts = CachePathCosts(), progress: bool = True) -> dict[str, Any]:
-    """Every system over `trace` at `budget_bytes`, and at each budget of `sweep_bytes` (the plots' points)."""
+    """Every system over `trace` at `budget_bytes`, and at each budget of `sweep_bytes` (the plots' points).
+
+    Any flexcache system brings `flexcache` and `flexcache-undefended` (with
+    its in-request method, if any): their throughputs give `defence_cost`.
+    """
     from tqdm.auto import tqdm
 
     from flexcache.core import EmbedderConfig, PlannerConfig
     from flexcache.engine import build_embedder
 
     started = time.perf_counter()
+    systems = with_undefended(systems)
     embedder = MemoizedEmbedder(build_embedder(EmbedderConfig(device="cpu")))
     embedder.prefill(r.prompt for r in trace)
     defaults = PlannerConfig()
@@ -71,6 +83,7 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
     out = {name: rows[name, budget_bytes] for name in systems}
     sweep = {name: [{"budget_bytes": b} | rows[name, b] for b in sorted(set(sweep_bytes))] for name in systems}
     ratios = flexcache_ratios(out)
+    defence = defence_costs({b: {name: rows[name, b] for name in systems} for b in budgets})
     prompts = [r.prompt for r in trace]
     workload = {"requests": len(trace), "unique_prompts": len(set(prompts)),
                 "nirvana_working_set_bytes": working_set,
@@ -85,6 +98,7 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
         "workload": workload,
         "systems": out,
         "ratios": ratios,
+        "defence_cost": defence,
         "sweep": sweep,
         "profile": vars(profile) | {"latent_shape": list(profile.latent_shape)},
         "entry_bytes_by_step": sizes,
@@ -134,6 +148,8 @@ def format_serve_table(result: dict[str, Any]) -> str:
     for name, ratio in result["ratios"].items():
         lines.append(f"\n{name}: throughput x{ratio['throughput']:.3f}, "
                      f"cost per video {ratio['cost_reduction']:.1%} lower")
+    lines += [text for text in (format_defence_cost(result.get("defence_cost") or {}),
+                                format_between_users(result["systems"])) if text]
     sweep = result.get("sweep") or {}
     budgets = [point["budget_bytes"] for point in next(iter(sweep.values()), [])]
     if budgets:
@@ -143,4 +159,40 @@ def format_serve_table(result: dict[str, Any]) -> str:
         for name, points in sweep.items():
             cells = " | ".join(f"{p['throughput_rph']:.2f} / {p['hit_rate']:.0%}" for p in points)
             lines.append(f"| {name} | {cells} |")
+    return "\n".join(lines)
+
+
+def format_defence_cost(defence: dict[str, list[dict[str, Any]]]) -> str:
+    """The `defence_cost` table: each defended system against its undefended twin, budget by budget."""
+    if not defence:
+        return ""
+    lines = ["", "Defence cost (default defences between users vs flexcache-undefended; 1 - throughput ratio):", "",
+             "| system | budget (GB) | throughput (req/h) | undefended (req/h) | defence cost | hit rate "
+             "| undefended hit rate |", "|---|---|---|---|---|---|---|"]
+    for name, points in defence.items():
+        for p in points:
+            lines.append(f"| {name} | {p['budget_bytes'] / 1e9:g} | {p['throughput_rph']:.2f} | "
+                         f"{p['undefended_throughput_rph']:.2f} | {p['defence_cost']:.1%} | {p['hit_rate']:.1%} | "
+                         f"{p['undefended_hit_rate']:.1%} |")
+    return "\n".join(lines)
+
+
+# The sharing counters the table shows (the JSON's `sharing` holds every counter the engine keeps).
+SHARING_SHOWN = ("cross_user_candidates", "withheld_unconfirmed", "gated", "capped", "trusted_hits")
+
+
+def format_between_users(systems: dict[str, dict[str, Any]]) -> str:
+    """Own and cross-user hits, latency padding, and what each defence withheld, per cached system."""
+    rows = {name: row for name, row in systems.items() if row.get("sharing") is not None}
+    if not rows:
+        return ""
+    lines = ["", "Between users (hits on the requester's own entries vs another user's; padded: answered no "
+             "sooner than a full run; then the guard's counters):", "",
+             "| system | own hits | cross-user hits | padded | p50 / p95 unpadded (s) | "
+             + " | ".join(name.replace("_", " ") for name in SHARING_SHOWN) + " |",
+             "|---|---|---|---|---|" + "---|" * len(SHARING_SHOWN)]
+    for name, row in rows.items():
+        counters = " | ".join(str(row["sharing"].get(counter, "-")) for counter in SHARING_SHOWN)
+        lines.append(f"| {name} | {row['own_hits']} | {row['cross_user_hits']} | {row['padded_requests']} | "
+                     f"{row['unpadded_p50_latency_s']:.0f} / {row['unpadded_p95_latency_s']:.0f} | {counters} |")
     return "\n".join(lines)

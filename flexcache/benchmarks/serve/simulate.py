@@ -1,9 +1,12 @@
 """Simulated serving: GPU compute from a model profile, every cache decision by the real engine.
 
-Each request carries its trace user (`plan(user=)`): systems marked defended
-(flexcache) keep the `sharing` defaults between users, the others (nirvana,
-flexcache-undefended) share every entry with everyone. Each system is a real `FlexCache` (embedder, index, planner, policy, store
-accounting) over one store tier of the same byte budget. What is simulated:
+Each request carries its trace user (`plan(user=)`): flexcache and its
+ablations (flexcache-no-*) keep the `sharing` defaults between users, the
+others (nirvana, flexcache-undefended) share every entry with everyone. Every
+request runs from its prompt text alone (`insert(text_conditioned=True)`), as
+a service that encodes the prompt itself does. Each system is a real
+`FlexCache` (embedder, index, planner, policy, store accounting) over one
+store tier of the same byte budget. What is simulated:
 
 * the model's compute: (N - K) steps at the profile's seconds per step;
 * the latents: entries are accounted at the size the real codec gives a
@@ -15,6 +18,10 @@ accounting) over one store tier of the same byte budget. What is simulated:
 W workers serve the trace first come, first served; a miss inserts its
 checkpoints when it completes, so a hit needs its source finished first, and
 a hit (where the system caches resumed runs) inserts the checkpoints after K.
+With `sharing.latency_padding`, a hit served from another user's entry
+(`Plan.cross_user`) is answered no sooner than a full run would have been:
+its latency is padded, while its worker takes the next request as soon as
+its compute is done, so padding costs latency and never throughput.
 
 Cache-path costs are charged from measured figures, fixed so runs reproduce
 (`CachePathCosts`; CPU figures until a GPU run is recorded): every request of
@@ -27,7 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +142,7 @@ SYSTEMS: dict[str, SystemSpec] = {s.name: s for s in (
                similarity_table="nirvana", sharing=UNDEFENDED),
     SystemSpec("flexcache"),
     SystemSpec("flexcache-undefended", sharing=UNDEFENDED),  # what the defences between users cost
+    # The ablations keep the default defences: each switches one idea, never the sharing rules.
     SystemSpec("flexcache-no-decoupling", lookup="full"),
     SystemSpec("flexcache-no-regions", regions=False),  # decoupled look-up with whole-latent hits only
     SystemSpec("flexcache-no-compression", compressed=False),
@@ -157,6 +166,29 @@ def parse_system(name: str) -> tuple[SystemSpec, Any]:
     return SYSTEMS[base], (get_method(method) if method else None)
 
 
+DEFENDED = "flexcache"  # the defaults, whose price is measured against...
+UNDEFENDED_TWIN = "flexcache-undefended"  # ...the same design sharing every entry with everyone
+
+
+def with_undefended(systems: Iterable[str]) -> tuple[str, ...]:
+    """`systems` with `flexcache` and `flexcache-undefended` beside any flexcache system, same in-request method.
+
+    The defences' price (`defence_cost`) is measured on every run that
+    measures FlexCache at all.
+
+    Example:
+        >>> with_undefended(["nocache", "flexcache-no-regions+fbc"])
+        ('nocache', 'flexcache+fbc', 'flexcache-undefended+fbc', 'flexcache-no-regions+fbc')
+    """
+    names: list[str] = []
+    for name in systems:
+        base, plus, method = name.partition("+")
+        if base.startswith(DEFENDED):
+            names += [DEFENDED + plus + method, UNDEFENDED_TWIN + plus + method]
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
 @dataclass
 class SystemResult:
     name: str
@@ -164,13 +196,19 @@ class SystemResult:
     hits: int = 0
     decoupled_hits: int = 0
     region_hits: int = 0
+    own_hits: int = 0  # served from the requester's own entries
+    cross_user_hits: int = 0  # served from another user's (`Plan.cross_user`)
+    padded_requests: int = 0  # answered later than their compute finished (`sharing.latency_padding`)
+    latency_padding: bool = False
     steps_total: int = 0
     steps_saved: int = 0
     gpu_seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # as answered: padded where padding is on
+    unpadded_latencies: list[float] = field(default_factory=list)  # as computed
     bytes_stored: int = 0
     bytes_peak: int = 0
-    makespan: float = 0.0
+    makespan: float = 0.0  # when the last compute finished
+    sharing: dict[str, Any] | None = None  # `cache.stats()["sharing"]` at the end: what each defence withheld
 
 
 def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpec, *, budget_bytes: int,
@@ -183,6 +221,10 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
     fraction of its compute the method keeps, on full and on resumed runs.
     """
     from flexcache import FlexCache
+
+    # Every request runs from its prompt text (contract of issue 26); an engine without the flag stores as before.
+    text_conditioned = ({"text_conditioned": True}
+                        if "text_conditioned" in inspect.signature(FlexCache.insert).parameters else {})
 
     steps = profile.steps
     keep_full = keep_resumed = 1.0
@@ -206,6 +248,10 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         # entry can serve a region hit is all the planner reads of it.
         mask = torch.ones(1, 1, 1)
     result = SystemResult(name or system.name)
+    result.latency_padding = cached and cache.config.sharing.latency_padding
+    # What a full run of this system takes: a padded hit is answered no sooner (all full runs take the same here).
+    full_service = (steps * profile.seconds_per_step * keep_full + profile.text_encoder_s + profile.vae_decode_s
+                    + (costs.plan_s if cached else 0.0))
     free_at = [0.0] * workers
     heapq.heapify(free_at)
     completions: list[tuple[float, int, Any]] = []  # (time, order, plan) of misses to insert
@@ -215,10 +261,11 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         while completions and completions[0][0] <= start:  # finished misses fill the cache first
             _, _, plan = heapq.heappop(completions)
             cache.insert(plan, {s: zeros for s in plan.run_checkpoints}, {s: float(s) for s in plan.run_checkpoints},
-                         {s: mask for s in plan.run_checkpoints})
+                         {s: mask for s in plan.run_checkpoints}, **text_conditioned)
             result.bytes_peak = max(result.bytes_peak, cache.store.bytes_used)
         skip = 0
         overhead = 0.0
+        padded = False
         run = None  # the plan of the run that fills the cache when it completes, if any
         if cached:
             overhead = costs.plan_s
@@ -236,10 +283,16 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
                 result.hits += 1
                 result.decoupled_hits += plan.via_parts
                 result.region_hits += plan.region is not None
+                cross_user = served_cross_user(cache, plan)
+                result.cross_user_hits += cross_user
+                result.own_hits += not cross_user
+                padded = cross_user and result.latency_padding
         step_seconds = profile.seconds_per_step * (keep_resumed if skip else keep_full)
         service = (steps - skip) * step_seconds + profile.text_encoder_s + profile.vae_decode_s + overhead
         end = start + service
-        heapq.heappush(free_at, end)
+        heapq.heappush(free_at, end)  # the worker is free when its compute is done, padded or not
+        answered = start + max(service, full_service) if padded else end
+        result.padded_requests += answered > end
         if run is not None:
             order += 1
             heapq.heappush(completions, (end, order, run))
@@ -247,14 +300,30 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         result.steps_total += steps
         result.steps_saved += skip
         result.gpu_seconds += service
-        result.latencies.append(end - request.t)
+        result.latencies.append(answered - request.t)
+        result.unpadded_latencies.append(end - request.t)
         result.makespan = max(result.makespan, end)
         if on_request is not None:
             on_request()
     if cache is not None:
         result.bytes_stored = cache.store.bytes_used
+        result.sharing = cache.stats()["sharing"]
         cache.close()
     return result
+
+
+def served_cross_user(cache, plan) -> bool:
+    """Whether a hit `plan` resumes from another user's entry (`Plan.cross_user`)."""
+    cross_user = getattr(plan, "cross_user", None)
+    if cross_user is not None:
+        return bool(cross_user)
+    # An engine before Plan.cross_user: compare the writers of the records the hit reads with the requester.
+    requester = (plan.tenant, plan.user or plan.tenant)
+    for record_id in (plan.source_record, plan.object_record):
+        record = cache._records.get(record_id) if record_id is not None else None
+        if record is not None and (record.tenant, record.writer or record.tenant) != requester:
+            return True
+    return False
 
 
 def _user_id(user: str | None) -> str | None:
@@ -286,16 +355,22 @@ def summarize(result: SystemResult, *, workers: int, gpu_price_per_hour: float,
     storage_cost = storage_price_per_gb_month * result.bytes_peak / 1e9 * months
     return {
         "throughput_rph": workers * 3600 / mean_service,  # at saturation: every worker always busy
-        **latency_percentiles(result.latencies),
+        **latency_percentiles(result.latencies),  # as answered: padded where latency padding is on
+        "latency_padding": result.latency_padding,
+        "padded_requests": result.padded_requests,
+        **{f"unpadded_{key}": value for key, value in latency_percentiles(result.unpadded_latencies).items()},
         "offered_load_rph": offered_rph,
         "hit_rate": result.hits / result.completed,
         "decoupled_hits": result.decoupled_hits,
         "region_hits": result.region_hits,
+        "own_hits": result.own_hits,
+        "cross_user_hits": result.cross_user_hits,
         "steps_saved_frac": result.steps_saved / result.steps_total,
         "cost_per_1k_videos": (gpu_cost + storage_cost) / result.completed * 1000,
         "bytes_stored": result.bytes_stored,
         "bytes_peak": result.bytes_peak,
         "requests": result.completed,
+        "sharing": result.sharing,
     }
 
 
@@ -318,3 +393,36 @@ def flexcache_ratios(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
                     "cost_reduction": 1 - systems[ours]["cost_per_1k_videos"] / systems[base]["cost_per_1k_videos"],
                 }
     return ratios
+
+
+def defence_cost(defended: dict[str, Any], undefended: dict[str, Any]) -> dict[str, float]:
+    """What the defences between users cost one design: 1 - its throughput / its undefended twin's, and both hit rates.
+
+    Example:
+        >>> cost = defence_cost({"throughput_rph": 75.0, "hit_rate": 0.25}, {"throughput_rph": 100.0, "hit_rate": 0.5})
+        >>> cost["defence_cost"], cost["hit_rate"], cost["undefended_hit_rate"]
+        (0.25, 0.25, 0.5)
+    """
+    return {"defence_cost": 1 - defended["throughput_rph"] / undefended["throughput_rph"],
+            "throughput_rph": defended["throughput_rph"], "undefended_throughput_rph": undefended["throughput_rph"],
+            "hit_rate": defended["hit_rate"], "undefended_hit_rate": undefended["hit_rate"]}
+
+
+def defence_costs(rows_by_budget: dict[int, dict[str, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """`defence_cost` of ``flexcache[+X]`` against ``flexcache-undefended[+X]`` at each budget both ran at.
+
+    Args:
+        rows_by_budget: ``{budget_bytes: {system name: its row}}``.
+
+    Returns:
+        ``{"flexcache[+X]": [{"budget_bytes": b, "defence_cost": ..., ...}, ...]}``, budgets ascending.
+    """
+    costs: dict[str, list[dict[str, Any]]] = {}
+    for budget in sorted(rows_by_budget):
+        rows = rows_by_budget[budget]
+        for name in rows:
+            base, plus, method = name.partition("+")
+            twin = rows.get(UNDEFENDED_TWIN + plus + method)
+            if base == DEFENDED and twin is not None and twin["throughput_rph"]:
+                costs.setdefault(name, []).append({"budget_bytes": budget} | defence_cost(rows[name], twin))
+    return costs
