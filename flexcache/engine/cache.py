@@ -42,6 +42,7 @@ from flexcache.engine.embedder import (
     validate_prompts,
 )
 from flexcache.engine.fetching import Fetching
+from flexcache.engine.containment import ContainmentGate
 from flexcache.engine.guard import SharingGuard, check_identity, identity_of
 from flexcache.engine.index import MISSING_ID, PartitionedIndex
 from flexcache.engine.latency import LatencyHistograms, timed
@@ -59,9 +60,9 @@ from flexcache.engine.records import (
 )
 from flexcache.engine.region_hits import (
     RegionOption,
-    part_similarities,
-    capped_options,
     choose_region,
+    guarded_options,
+    part_similarities,
     region_options_for,
     region_plan,
 )
@@ -147,6 +148,7 @@ class FlexCache(Fetching, Reporting):
         self.codec = codec or build_codec(self.config.codec)
         self.planner = SimilarityPlanner(self.config.planner)
         self.guard = SharingGuard(self.config.sharing)
+        self.gate = ContainmentGate(lambda words: self.embedder.embed(words), self.config.sharing.gate_word_similarity)
         self.latency = LatencyHistograms()
         self._index: PartitionedIndex | None = None
         self._records: dict[int, PromptRecord] = {}
@@ -293,20 +295,18 @@ class FlexCache(Fetching, Reporting):
                 options = region_options_for(
                     self.planner, record, similarity, object_similarity, background_similarity, num_steps,
                     query_has_background=part_vectors[1] is not None) if use_regions else []
-                ceiling = self.guard.ceiling(record, requester, matches=step is not None or bool(options),
-                                             similarity=similarity, num_steps=num_steps)
-                if ceiling is None:
+                if record.seed != seed and seed_ceiling == 0:  # another seed's layout: not this request's video
                     continue
-                if seed_ceiling is not None and record.seed != seed:  # another seed's layout
-                    if seed_ceiling == 0:
-                        continue
+                ceiling = self.guard.ceiling(record, requester, matches=step is not None, num_steps=num_steps,
+                                             unasked=lambda r=record: self.gate.unasked(r.prompt, prompt))
+                if ceiling is not None and seed_ceiling is not None and record.seed != seed:
                     ceiling = min(ceiling, seed_ceiling)
-                if ceiling < num_steps:  # another user's entry: capped
+                if ceiling is not None and ceiling < num_steps:  # another user's entry, capped
                     step = record.deepest_step_at_most(min(allowed, ceiling))
-                    options = capped_options(options, record, ceiling)
-                if step is not None:
+                if step is not None and ceiling is not None:
                     whole.append((step, similarity, record, object_similarity, background_similarity, via_parts))
-                region_options += options
+                region_options += guarded_options(self.guard, self.gate, options, record, requester, split,
+                                                  num_steps, seed_ceiling if record.seed != seed else None)
             best = self.guard.choose(whole, requester)
             region = choose_region(region_options, best[0] if best is not None else 0) if use_regions else None
             counters = self._counters
@@ -320,6 +320,8 @@ class FlexCache(Fetching, Reporting):
                       parts=None if split is None else (split.object, split.background), part_embeddings=part_vectors)
         if region is not None:
             plan = region_plan(self.planner, region, common)
+            others = [self.guard.served(option.record, requester) for option in region if option is not None]
+            plan = dataclasses.replace(plan, cross_user=any(others))
             # Another tenant's prompt (a pool) is not this tenant's to read.
             return plan if region[0].record.tenant == tenant else dataclasses.replace(plan, source_prompt=None)
         if best is None:
@@ -330,6 +332,7 @@ class FlexCache(Fetching, Reporting):
                     source_prompt=record.prompt if record.tenant == tenant else None,
                     object_similarity=object_similarity,
                     background_similarity=background_similarity, via_parts=via_parts, source_seed=record.seed,
+                    cross_user=self.guard.served(record, requester),
                     **common)
 
     def _part_candidates(self, partition: tuple, vector: torch.Tensor, k: int) -> set[int]:
@@ -342,7 +345,8 @@ class FlexCache(Fetching, Reporting):
     def insert(self, plan: Plan, latents: Mapping[int, torch.Tensor],
                sigmas: Mapping[int, float] | None = None,
                masks: Mapping[int, torch.Tensor] | None = None,
-               solver_states: Mapping[int, SolverState] | None = None) -> list[str]:
+               solver_states: Mapping[int, SolverState] | None = None, *,
+               text_conditioned: bool = False) -> list[str]:
         """Store the latents a run captured, keyed by the step they follow.
 
         Args:
@@ -362,6 +366,11 @@ class FlexCache(Fetching, Reporting):
                 (`integrations.solver_state`); stored with the step's latent,
                 its tensors coded by the same codec (relative-L2 budget), and
                 handed back by `fetch_start` so the resumed run restores it.
+            text_conditioned: the run was conditioned on `plan.prompt` alone, encoded by the
+                service or the pipeline (no caller-supplied embeddings, images or adapters): its
+                content is what its text asks for, and other users may take it at the rules' depth.
+                False (default): unverified content, which serves other users no deeper than
+                ``sharing.cross_user_max_fraction`` until vouched for (README, "Threat model").
 
         Returns:
             Keys of the entries stored. Steps already stored for the same prompt
@@ -410,6 +419,7 @@ class FlexCache(Fetching, Reporting):
         candidate = PromptRecord(stable_record_id(plan.tenant, signature.key(), plan.prompt, writer), plan.tenant,
                                  plan.prompt, signature, seed, plan.embedding.detach(), writer=writer)
         candidate.embedder = embedder_identity(self.embedder)  # restore re-embeds entries of another
+        candidate.text_conditioned = bool(text_conditioned) and self._source_text_conditioned(plan)
         if plan.parts is not None and plan.part_embeddings is not None:
             candidate.parts = plan.parts
             candidate.object_embedding = plan.part_embeddings[0].detach()
@@ -459,10 +469,19 @@ class FlexCache(Fetching, Reporting):
             self._vouch(plan, checked)
         return stored
 
+    def _source_text_conditioned(self, plan: Plan) -> bool:
+        """A resumed run carries its sources' early content: it follows its text only if theirs did."""
+        if not plan.hit:
+            return True
+        with self._lock:
+            sources = [self._records.get(r) for r in (plan.source_record, plan.object_record) if r is not None]
+        return all(source is not None and source.text_conditioned for source in sources)
+
     def _record_for(self, candidate: PromptRecord) -> PromptRecord:
         """The record already known for `candidate`'s prompt, or `candidate` added (lock held)."""
         existing = self._records.get(candidate.record_id)
         if existing is not None:
+            existing.text_conditioned = existing.text_conditioned and candidate.text_conditioned
             return existing
         key, namespace = candidate.signature.key(), self.guard.namespace(candidate.tenant)
         self._records[candidate.record_id] = candidate

@@ -3,18 +3,24 @@
 A request is made by a user of a tenant; entries are searched in the
 tenant's namespace, or its pool's when `sharing.pools` puts it in one. Every
 entry records its writer. Reuse by its writer is unrestricted; reuse by any
-other user passes `SharingGuard.ceiling`:
+other user passes `SharingGuard.ceiling`, priced by what the hit reuses and
+reveals: the whole latent (a whole-latent hit) or one part of it (a region
+hit keeps the object or the background and regenerates the rest):
 
-* corroboration: served to others only once ``min_askers`` distinct users
-  (the writer included) asked for near-duplicates of its prompt, so one attacker
-  identity learns nothing from hits, K or latency, and two colluding
-  parties cannot signal through what the cache holds;
-* a depth cap: at most ``cross_user_max_fraction`` of N skipped, so what
-  the writer's run put into the latent beyond the prompt is regenerated,
-  until the entry is vouched for: ``vouches_required`` other users resumed
-  from it at the cap with near-duplicate prompts, and their own runs, which
-  regenerated everything past the cap, came out close to the entry's
-  latents (a planted mark makes them diverge: `vouch`);
+* trusted writers (``sharing.trusted_writers``: the service's own runs) serve
+  everyone at the rules' depth;
+* corroboration: served to others only once ``min_askers`` distinct users other
+  than the writer asked for what the hit reuses (the whole prompt, or that
+  part), so an attacker with fewer identities learns nothing from hits, K,
+  latency or the video, and fewer colluders cannot signal through the cache;
+* content that does not follow the entry's text (caller-supplied conditioning:
+  ``insert(..., text_conditioned=False)``, and entries of earlier versions)
+  serves others no deeper than ``cross_user_max_fraction`` of N, so a mark
+  planted beyond the prompt is regenerated, until the entry is vouched for:
+  ``vouches_required`` other users resumed from it at the cap with
+  near-duplicate prompts, and their own runs came out close to its latents;
+* the containment gate: a source text (or kept part) holding words the request
+  does not ask for is capped the same way (`engine.containment`);
 * entries of earlier versions (no writer) serve their tenant's default user only.
 
 Writes pass `SharingGuard.may_store` (per-user quota and rate). Counts of
@@ -29,6 +35,7 @@ import secrets
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from flexcache.core.config import SharingConfig
@@ -74,11 +81,12 @@ class SharingGuard:
     def __init__(self, config: SharingConfig) -> None:
         self.config = config
         self._pool_of = {tenant: pool.name for pool in config.pools for tenant in pool.tenants}
+        self._trusted = config.trusted_identities()
         self._lock = threading.Lock()
         self._entries_by_writer: Counter[str] = Counter()
         self._runs_by_writer: dict[str, deque[float]] = {}
         self.counters = {"cross_user_candidates": 0, "withheld_unconfirmed": 0, "withheld_legacy": 0,
-                         "capped": 0, "vouches": 0, "accusations": 0, "quota_refused": 0, "rate_refused": 0,
+                         "capped": 0, "gated": 0, "cross_user_hits": 0, "trusted_hits": 0, "vouches": 0, "accusations": 0, "quota_refused": 0, "rate_refused": 0,
                          "randomized": 0}
 
     def namespace(self, tenant: str) -> str:
@@ -88,35 +96,59 @@ class SharingGuard:
 
     # -- reading -----------------------------------------------------------------
 
-    def ceiling(self, record: PromptRecord, requester: str, *, matches: bool, similarity: float,
-                num_steps: int) -> int | None:
+    def ceiling(self, record: PromptRecord, requester: str, *, matches: bool, num_steps: int,
+                level: str = "whole", unasked: Callable[[], list[str]] | None = None) -> int | None:
         """The deepest step `requester` may skip from `record`: N for its own, None for none (lock held).
 
-        `matches`: whether the request would hit `record` undefended; one whose
-        full prompt is a near-duplicate (`similarity`) counts as an asker.
+        Args:
+            matches: whether the request would reuse `level` of `record` undefended; it then
+                counts as an asker of that level.
+            level: what the hit reuses: ``"whole"`` (the latent), or the kept part of a
+                region hit, ``"object"`` or ``"background"``.
+            unasked: the containment gate's reading (the source's words the request does not
+                ask for); called only when the gate decides.
         """
         writer = writer_identity(record)
         if writer == requester:
             return num_steps
         if not matches:
             return None
+        config = self.config
         with self._lock:
             self.counters["cross_user_candidates"] += 1
             if record.writer is None:
                 self.counters["withheld_legacy"] += 1
                 return None
-            if self.config.min_askers > 1:
-                if len(record.askers) < self.config.min_askers and similarity >= self.config.near_duplicate:
-                    record.askers.add(requester)
-                if len(record.askers | {writer}) < self.config.min_askers:
+            if writer in self._trusted:
+                return num_steps
+            if config.min_askers > 1:
+                askers = record.askers if level == "whole" else record.part_askers.setdefault(level, set())
+                if len(askers) < config.min_askers:  # (bounded: nobody is counted past the threshold)
+                    askers.add(requester)
+                if len(askers) < config.min_askers:
                     self.counters["withheld_unconfirmed"] += 1
                     return None
-            if self.vouched(record):
-                return num_steps
-            cap = math.floor(self.config.cross_user_max_fraction * num_steps + 1e-9)
-            if cap < num_steps:
-                self.counters["capped"] += 1
-            return cap
+        cap = math.floor(config.cross_user_max_fraction * num_steps + 1e-9)
+        reason = None
+        if not record.text_conditioned and not self.vouched(record):
+            reason = "capped"
+        elif config.containment_gate and cap < num_steps and unasked is not None and unasked():
+            reason = "gated"
+        if reason is None or cap >= num_steps:
+            return num_steps
+        with self._lock:
+            self.counters[reason] += 1
+        return cap
+
+    def served(self, record: PromptRecord, requester: str) -> bool:
+        """Count a hit `requester` takes from `record`; whether it is another user's entry."""
+        writer = writer_identity(record)
+        if writer == requester:
+            return False
+        with self._lock:
+            self.counters["cross_user_hits"] += 1
+            self.counters["trusted_hits"] += writer in self._trusted
+        return True
 
     def vouched(self, record: PromptRecord) -> bool:
         required = self.config.vouches_required
@@ -127,7 +159,7 @@ class SharingGuard:
         """Whether a run resumed from `record` should vouch (or not) for it (lock held)."""
         config = self.config
         return (config.vouches_required > 0 and config.cross_user_max_fraction < 1.0 and region is None
-                and record.writer is not None and writer_identity(record) != requester
+                and not record.text_conditioned and record.writer is not None and writer_identity(record) != requester
                 and similarity is not None and similarity >= config.near_duplicate
                 and requester not in record.vouches and requester not in record.accusations
                 and not self.vouched(record))

@@ -132,6 +132,7 @@ class Plan:
         uniform_from: the step from which the run's latent has one noise level
             again (a restarted region catches up there); earlier checkpoints
             of the run are not cached.
+        cross_user: the hit resumes from another user's entry (what ``sharing.latency_padding`` pads).
     """
 
     prompt: str
@@ -157,6 +158,7 @@ class Plan:
     region_method: str | None = None
     uniform_from: int = 0
     user: str | None = None
+    cross_user: bool = False
 
     @property
     def num_steps(self) -> int:
@@ -166,7 +168,7 @@ class Plan:
         return dataclasses.replace(self, hit=False, skip_steps=0, source_record=None, source_prompt=None,
                                    object_similarity=None, background_similarity=None, via_parts=False,
                                    source_seed=None, region=None, object_record=None, region_method=None,
-                                   uniform_from=0)
+                                   uniform_from=0, cross_user=False)
 
     @property
     def run_checkpoints(self) -> tuple[int, ...]:

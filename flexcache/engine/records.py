@@ -225,6 +225,7 @@ def encode_entry_meta(record: "PromptRecord", entry: CacheEntry) -> bytes:
         "v": META_VERSION,
         "tenant": record.tenant,
         **({"writer": record.writer} if record.writer is not None else {}),
+        **({"text_conditioned": True} if record.text_conditioned else {}),
         "prompt": record.prompt,
         "signature": record.signature.to_dict(),
         "seed": record.seed,
@@ -269,6 +270,7 @@ def decode_entry_meta(meta: bytes, dim: int | None = None,
                               int(data["seed"]), vector("embedding"))
         if data.get("writer") is not None:  # entries of earlier versions have none
             record.writer = str(data["writer"])
+        record.text_conditioned = data.get("text_conditioned") is True  # absent (earlier versions): unverified
         if data.get("embedder") is not None:
             record.embedder = str(data["embedder"])
         if "object_embedding" in data:  # written under decoupled look-up
@@ -306,6 +308,11 @@ class PromptRecord:
     # The user who wrote it (None: an entry of an earlier version), and the users who asked for it (`engine.guard`).
     writer: str | None = None
     askers: set[str] = field(default_factory=set, repr=False)
+    # Askers of each part ("object", "background"): users whose region hit would keep that part.
+    part_askers: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    # Every run stored here was conditioned on its prompt text alone (`FlexCache.insert`): its content is its
+    # text's. False: unverified (caller-supplied conditioning, or an entry of an earlier version).
+    text_conditioned: bool = False
     # Other users whose runs resumed from it agreed / disagreed with its latents (`engine.guard`).
     vouches: set[str] = field(default_factory=set, repr=False)
     accusations: set[str] = field(default_factory=set, repr=False)

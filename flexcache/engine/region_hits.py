@@ -85,6 +85,27 @@ def capped_options(options: list[RegionOption], record: PromptRecord, ceiling: i
     return capped
 
 
+def guarded_options(guard, gate, options: list[RegionOption], record: PromptRecord, requester: str, split,
+                    num_steps: int, seed_ceiling: int | None) -> list[RegionOption]:
+    """`options` of `record` that the sharing defences (`engine.guard`) let `requester` take, at the depth
+    they allow (lock held): a region hit reuses, and reveals, only the part it keeps, so its askers and
+    the containment gate are those of that part (`split`: the request's parts)."""
+    allowed: list[RegionOption] = []
+    for kept in ("object", "background"):
+        kept_options = [option for option in options if option.kept == kept]
+        if not kept_options or split is None or record.parts is None:
+            continue
+        source_text = record.parts[0] if kept == "object" else record.parts[1]
+        request_text = split.object if kept == "object" else split.background
+        ceiling = guard.ceiling(record, requester, matches=True, num_steps=num_steps, level=kept,
+                                unasked=lambda: gate.unasked(source_text, request_text or ""))
+        if ceiling is not None and seed_ceiling is not None:
+            ceiling = min(ceiling, seed_ceiling)
+        if ceiling is not None:
+            allowed += kept_options if ceiling >= num_steps else capped_options(kept_options, record, ceiling)
+    return allowed
+
+
 def choose_region(options: list[RegionOption], whole_step: int) -> tuple[RegionOption, RegionOption | None] | None:
     """The region option to take (for a composed hit: the background's) and the object partner, if any.
 

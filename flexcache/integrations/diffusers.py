@@ -33,13 +33,17 @@ video-to-video input, several conditioning images) run uncached;
 keys the cache on the prompt text and hands the pipeline only the embeddings,
 which is how pipelines built without a text encoder are served.
 
-Five keyword arguments are added to the pipeline call: ``flexcache_any_seed``, ``flexcache_tenant``
+Six keyword arguments are added to the pipeline call: ``flexcache_any_seed``, ``flexcache_tenant``
 (namespace for this call; default: the one given to `enable_flexcache`),
 ``flexcache_user`` (who makes it, default: the tenant; reuse of other users'
 entries passes the ``sharing`` defences, `engine.guard`),
 ``flexcache_enabled=False`` (bypass the cache for this call) and
 ``flexcache_parts=(object, background)`` (the prompt's parts for decoupled
-look-up, when the caller knows them better than the splitter).
+look-up, when the caller knows them better than the splitter) and
+``flexcache_text_conditioned`` (whether the run is conditioned on the prompt
+text alone; default: True unless the caller passes ``prompt_embeds``. A service
+that computes the embeddings from the prompt itself passes True; its entries
+then serve other users at the rules' depth, `FlexCache.insert`).
 """
 
 from __future__ import annotations
@@ -153,6 +157,7 @@ class _Binding:
         enabled = kwargs.pop("flexcache_enabled", True)
         parts = kwargs.pop("flexcache_parts", None)
         any_seed = bool(kwargs.pop("flexcache_any_seed", False))
+        text_conditioned = kwargs.pop("flexcache_text_conditioned", None)
         bound = self.call_signature.bind(pipe, *args, **kwargs)
         bound.apply_defaults()
         call_args = dict(bound.arguments)
@@ -275,15 +280,17 @@ class _Binding:
             self._contained("mask_probe", recorder.failed, report)  # the entries carry no mask: whole-latent hits
         if context.captured:
             try:
+                if text_conditioned is None:  # the pipeline encoded the prompt text itself
+                    text_conditioned = call_args.get(self.adapter.prompt_embeds_name) is None
                 report.inserted = self.cache.insert(plan, context.captured, context.sigmas, context.masks,
-                                                    context.solver_states)
+                                                    context.solver_states, text_conditioned=bool(text_conditioned))
             except Exception as exc:
                 # The video was generated; only caching it failed. Serve it anyway.
                 report.insert_error = f"{type(exc).__name__}: {exc}"
                 self._contained("insert", exc, report)
         if self.cache.config.sharing.latency_padding:
             try:
-                self._pad(report, started, signature.key())
+                self._pad(report, started, signature.key(), plan.cross_user)
             except Exception as exc:
                 self._contained("padding", exc, report)
         report.seconds = time.perf_counter() - started
@@ -377,14 +384,17 @@ class _Binding:
         report.via_parts, report.solver_state, report.seed = False, None, None
         report.object_similarity = report.background_similarity = None
 
-    def _pad(self, report: CallReport, started: float, key: str) -> None:
-        """Sleep until a hit has taken as long as a full run would (the mean of this binding's, or scaled)."""
+    def _pad(self, report: CallReport, started: float, key: str, cross_user: bool) -> None:
+        """Sleep until a hit from another user's entry has taken as long as a full run would (the mean of
+        this binding's, or scaled); the pipeline is free for other calls meanwhile. Own hits reveal nothing."""
         elapsed = time.perf_counter() - started
         with self.run_lock:
             count, total = self.full_runs.get(key, (0, 0.0))
             if not report.hit:
                 self.full_runs[key] = (count + 1, total + elapsed)
                 return
+        if not cross_user:
+            return
         steps_run = max(1, report.num_steps - report.skip_steps)
         target = max(total / count if count else 0.0, elapsed * report.num_steps / steps_run)
         if target > elapsed:

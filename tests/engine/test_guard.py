@@ -12,25 +12,81 @@ from flexcache.engine.records import decode_entry_meta, encode_entry_meta
 
 PROMPT = "a golden retriever chasing a frisbee in a sunlit park"
 OTHER = "a rocket lifting off from a launch pad at night"
-UNDEFENDED = {"min_askers": 1, "cross_user_max_fraction": 1.0}
+UNDEFENDED = {"min_askers": 1, "cross_user_max_fraction": 1.0, "containment_gate": False, "latency_padding": False}
 
 
-def fill(cache, prompt, signature, *, tenant="default", user=None):
+def fill(cache, prompt, signature, *, tenant="default", user=None, text_conditioned=False):
     plan = cache.plan(prompt, signature, tenant=tenant, user=user).as_miss()
-    return cache.insert(plan, {s: torch.randn(signature.latent_shape) for s in plan.checkpoint_steps})
+    return cache.insert(plan, {s: torch.randn(signature.latent_shape) for s in plan.checkpoint_steps},
+                        text_conditioned=text_conditioned)
 
 
-def test_own_entries_hit_in_full_and_another_users_only_after_enough_askers_and_capped(make_cache, signature):
+def test_own_entries_hit_in_full_and_another_users_only_after_enough_other_askers_and_capped(make_cache, signature):
     cache = make_cache(sharing={"min_askers": 3, "cross_user_max_fraction": 0.2})
     fill(cache, PROMPT, signature, user="alice")
     assert cache.plan(PROMPT, signature, user="alice").skip_steps == 10  # the writer: 50 % of 20
-    assert not cache.plan(PROMPT, signature, user="bob").hit  # asker 2 of 3 (alice wrote it)
+    assert not cache.plan(PROMPT, signature, user="bob").hit  # asker 1 of 3 (the writer does not count)
     assert not cache.plan(PROMPT, signature, user="bob").hit  # the same user again does not count twice
-    third = cache.plan(PROMPT, signature, user="carol")
-    assert third.hit and third.skip_steps == 4  # asker 3: served, at most 20 % of N
+    assert not cache.plan(PROMPT, signature, user="carol").hit  # asker 2 of 3
+    third = cache.plan(PROMPT, signature, user="dave")
+    assert third.hit and third.skip_steps == 4 and third.cross_user  # asker 3: served; unverified content: capped
     assert cache.plan(PROMPT, signature, user="bob").skip_steps == 4
+    assert not cache.plan(PROMPT, signature, user="alice").cross_user
     sharing = cache.stats()["sharing"]
-    assert sharing["withheld_unconfirmed"] == 2 and sharing["capped"] == 2
+    assert sharing["withheld_unconfirmed"] == 3 and sharing["capped"] == 2 and sharing["cross_user_hits"] == 2
+
+
+def test_sybils_below_min_askers_never_read_another_users_entry(make_cache, signature):
+    cache = make_cache(sharing={"min_askers": 3})
+    fill(cache, PROMPT, signature, user="victim", text_conditioned=True)
+    for _ in range(3):  # each identity asks again and again: still only two askers
+        assert not any(cache.plan(PROMPT, signature, user=sybil).hit for sybil in ("mallory1", "mallory2"))
+
+
+def test_text_conditioned_entries_serve_others_at_the_rules_depth(make_cache, signature):
+    cache = make_cache(sharing={"min_askers": 1})
+    fill(cache, PROMPT, signature, user="alice", text_conditioned=True)
+    fill(cache, OTHER, signature, user="alice", text_conditioned=False)
+    assert cache.plan(PROMPT, signature, user="bob").skip_steps == 10  # its content is its text's
+    assert cache.plan(OTHER, signature, user="bob").skip_steps == 2  # unverified: the 10 % cap
+
+
+def test_the_containment_gate_caps_a_source_holding_words_the_request_does_not_ask_for(make_cache, signature):
+    cache = make_cache(sharing={"min_askers": 1})
+    fill(cache, PROMPT + ", with a neon soda logo", signature, user="mallory", text_conditioned=True)
+    hit = cache.plan(PROMPT, signature, user="bob")
+    assert hit.hit and hit.skip_steps == 2  # regenerated from 10 % of N
+    assert cache.stats()["sharing"]["gated"] == 1
+    open_gate = make_cache(sharing={"min_askers": 1, "containment_gate": False})
+    fill(open_gate, PROMPT + ", with a neon soda logo", signature, user="mallory", text_conditioned=True)
+    assert open_gate.plan(PROMPT, signature, user="bob").skip_steps > 2
+    # A source the request contains (fewer words, plurals) passes.
+    contained = make_cache(sharing={"min_askers": 1})
+    fill(contained, "a golden retriever chasing a frisbee in a park", signature, user="alice", text_conditioned=True)
+    assert contained.plan(PROMPT, signature, user="bob").skip_steps > 2
+    assert contained.stats()["sharing"]["gated"] == 0
+
+
+def test_trusted_writers_serve_everyone_at_the_rules_depth(make_cache, signature):
+    sharing = {"tenants": ["public"], "trusted_writers": ["public/warmup"]}
+    cache = make_cache(sharing=sharing)
+    fill(cache, PROMPT, signature, tenant="public", user="warmup")  # even unverified content: the service's own
+    hit = cache.plan(PROMPT, signature, tenant="public", user="bob")
+    assert hit.hit and hit.skip_steps == 10 and hit.cross_user
+    assert cache.stats()["sharing"]["trusted_hits"] == 1
+    with pytest.raises(ConfigError, match="not declared in sharing.tenants"):
+        CacheConfig.from_dict({"sharing": {"trusted_writers": ["acme/warmup"]}})
+    with pytest.raises(ConfigError, match="tenant/user"):
+        CacheConfig.from_dict({"sharing": {"tenants": ["acme"], "trusted_writers": ["acme/"]}})
+
+
+def test_a_resumed_run_follows_its_text_only_if_its_source_did(make_cache, signature):
+    cache = make_cache(sharing={"min_askers": 1})
+    fill(cache, PROMPT, signature, user="alice", text_conditioned=False)
+    hit = cache.plan(PROMPT, signature, user="alice")
+    cache.insert(hit, {s: torch.randn(signature.latent_shape) for s in hit.run_checkpoints}, text_conditioned=True)
+    records = {r.writer: r for r in cache._records.values()}
+    assert not records["alice"].text_conditioned
 
 
 def test_undefended_sharing_serves_everyone_in_full(make_cache, signature):
@@ -86,6 +142,9 @@ def test_the_writer_survives_the_metadata_round_trip_and_old_entries_have_none(m
     record = cache._records[entry.record_id]
     meta = encode_entry_meta(record, entry)
     assert decode_entry_meta(meta)[0].writer == "alice"
+    assert not decode_entry_meta(meta)[0].text_conditioned
+    record.text_conditioned = True
+    assert decode_entry_meta(encode_entry_meta(record, entry))[0].text_conditioned
     legacy = json.loads(meta)
     del legacy["writer"]
     assert decode_entry_meta(json.dumps(legacy).encode())[0].writer is None
