@@ -353,6 +353,7 @@ def _config_show(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from flexcache.benchmarks.serve.workload import DEFAULT_SOURCES, SyntheticWorkload
+    from flexcache.serving.warm import add_warm_command
     parser = argparse.ArgumentParser(prog="flexcache", description="Approximate latent cache for video diffusion.")
     parser.add_argument("--version", action="version", version=f"flexcache {__version__}")
     parser.add_argument("--config", help="YAML config file (default: $FLEXCACHE_CONFIG, then built-in defaults)")
@@ -539,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--reference", action="store_true",
                         help="print the reference of every config key instead (docs/config.md)")
     config.set_defaults(run=_config_show)
+    add_warm_command(commands)
     return parser
 
 
