@@ -160,6 +160,23 @@ def test_warm_never_resumes_from_another_writers_entry(served, tmp_path):
         assert not last_call_report(pipe).hit and report.entries_stored > 0
 
 
+@pytest.mark.redis
+def test_warm_into_redis_serves_another_process(served, redis_url, redis_prefix):
+    # The tier a `flexcache serve` fleet shares: a later cache (another worker) finds the entries there.
+    pipe, kwargs_for = served
+    data = config_data("unused")
+    data["store"] = {"tiers": [{"kind": "redis", "url": redis_url, "prefix": redis_prefix,
+                                "capacity_bytes": "256MiB"}]}
+    with FlexCache(CacheConfig.from_dict(data)) as cache:
+        report = warm(pipe, cache, [POPULAR[1]], model_id="toyworld", call_kwargs=kwargs_for, text_conditioned=True)
+    assert (report.ran, report.failed) == (1, []) and report.entries_stored > 0
+    with FlexCache(CacheConfig.from_dict(data)) as cache:
+        enable_flexcache(pipe, cache, model_id="toyworld")
+        served_report = ask(pipe, kwargs_for, POPULAR[1], "carol")
+        assert served_report.hit and served_report.source_prompt == POPULAR[1] and served_report.skip_steps > 0
+        assert cache.stats()["sharing"]["trusted_hits"] == 1
+
+
 # -- refusals ------------------------------------------------------------------------------
 
 
