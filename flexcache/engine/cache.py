@@ -420,6 +420,7 @@ class FlexCache(Fetching, Reporting):
                                  plan.prompt, signature, seed, plan.embedding.detach(), writer=writer)
         candidate.embedder = embedder_identity(self.embedder)  # restore re-embeds entries of another
         candidate.text_conditioned = bool(text_conditioned) and self._source_text_conditioned(plan)
+        candidate.borrowed = plan.hit and plan.cross_user
         if plan.parts is not None and plan.part_embeddings is not None:
             candidate.parts = plan.parts
             candidate.object_embedding = plan.part_embeddings[0].detach()
@@ -482,6 +483,7 @@ class FlexCache(Fetching, Reporting):
         existing = self._records.get(candidate.record_id)
         if existing is not None:
             existing.text_conditioned = existing.text_conditioned and candidate.text_conditioned
+            existing.borrowed = existing.borrowed or candidate.borrowed
             return existing
         key, namespace = candidate.signature.key(), self.guard.namespace(candidate.tenant)
         self._records[candidate.record_id] = candidate

@@ -8,7 +8,8 @@ reveals: the whole latent (a whole-latent hit) or one part of it (a region
 hit keeps the object or the background and regenerates the rest):
 
 * trusted writers (``sharing.trusted_writers``: the service's own runs) serve
-  everyone at the rules' depth;
+  everyone at the rules' depth, save what their runs resumed from another
+  writer's entry (``record.borrowed``);
 * corroboration: served to others only once ``min_askers`` distinct users other
   than the writer asked for what the hit reuses (the whole prompt, or that
   part), so an attacker with fewer identities learns nothing from hits, K,
@@ -119,7 +120,7 @@ class SharingGuard:
             if record.writer is None:
                 self.counters["withheld_legacy"] += 1
                 return None
-            if writer in self._trusted:
+            if writer in self._trusted and not record.borrowed:
                 return num_steps
             if config.min_askers > 1:
                 askers = record.askers if level == "whole" else record.part_askers.setdefault(level, set())
@@ -147,7 +148,7 @@ class SharingGuard:
             return False
         with self._lock:
             self.counters["cross_user_hits"] += 1
-            self.counters["trusted_hits"] += writer in self._trusted
+            self.counters["trusted_hits"] += writer in self._trusted and not record.borrowed
         return True
 
     def vouched(self, record: PromptRecord) -> bool:

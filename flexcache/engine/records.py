@@ -226,6 +226,7 @@ def encode_entry_meta(record: "PromptRecord", entry: CacheEntry) -> bytes:
         "tenant": record.tenant,
         **({"writer": record.writer} if record.writer is not None else {}),
         **({"text_conditioned": True} if record.text_conditioned else {}),
+        **({"borrowed": True} if record.borrowed else {}),
         "prompt": record.prompt,
         "signature": record.signature.to_dict(),
         "seed": record.seed,
@@ -271,6 +272,7 @@ def decode_entry_meta(meta: bytes, dim: int | None = None,
         if data.get("writer") is not None:  # entries of earlier versions have none
             record.writer = str(data["writer"])
         record.text_conditioned = data.get("text_conditioned") is True  # absent (earlier versions): unverified
+        record.borrowed = data.get("borrowed") is True
         if data.get("embedder") is not None:
             record.embedder = str(data["embedder"])
         if "object_embedding" in data:  # written under decoupled look-up
@@ -313,6 +315,9 @@ class PromptRecord:
     # Every run stored here was conditioned on its prompt text alone (`FlexCache.insert`): its content is its
     # text's. False: unverified (caller-supplied conditioning, or an entry of an earlier version).
     text_conditioned: bool = False
+    # A run stored here resumed from another writer's entry: part of its content is not its writer's own
+    # (a trusted writer's such record is not trusted, `engine.guard`).
+    borrowed: bool = False
     # Other users whose runs resumed from it agreed / disagreed with its latents (`engine.guard`).
     vouches: set[str] = field(default_factory=set, repr=False)
     accusations: set[str] = field(default_factory=set, repr=False)

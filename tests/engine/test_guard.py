@@ -74,6 +74,19 @@ def test_trusted_writers_serve_everyone_at_the_rules_depth(make_cache, signature
     hit = cache.plan(PROMPT, signature, tenant="public", user="bob")
     assert hit.hit and hit.skip_steps == 10 and hit.cross_user
     assert cache.stats()["sharing"]["trusted_hits"] == 1
+    # What a trusted writer's run took from another user's entry is not the service's own.
+    fill(cache, OTHER, signature, tenant="public", user="mallory", text_conditioned=True)
+    for asker in ("a1", "a2", "a3"):
+        cache.plan(OTHER, signature, tenant="public", user=asker)
+    borrowed = cache.plan("a rocket lifts off from a launch pad at night", signature, tenant="public", user="warmup")
+    assert borrowed.hit and borrowed.cross_user and borrowed.run_checkpoints
+    cache.insert(borrowed, {s: torch.randn(signature.latent_shape) for s in borrowed.run_checkpoints},
+                 text_conditioned=True)
+    record = next(r for r in cache._records.values() if r.writer == "warmup" and r.prompt == borrowed.prompt)
+    assert record.borrowed and decode_entry_meta(encode_entry_meta(record, next(iter(record.entries.values()))))[0].borrowed
+    before = cache.stats()["sharing"]["trusted_hits"]
+    cache.plan(borrowed.prompt, signature, tenant="public", user="bob")
+    assert cache.stats()["sharing"]["trusted_hits"] == before
     with pytest.raises(ConfigError, match="not declared in sharing.tenants"):
         CacheConfig.from_dict({"sharing": {"trusted_writers": ["acme/warmup"]}})
     with pytest.raises(ConfigError, match="tenant/user"):
