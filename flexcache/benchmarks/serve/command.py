@@ -27,7 +27,10 @@ def simulated_result(args: argparse.Namespace, systems: tuple[str, ...] | None, 
     Raises:
         FlexCacheError: a negative budget in `sweep_gb`.
     """
-    from flexcache.benchmarks.serve.profiles import get_profile, measure_toyworld_profile
+    from flexcache.benchmarks.serve.profiles import (
+        get_profile,
+        measure_toyworld_profile,
+    )
     from flexcache.benchmarks.serve.run import run_serve_bench
     from flexcache.benchmarks.serve.simulate import SYSTEMS
     from flexcache.benchmarks.serve.workload import SyntheticWorkload, generate_trace

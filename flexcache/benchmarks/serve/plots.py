@@ -30,9 +30,11 @@ def write_sweep_plots(result: dict[str, Any], prefix: str | Path) -> list[Path]:
         figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=110)
         for number, (name, points) in enumerate(sweep.items()):
             budgets = [p["budget_bytes"] / 1e9 for p in points]
-            # Shrinking markers keep systems with equal figures visible on top of each other.
+            # Shrinking markers keep systems with equal figures visible on top of each other; an undefended
+            # twin is dotted, so its gap to the defended line (the defence cost) reads at a glance.
             axes.plot(budgets, [p[field] for p in points], marker=MARKERS[number % len(MARKERS)],
-                      markersize=max(3, 10 - number), label=name, linestyle="--" if name == "nocache" else "-")
+                      markersize=max(3, 10 - number), label=name,
+                      linestyle="--" if name == "nocache" else ":" if "undefended" in name else "-")
         axes.set_xscale("log", base=2)
         axes.set_xticks(budgets, [f"{b:g}" for b in budgets])
         axes.set_xlabel("storage budget per system (GB)")

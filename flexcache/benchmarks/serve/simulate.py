@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,10 +221,6 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
     """
     from flexcache import FlexCache
 
-    # Every request runs from its prompt text (contract of issue 26); an engine without the flag stores as before.
-    text_conditioned = ({"text_conditioned": True}
-                        if "text_conditioned" in inspect.signature(FlexCache.insert).parameters else {})
-
     steps = profile.steps
     keep_full = keep_resumed = 1.0
     if in_request is not None:
@@ -261,7 +256,7 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         while completions and completions[0][0] <= start:  # finished misses fill the cache first
             _, _, plan = heapq.heappop(completions)
             cache.insert(plan, {s: zeros for s in plan.run_checkpoints}, {s: float(s) for s in plan.run_checkpoints},
-                         {s: mask for s in plan.run_checkpoints}, **text_conditioned)
+                         {s: mask for s in plan.run_checkpoints}, text_conditioned=True)
             result.bytes_peak = max(result.bytes_peak, cache.store.bytes_used)
         skip = 0
         overhead = 0.0
@@ -283,10 +278,9 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
                 result.hits += 1
                 result.decoupled_hits += plan.via_parts
                 result.region_hits += plan.region is not None
-                cross_user = served_cross_user(cache, plan)
-                result.cross_user_hits += cross_user
-                result.own_hits += not cross_user
-                padded = cross_user and result.latency_padding
+                result.cross_user_hits += plan.cross_user
+                result.own_hits += not plan.cross_user
+                padded = plan.cross_user and result.latency_padding
         step_seconds = profile.seconds_per_step * (keep_resumed if skip else keep_full)
         service = (steps - skip) * step_seconds + profile.text_encoder_s + profile.vae_decode_s + overhead
         end = start + service
@@ -310,20 +304,6 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         result.sharing = cache.stats()["sharing"]
         cache.close()
     return result
-
-
-def served_cross_user(cache, plan) -> bool:
-    """Whether a hit `plan` resumes from another user's entry (`Plan.cross_user`)."""
-    cross_user = getattr(plan, "cross_user", None)
-    if cross_user is not None:
-        return bool(cross_user)
-    # An engine before Plan.cross_user: compare the writers of the records the hit reads with the requester.
-    requester = (plan.tenant, plan.user or plan.tenant)
-    for record_id in (plan.source_record, plan.object_record):
-        record = cache._records.get(record_id) if record_id is not None else None
-        if record is not None and (record.tenant, record.writer or record.tenant) != requester:
-            return True
-    return False
 
 
 def _user_id(user: str | None) -> str | None:
