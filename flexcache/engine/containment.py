@@ -41,12 +41,14 @@ il lo gli i un una e o in con su per di da del della
 """.split())
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Words read of one text: a prompt of thousands of words (an attacker's) costs every reader's plan no more.
+MAX_WORDS = 64
 # Word vectors kept per gate; a prompt has tens of words, a day's traffic some tens of thousands.
 MAX_MEMO_WORDS = 100_000
 
 
 def content_words(text: str) -> list[str]:
-    """The words of `text` that carry content, in order, each once.
+    """The words of `text` that carry content, in order, each once (the first `MAX_WORDS`).
 
     Example:
         >>> content_words("A red fox runs through the snow, 4K")
@@ -66,6 +68,8 @@ def content_words(text: str) -> list[str]:
                 continue
             if piece not in words:
                 words.append(piece)
+                if len(words) == MAX_WORDS:
+                    return words
     return words
 
 

@@ -31,6 +31,7 @@ which withholds more, never less.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import threading
@@ -43,6 +44,8 @@ from flexcache.core.config import SharingConfig
 from flexcache.core.errors import InvalidPromptError
 from flexcache.core.types import TENANT_PATTERN
 from flexcache.engine.records import PromptRecord
+
+logger = logging.getLogger("flexcache.engine.guard")
 
 # Pool partitions are named with a character no tenant name may hold: they never collide.
 POOL_PREFIX = "pool:"
@@ -74,6 +77,16 @@ def identity_of(tenant: str, user: str) -> str:
 def writer_identity(record: PromptRecord) -> str:
     """Who wrote a record; an entry of an earlier version (no writer) is its tenant's default user's."""
     return identity_of(record.tenant, record.writer or record.tenant)
+
+
+def _unasked(reading: Callable[[], list[str]]) -> bool:
+    """The gate's verdict; an error reading (another user's text, the embedder) gates, it never raises."""
+    try:
+        return bool(reading())
+    except Exception as exc:  # noqa: BLE001 - a request never fails because of another user's entry
+        logger.warning("flexcache: the containment gate could not read an entry (%s: %s); capping the hit",
+                       type(exc).__name__, exc)
+        return True
 
 
 class SharingGuard:
@@ -133,7 +146,7 @@ class SharingGuard:
         reason = None
         if not record.text_conditioned and not self.vouched(record):
             reason = "capped"
-        elif config.containment_gate and cap < num_steps and unasked is not None and unasked():
+        elif config.containment_gate and cap < num_steps and unasked is not None and _unasked(unasked):
             reason = "gated"
         if reason is None or cap >= num_steps:
             return num_steps

@@ -45,7 +45,9 @@ class CallReport:
     # on uncached (or, after the run, kept its video).
     cache_error: str | None = None
     seconds: float = 0.0
-    padded_seconds: float = 0.0  # slept so the call took as long as a full run (``sharing.latency_padding``)
+    # Held so the call took as long as a full run (``sharing.latency_padding``): slept in the call, or left to
+    # the caller to hold the answer (``enable_flexcache(..., pad_in_call=False)``).
+    padded_seconds: float = 0.0
 
 
 def single_generator(generator: Any) -> torch.Generator | None:

@@ -143,6 +143,7 @@ class _Binding:
         self.model_id = model_id
         self.original_class = original_class
         self.call_signature = inspect.signature(original_class.__call__)
+        self.pad_in_call = True  # else the caller holds the answer (`CallReport.padded_seconds`)
         # Pipelines without step callbacks (HunyuanVideo 1.5) are captured through their scheduler's step.
         self.step_callbacks = "callback_on_step_end" in self.call_signature.parameters
         # A diffusers pipeline (its scheduler state) serves one call at a time.
@@ -399,7 +400,8 @@ class _Binding:
         target = max(total / count if count else 0.0, elapsed * report.num_steps / steps_run)
         if target > elapsed:
             report.padded_seconds = target - elapsed
-            time.sleep(report.padded_seconds)
+            if self.pad_in_call:
+                time.sleep(report.padded_seconds)
 
     def _mask_recorder(self, pipe: Any, plan: Plan, prompt: str, args: dict[str, Any]) -> Any:
         """A recorder of the object's cross-attention for this run, or None where no mask can be made.
@@ -472,7 +474,7 @@ def check_diffusers_version(version: str | None = None) -> bool:
 
 
 def enable_flexcache(pipe: Any, cache: FlexCache | None = None, *, tenant: str = DEFAULT_TENANT,
-                     model_id: str | None = None) -> Any:
+                     model_id: str | None = None, pad_in_call: bool = True) -> Any:
     """Serve `pipe`'s calls through `cache`; returns the same pipeline object.
 
     Args:
@@ -486,6 +488,10 @@ def enable_flexcache(pipe: Any, cache: FlexCache | None = None, *, tenant: str =
             code (without one a UserWarning says so, once per pipeline, and
             entries are told apart by architecture and a sampled weights
             fingerprint only; `integrations.model_identity`).
+        pad_in_call: with ``sharing.latency_padding``, a call served from another user's entry
+            sleeps until a full run's time has passed (the pipeline is free for other threads
+            meanwhile). False: it returns at once and `CallReport.padded_seconds` says how long the
+            caller must hold the answer, as a server whose worker should take its next job does.
 
     Returns:
         `pipe`, now caching. `disable_flexcache(pipe)` undoes it.
@@ -512,6 +518,7 @@ def enable_flexcache(pipe: Any, cache: FlexCache | None = None, *, tenant: str =
     existing: _Binding | None = pipe.__dict__.get("_flexcache_binding")
     original_class = existing.original_class if existing else type(pipe)
     binding = _Binding(cache, adapter, tenant, model_id or _default_model_id(pipe), original_class)
+    binding.pad_in_call = bool(pad_in_call)
 
     def __call__(self, *args, **kwargs):
         return self.__dict__["_flexcache_binding"](self, args, kwargs)

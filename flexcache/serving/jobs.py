@@ -222,6 +222,17 @@ class JobManager:
         self.counters["retried"] += 1
         self._pending.appendleft(job_id)
 
+    def _finish(self, job_id: str, result: dict) -> None:
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is not None and job.status != "done":
+                self._finish_locked(job, result)
+
+    @staticmethod
+    def _finish_locked(job: "Job", result: dict) -> None:
+        job.status, job.video, job.media_type = "done", result["video"], result["media_type"]
+        job.error, job.finished = None, time.time()
+
     def _fail(self, job_id: str, why: str) -> None:
         job = self.jobs[job_id]
         job.status, job.error, job.finished = "failed", why, time.time()
@@ -278,36 +289,45 @@ class JobManager:
                 continue
             except (EOFError, OSError):
                 return
-            kind, index = message[0], message[1]
-            with self._lock:
-                worker = self._workers.get(index)
-                if kind == "ready" and worker is not None:
-                    worker.ready = True
-                    self.worker_stats[index] = message[3]
-                elif kind == "broken":
-                    logger.error("flexcache serve: worker %d could not start:\n%s", index, message[2])
-                    self._start_failed(index, message[3])
-                    if worker is not None:
-                        worker.retired = True
-                        worker.process.join(timeout=1)
-                elif kind == "health":
-                    self.worker_stats[index] = message[2]
-                elif kind == "started":
-                    job = self.jobs.get(message[2])
-                    if job is not None and job.status == "queued":
-                        job.status = "running"
-                elif kind in ("done", "failed"):
-                    job = self.jobs.get(message[2])
-                    if job is not None and job.status != "done":
-                        if kind == "done":
-                            job.status, job.video, job.media_type = "done", message[3]["video"], message[3]["media_type"]
-                            job.error, job.finished = None, time.time()
+            self._on_message(message)
+
+    def _on_message(self, message: tuple) -> None:
+        """One worker message: readiness, health, a job started, done or failed."""
+        kind, index = message[0], message[1]
+        with self._lock:
+            worker = self._workers.get(index)
+            if kind == "ready" and worker is not None:
+                worker.ready = True
+                self.worker_stats[index] = message[3]
+            elif kind == "broken":
+                logger.error("flexcache serve: worker %d could not start:\n%s", index, message[2])
+                self._start_failed(index, message[3])
+                if worker is not None:
+                    worker.retired = True
+                    worker.process.join(timeout=1)
+            elif kind == "health":
+                self.worker_stats[index] = message[2]
+            elif kind == "started":
+                job = self.jobs.get(message[2])
+                if job is not None and job.status == "queued":
+                    job.status = "running"
+            elif kind in ("done", "failed"):
+                job = self.jobs.get(message[2])
+                if job is not None and job.status != "done":
+                    if kind == "done":
+                        hold = float(message[3].get("hold_s") or 0.0)
+                        if hold > 0:  # latency padding: the answer waits, the worker takes its next job
+                            timer = threading.Timer(hold, self._finish, (job.id, message[3]))
+                            timer.daemon = True
+                            timer.start()
                         else:
-                            self._fail(job.id, message[3])
-                    self.worker_stats[index] = message[4]
-                    if worker is not None and worker.current == message[2]:
-                        worker.current = None
-                self._dispatch()
+                            self._finish_locked(job, message[3])
+                    else:
+                        self._fail(job.id, message[3])
+                self.worker_stats[index] = message[4]
+                if worker is not None and worker.current == message[2]:
+                    worker.current = None
+            self._dispatch()
 
     def close(self) -> None:
         """Stop every worker (each finishes its job and closes its cache), then the manager's threads."""

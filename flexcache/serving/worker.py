@@ -158,7 +158,8 @@ def worker_main(worker: int, slot: int, config: WorkerConfig, tasks, results, pa
 
         cache = FlexCache(CacheConfig.from_dict(worker_store(config.cache, slot)))
         pipe, kwargs_for, to_video = _build_pipeline(config)
-        enable_flexcache(pipe, cache, model_id=config.model)
+        # Latency padding holds the answer in the manager, not this worker: its GPU takes the next job.
+        enable_flexcache(pipe, cache, model_id=config.model, pad_in_call=False)
     except Exception as exc:  # noqa: BLE001 - the manager reports it and starts no job here
         results.put(("broken", worker, traceback.format_exc(), f"{type(exc).__name__}: {exc}"))
         return
@@ -184,7 +185,8 @@ def worker_main(worker: int, slot: int, config: WorkerConfig, tasks, results, pa
             if report.inserted:
                 own_prompts.add(job["prompt"])
             video, media_type = to_video(output)
-            heartbeat.send("done", worker, job["id"], {"video": video, "media_type": media_type})
+            heartbeat.send("done", worker, job["id"], {"video": video, "media_type": media_type,
+                                                       "hold_s": report.padded_seconds})
         except Exception as exc:  # noqa: BLE001 - a failed job is a result, not a crash
             heartbeat.send("failed", worker, job["id"], f"{type(exc).__name__}: {exc}")
     heartbeat.stop()

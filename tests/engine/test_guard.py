@@ -236,3 +236,15 @@ def test_readers_with_other_prompts_do_not_vouch(make_cache, signature):
     assert hit.hit and hit.skip_steps <= 4
     cache.insert(hit, {s: torch.randn(signature.latent_shape) for s in hit.run_checkpoints})
     assert cache.stats()["sharing"]["accusations"] == 0 and cache.stats()["sharing"]["vouches"] == 0
+
+
+def test_a_gate_that_cannot_read_an_entry_caps_the_hit_and_never_fails_the_request(make_cache, signature):
+    cache = make_cache(sharing={"min_askers": 1})
+    fill(cache, PROMPT + ", with a neon soda logo", signature, user="mallory", text_conditioned=True)
+
+    def broken(words):
+        raise RuntimeError("embedder down")
+
+    cache.gate._embed = broken
+    hit = cache.plan(PROMPT, signature, user="bob")
+    assert hit.hit and hit.skip_steps == 2 and cache.stats()["sharing"]["gated"] == 1

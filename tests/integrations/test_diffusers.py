@@ -186,21 +186,39 @@ def test_user_per_call_is_the_writer_and_other_users_pass_the_defences(pipe, mak
     run(pipe, flexcache_user="alice")
     run(pipe, flexcache_user="alice")
     assert last_call_report(pipe).hit and last_call_report(pipe).user == "alice"
-    run(pipe)  # the tenant's default user: another user, its first ask (2 of 2 with alice) is served
+    run(pipe)  # the tenant's default user: another user, its first ask (1 of 2 besides alice) is withheld
+    assert not last_call_report(pipe).hit
+    run(pipe, flexcache_user="carol")  # 2 of 2: served
     assert last_call_report(pipe).hit
     with pytest.raises(FlexCacheError, match="user must be"):
         run(pipe, flexcache_user="not a user id")
 
 
-def test_latency_padding_makes_a_hit_take_as_long_as_a_full_run(pipe, make_cache):
-    cache = make_cache(sharing={"latency_padding": True})
+def test_latency_padding_makes_another_users_hit_take_as_long_as_a_full_run(pipe, make_cache):
+    cache = make_cache(sharing={"latency_padding": True, "min_askers": 1})
     enable_flexcache(pipe, cache)
-    run(pipe)
+    run(pipe, flexcache_user="alice")
     full = last_call_report(pipe)
-    run(pipe)
+    run(pipe, flexcache_user="alice")
+    own = last_call_report(pipe)
+    assert own.hit and own.padded_seconds == 0  # her own entry reveals nothing to her
+    run(pipe, flexcache_user="bob")
     hit = last_call_report(pipe)
     assert hit.hit and not full.hit and hit.padded_seconds > 0
     assert hit.seconds >= full.seconds * 0.999
+
+
+def test_latency_padding_can_be_left_to_the_caller(pipe, make_cache, monkeypatch):
+    import flexcache.integrations.diffusers as binding
+
+    cache = make_cache(sharing={"latency_padding": True, "min_askers": 1})
+    enable_flexcache(pipe, cache, pad_in_call=False)
+    run(pipe, flexcache_user="alice")
+    slept = []
+    monkeypatch.setattr(binding.time, "sleep", slept.append)
+    run(pipe, flexcache_user="bob")
+    hit = last_call_report(pipe)
+    assert hit.hit and hit.padded_seconds > 0 and slept == []  # the server holds the answer, not the pipeline
 
 
 def test_user_callback_still_runs_and_its_latents_are_captured(pipe, make_cache):
