@@ -188,7 +188,7 @@ def _bench_compose(args: argparse.Namespace) -> int:
 
 
 def _bench_attacks(args: argparse.Namespace) -> int:
-    from flexcache.benchmarks.attacks_bench import (
+    from flexcache.benchmarks.attacks import (
         DEFENCES,
         SIZES,
         format_attacks_table,
