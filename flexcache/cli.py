@@ -189,6 +189,7 @@ def _bench_compose(args: argparse.Namespace) -> int:
 
 def _bench_attacks(args: argparse.Namespace) -> int:
     from flexcache.benchmarks.attacks import (
+        ATTACKS,
         DEFENCES,
         SIZES,
         format_attacks_table,
@@ -196,6 +197,9 @@ def _bench_attacks(args: argparse.Namespace) -> int:
     )
 
     defences = _parse_list(args.defences, "--defences", str) if args.defences else list(DEFENCES)
+    attacks = _parse_list(args.attacks, "--attacks", str) if args.attacks else list(ATTACKS)
+    if sorted(set(attacks) - set(ATTACKS)) or not attacks:
+        raise FlexCacheError(f"--attacks takes some of {', '.join(ATTACKS)}; got {args.attacks!r}")
     modes = _parse_list(args.modes, "--modes", str)
     if sorted(set(defences) - set(DEFENCES)) or not {"none", "defaults"} <= set(defences):
         raise FlexCacheError(f"--defences takes some of {', '.join(DEFENCES)}, with none and defaults; "
@@ -205,7 +209,7 @@ def _bench_attacks(args: argparse.Namespace) -> int:
     if args.size not in SIZES:
         raise FlexCacheError(f"--size takes {' or '.join(SIZES)}; got {args.size!r}")
     result = run_attacks_bench(size=args.size, defences=tuple(defences), modes=tuple(modes), seed=args.seed,
-                               throughput=args.throughput,
+                               throughput=args.throughput, attacks=tuple(attacks),
                                progress=lambda message: print(message, file=sys.stderr, flush=True))
     print(format_attacks_table(result))
     _write_json(args.json, result, "results")
@@ -435,7 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     compose.set_defaults(run=_bench_compose)
 
     attacks = bench.add_parser("attacks", help="toy world: prompt stealing, poisoning and a covert channel on a "
-                               "shared pool (arXiv 2508.20424), undefended and under each defence")
+                               "shared pool (arXiv 2508.20424; timing and output readers, sybils, a text "
+                               "poisoner), undefended and under each defence")
+    attacks.add_argument("--attacks", default=None, help="default: all of them")
     attacks.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
     attacks.add_argument("--size", default="full",
                          help="full (default), large (more trials) or small (what make test runs)")
