@@ -29,7 +29,8 @@ from flexcache.benchmarks.attacks.output_attacks import SAME_RUN_FRACTION, relat
 from flexcache.core import SharingConfig
 from flexcache.integrations.diffusers import last_call_report
 
-SMALL = {"output_victims": 2, "output_candidates": 3, "output_bits": 6, "poison_targets": 2, "victims_per_target": 2}
+SMALL = {"output_victims": 2, "output_candidates": 3, "output_bits": 6, "poison_targets": 2, "victims_per_target": 2,
+         "seed_batch": 16, "seed_batches": 1}
 # The defence meant to stop each attack on its own.
 STOPPED_BY = {"prompt_stealing_output": "min_askers", "covert_channel_output": "min_askers",
               "text_poisoning": "containment_gate"}
@@ -161,3 +162,10 @@ def test_relative_distance_is_zero_for_one_clip_only():
     clip = torch.linspace(-1, 1, 3 * 8 * 16 * 16).reshape(3, 8, 16, 16)
     assert relative_distance(clip, clip.clone()) == 0.0
     assert relative_distance(clip, -clip) == pytest.approx(2.0)
+
+
+def test_bench_attacks_names_the_attacks_it_takes(capsys):
+    from flexcache.cli import main
+
+    assert main(["bench", "attacks", "--attacks", "prompt_stealing,mind_reading", "--size", "small"]) == 2
+    assert "--attacks takes some of prompt_stealing" in capsys.readouterr().err

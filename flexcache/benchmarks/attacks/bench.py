@@ -48,7 +48,10 @@ DEFENCES: dict[str, SharingConfig] = {
     "none": UNDEFENDED,
     "min_askers": replace(UNDEFENDED, min_askers=SharingConfig().min_askers),
     "depth_cap": replace(UNDEFENDED, cross_user_max_fraction=SharingConfig().cross_user_max_fraction),
-    "containment_gate": replace(UNDEFENDED, containment_gate=True),
+    # The gate caps a hit at cross_user_max_fraction: on its own it needs that cap, which also caps
+    # unverified entries (the depth_cap row without the gate).
+    "containment_gate": replace(UNDEFENDED, containment_gate=True,
+                                cross_user_max_fraction=SharingConfig().cross_user_max_fraction),
     "write_quota": replace(UNDEFENDED, user_max_entries=25),
     "rate_limit": replace(UNDEFENDED, user_inserts_per_minute=10),
     "randomized_choice": replace(UNDEFENDED, randomize_within=0.05),
@@ -62,16 +65,17 @@ ATTACKS = TIMING_ATTACKS + OUTPUT_ATTACKS
 _READS_CLIPS = ("poisoning",) + OUTPUT_ATTACKS
 
 # Pipeline calls run the model for every probe: fewer trials, and the settings that change what a call shows.
-# Output attacks run the model for every probe in both modes (two or more requests a probe): fewer again.
+# Output attacks run the model for every request in both modes (two or more a probe): fewer again. The text
+# poisoner searches seed_batches x seed_batch seeds per direction offline (kept across defences).
 SIZES = {"full": {"engine": dict(victims=20, candidates=48, targets=12, victims_per_target=3, bits=48,
-                                 output_victims=12, output_candidates=12, output_bits=32, poison_targets=8),
+                                 output_victims=10, output_candidates=8, output_bits=32, poison_targets=8),
                   "pipeline": dict(victims=6, candidates=12, targets=6, victims_per_target=3, bits=24,
-                                   output_victims=6, output_candidates=8, output_bits=16, poison_targets=6)},
+                                   output_victims=6, output_candidates=6, output_bits=16, poison_targets=6)},
          # More trials where reading latency is noisy: pipeline calls on a shared CPU.
          "large": {"engine": dict(victims=40, candidates=48, targets=24, victims_per_target=3, bits=96,
-                                  output_victims=24, output_candidates=12, output_bits=64, poison_targets=16),
+                                  output_victims=20, output_candidates=8, output_bits=64, poison_targets=16),
                    "pipeline": dict(victims=12, candidates=12, targets=16, victims_per_target=3, bits=72,
-                                    output_victims=12, output_candidates=8, output_bits=32, poison_targets=12)},
+                                    output_victims=12, output_candidates=6, output_bits=32, poison_targets=12)},
          "small": {"engine": dict(victims=4, candidates=8, targets=2, victims_per_target=3, bits=12,
                                   output_victims=3, output_candidates=4, output_bits=8, poison_targets=2),
                    "pipeline": dict(victims=2, candidates=6, targets=2, victims_per_target=3, bits=8,
@@ -94,7 +98,8 @@ def run_attack(attack: str, service, world: World, rng: random.Random, n: dict[s
         row = covert_channel_output(service, world, rng, bits=n["output_bits"])
     else:
         row = text_poisoning(service, world, rng, targets=n["poison_targets"],
-                             victims_per_target=n["victims_per_target"])
+                             victims_per_target=n["victims_per_target"],
+                             **{k: n[k] for k in ("seed_batch", "seed_batches") if k in n})
     return row if "success_upper_95" in row else with_bound(row)
 
 
@@ -156,19 +161,22 @@ def run_attacks_bench(*, size: str = "full", defences: tuple[str, ...] | None = 
 
 
 def summarize_attack(by_mode: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """One attack across modes: the weaker undefended mode (conservative), the stronger defended mode."""
-    undefended = [(row["success_rate"], row["trials"], mode) for mode, rows in by_mode.items()
-                  for name, row in rows.items() if name == "none"]
-    defended = [(row["success_rate"], row["trials"], mode, row["success_upper_95"]) for mode, rows in by_mode.items()
-                for name, row in rows.items() if name == "defaults"]
+    """One attack across modes: the weaker undefended mode (conservative) and the stronger defended mode.
+
+    Among modes of equal defended success the one with the larger 95 % upper bound (fewer trials) stands.
+    """
+    undefended = [(rows["none"]["success_rate"], mode) for mode, rows in by_mode.items() if "none" in rows]
+    defended = [(rows["defaults"]["success_rate"], rows["defaults"]["success_upper_95"], mode)
+                for mode, rows in by_mode.items() if "defaults" in rows]
     weak, strong = min(undefended, default=None), max(defended, default=None)
     return {
         "success_rate_undefended": weak[0] if weak else None,
-        "trials_undefended": weak[1] if weak else None,
+        "trials_undefended": by_mode[weak[1]]["none"]["trials"] if weak else None,
+        "mode_undefended": weak[1] if weak else None,
         "success_rate_defended": strong[0] if strong else None,
-        "trials_defended": strong[1] if strong else None,
-        # The largest bound over modes: a mode with few trials bounds the defence loosely.
-        "success_upper_95_defended": max(d[3] for d in defended) if defended else None,
+        "trials_defended": by_mode[strong[2]]["defaults"]["trials"] if strong else None,
+        "success_upper_95_defended": strong[1] if strong else None,
+        "mode_defended": strong[2] if strong else None,
         "by_mode": by_mode,
     }
 
@@ -243,8 +251,9 @@ def format_attacks_table(result: dict[str, Any]) -> str:
     lines.append("")
     for attack, summary in result["attacks"].items():
         lines.append(f"- {attack}: undefended {_rate(summary['success_rate_undefended'])} "
-                     f"({summary['trials_undefended']} trials), defaults {_rate(summary['success_rate_defended'])} "
-                     f"({summary['trials_defended']} trials; 95 % upper bound "
+                     f"({summary['mode_undefended']}, {summary['trials_undefended']} trials), defaults "
+                     f"{_rate(summary['success_rate_defended'])} ({summary['mode_defended']}, "
+                     f"{summary['trials_defended']} trials; 95 % upper bound "
                      f"{_rate(summary['success_upper_95_defended'])})")
     cost = result.get("defense_throughput_cost")
     if cost:

@@ -28,9 +28,11 @@ corroboration on its own.
   same words with the motion direction changed, the change the embedder
   finds closest. Its run is honest (the service encodes its text), with a
   seed it searched offline on the public model so that the direction is
-  settled by the depth a victim resumes at; its sybils ask its prompt too
-  (corroboration). Victims then send the trending prompt. Success: the
-  victim's clip moves the poisoner's way (the pixel reader's verdict).
+  settled by the depth a victim resumes at under the service's config (it
+  replays the config on a cache of its own); its sybils ask its prompt too,
+  with that seed (corroboration, and their stored runs are the same plant).
+  Victims then send the trending prompt. Success: the victim's clip moves
+  the poisoner's way (the pixel reader's verdict).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Any
 import torch
 
 from flexcache.benchmarks.attacks.scoring import channel_row, with_bound
-from flexcache.benchmarks.attacks.services import UNDEFENDED, Request, Shadow, World
+from flexcache.benchmarks.attacks.services import Request, Shadow, World
 from flexcache.core import SharingConfig
 from flexcache.toyworld.model import initial_noise, pipeline_kwargs, sample
 from flexcache.toyworld.reader import read_clip
@@ -56,11 +58,13 @@ SAME_RUN_FRACTION = 0.25
 # Near-identical below this fraction of the threshold: a whole-latent hit (a region hit regenerates a part).
 EXACT_FRACTION = 0.1
 CALIBRATION_PAIRS = 3
-# What the text poisoner may change, closest first by the default embedder (mean cosine of the changed
-# prompt to the original over 12 toy prompts: direction 0.95, colour 0.90, background 0.89, shape 0.87,
-# pattern 0.85); a direction is also what the toy model settles earliest (2 of 12 victims at 20 % of N
-# show a changed direction without any seed search, 0 of 12 for the other attributes).
-POISON_ATTRIBUTES = ("direction", "color")
+# What the text poisoner changes: the motion direction. Of the five attributes the embedder rates a changed
+# direction closest (mean cosine to the original over 12 toy prompts: direction 0.95, colour 0.90,
+# background 0.89, shape 0.87, pattern 0.85) and the toy model settles it earliest: resumed at 20 % of N
+# with the original text, 2 of 12 clips keep a changed direction from a random seed, 0 of 12 keep any
+# other change, and a seed search finds settling seeds for a direction change far more often (colour:
+# 2 of 8 prompts, 16 seeds each).
+POISON_ATTRIBUTES = ("direction",)
 # Words no toy prompt holds: prompts nobody else sends, far apart from each other.
 _RARE_WORDS = (
     "harbor", "lantern", "orchid", "violin", "glacier", "teapot", "compass", "meadow", "falcon", "saddle",
@@ -210,70 +214,87 @@ def search_seed(world: World, prompt: str, target: str, attribute: str, value: s
     return None
 
 
-def victim_depth(world: World, prompt: str, target: str) -> int:
-    """The step a victim sending `target` resumes from `prompt`'s entry at, undefended (0: a miss)."""
-    cache = world.cache(UNDEFENDED)
+def victim_depth(world: World, prompt: str, target: str, sharing: SharingConfig, sybils: list[str]) -> int:
+    """The step the first victim sending `target` resumes from the poisoner's entry of `prompt` at (0: none).
+
+    The attacker knows the service's config (Kerckhoffs) and replays on its own cache what it will do:
+    its honest run of `prompt`, its sybils asking it, then a victim.
+    """
+    cache, sig = world.cache(sharing), world.signature
+    zeros = torch.zeros(sig.latent_shape)
     try:
-        sig = world.signature
-        plan = cache.plan(prompt, sig, user="p", seed=0)
-        cache.insert(plan, {s: torch.zeros(sig.latent_shape) for s in plan.run_checkpoints})
-        return cache.plan(target, sig, user="v", seed=1, any_seed=True).skip_steps
+        for number, user in enumerate([POISONER, *sybils]):
+            plan = cache.plan(prompt, sig, user=user, seed=number, any_seed=number > 0)
+            if plan.run_checkpoints:
+                cache.insert(plan, {s: zeros for s in plan.run_checkpoints}, text_conditioned=True)
+        plan = cache.plan(target, sig, user="victim0", seed=len(sybils) + 1, any_seed=True)
+        return plan.skip_steps  # only entries of `prompt` are there to hit
     finally:
         cache.close()
 
 
-def poison_for(world: World, spec, wording: int, template: int, *, seed_batch: int, batches: int) -> dict[str, Any]:
-    """The poisoner's prompt and seed for the trending prompt of `spec`: the closest change that can be settled."""
-    key = ("text_poisoning", spec, wording, template, seed_batch, batches)
-    if key not in world.offline_results:
-        world.offline_results[key] = _poison_for(world, spec, wording, template, seed_batch=seed_batch,
-                                                 batches=batches)
-    return world.offline_results[key]
+def settling_seed(world: World, prompt: str, target: str, attribute: str, value: str, depth: int, *,
+                  seed_batch: int, batches: int) -> int | None:
+    """The first seed of `batches` x `seed_batch` that settles `value` by `depth` (`search_seed`)."""
+    for batch in range(batches):
+        seeds = tuple(range(50_000 + batch * seed_batch, 50_000 + (batch + 1) * seed_batch))
+        key = ("settling_seed", prompt, target, attribute, value, depth, seeds)  # kept: defences share targets
+        if key not in world.offline_results:
+            world.offline_results[key] = search_seed(world, prompt, target, attribute, value, depth, list(seeds))
+        if world.offline_results[key] is not None:
+            return world.offline_results[key]
+    return None
 
 
-def _poison_for(world: World, spec, wording: int, template: int, *, seed_batch: int, batches: int) -> dict[str, Any]:
+def poison_for(world: World, spec, wording: int, template: int, *, sharing: SharingConfig, sybils: list[str],
+               seed_batch: int, batches: int) -> dict[str, Any]:
+    """The poisoner's prompt and seed for the trending prompt of `spec`: the closest change it can settle.
+
+    Changes are tried closest first (by the embedder), each at the depth a victim would resume from it
+    under the service's config; the first with a settling seed wins, else the closest that hits at all.
+    """
     target = prompt_for(spec, random.Random(wording), template)
     changes = [(attribute, value, prompt_for(spec.replace(**{attribute: value}), random.Random(wording), template))
                for attribute in POISON_ATTRIBUTES for value in VOCABULARY[attribute] if value != getattr(spec, attribute)]
     vectors = world.embedder.embed([target] + [text for _, _, text in changes])
     ranked = sorted(zip((vectors[1:] @ vectors[0]).tolist(), changes), key=lambda c: -c[0])
-    closest = None
-    for cosine, (attribute, value, text) in ranked:
-        depth = victim_depth(world, text, target)
-        if not depth:
-            continue
-        choice = {"target": target, "prompt": text, "attribute": attribute, "value": value, "cosine": cosine,
-                  "depth": depth, "seed": None}
-        closest = closest or choice
-        for batch in range(batches):
-            seeds = list(range(50_000 + batch * seed_batch, 50_000 + (batch + 1) * seed_batch))
-            seed = search_seed(world, text, target, attribute, value, depth, seeds)
+    choices = [{"target": target, "prompt": text, "attribute": attribute, "value": value, "cosine": cosine,
+                "depth": victim_depth(world, text, target, sharing, sybils), "seed": None}
+               for cosine, (attribute, value, text) in ranked]
+    for choice in choices:
+        if choice["depth"]:
+            seed = settling_seed(world, choice["prompt"], target, choice["attribute"], choice["value"],
+                                 choice["depth"], seed_batch=seed_batch, batches=batches)
             if seed is not None:
                 return {**choice, "seed": seed}
-    # No seed settles any change: the closest change, a seed of its own
-    return closest or {"target": target, "prompt": ranked[0][1][2], "attribute": ranked[0][1][0],
-                       "value": ranked[0][1][1], "cosine": ranked[0][0], "depth": 0, "seed": None}
+    # No seed settles any change: the closest change that hits at all (or the closest), the service's seed.
+    return next((c for c in choices if c["depth"]), choices[0])
 
 
 def text_poisoning(service, world: World, rng: random.Random, *, targets: int, victims_per_target: int,
                    sybils: int | None = None, seed_batch: int = 16, seed_batches: int = 2) -> dict[str, Any]:
     # Corroboration counts askers other than the writer: the poisoner's sybils ask its prompt.
     sybil_users = [f"{POISONER}{i}" for i in range(1, 1 + (sybil_count() if sybils is None else sybils))]
+    sharing = service.cache.config.sharing  # the attacker knows the config it attacks
     marked = trials = settled = 0
     changed: dict[str, int] = {}
+    depths: list[int] = []
     for index, spec in enumerate(rng.sample(all_specs(), targets)):
-        poison = poison_for(world, spec, rng.randrange(2**31), rng.randrange(len(TEMPLATES)),
-                            seed_batch=seed_batch, batches=seed_batches)
+        poison = poison_for(world, spec, rng.randrange(2**31), rng.randrange(len(TEMPLATES)), sharing=sharing,
+                            sybils=sybil_users, seed_batch=seed_batch, batches=seed_batches)
         settled += poison["seed"] is not None
+        depths.append(poison["depth"])
         changed[poison["attribute"]] = changed.get(poison["attribute"], 0) + 1
-        seed = poison["seed"] if poison["seed"] is not None else 55_000 + index
-        service.request(poison["prompt"], POISONER, seed=seed, seed_chosen=poison["seed"] is not None)
+        found = poison["seed"] is not None
+        service.request(poison["prompt"], POISONER, seed=poison["seed"] if found else 55_000 + index, seed_chosen=found)
         for number, sybil in enumerate(sybil_users):
-            service.request(poison["prompt"], sybil, seed=56_000 + 10 * index + number)
+            # With the searched seed too: a sybil's run the service stores (served or not) is then the same plant.
+            service.request(poison["prompt"], sybil, seed=poison["seed"] if found else 56_000 + 10 * index + number,
+                            seed_chosen=found)
         for victim in range(victims_per_target):
             _, clip = service.request(poison["target"], f"victim{victim}", seed=57_000 + 10 * index + victim)
             trials += 1
             marked += getattr(read_clip(clip), poison["attribute"]) == poison["value"]
     return with_bound({"trials": trials, "successes": marked, "success_rate": marked / trials,
                        "seeds_found": settled, "targets": targets, "attributes_changed": changed,
-                       "sybils": len(sybil_users)})
+                       "depths": depths, "sybils": len(sybil_users)})

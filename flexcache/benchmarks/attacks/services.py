@@ -185,9 +185,9 @@ class PipelineService:
         return self._workers[index]
 
     def timed(self, prompt: str, user: str, seed: int, conditioning: str | None = None, seed_chosen: bool = False,
-              *, worker: int = 0, on_first_step=None) -> tuple[float, Any]:
+              *, worker: int = 0, on_first_step=None, embeds: torch.Tensor | None = None) -> tuple[float, Any]:
         pipe = self._worker(worker)
-        kwargs = pipeline_kwargs(self.world.encoder([conditioning or prompt]))
+        kwargs = pipeline_kwargs(self.world.encoder([conditioning or prompt]) if embeds is None else embeds)
         if on_first_step is not None:
             kwargs["callback_on_step_end"] = on_first_step
         started = time.perf_counter()
@@ -220,6 +220,9 @@ class PipelineService:
             return [self.request(r.prompt, r.user, r.seed, r.conditioning, r.seed_chosen)]
         for index in range(len(batch)):
             self._worker(index)
+        # Text models are called here, not from the calls' threads (a tokenizer serves one thread at a time).
+        embeds = [self.world.encoder([r.conditioning or r.prompt]) for r in batch]
+        self.world.embedder.prefill(r.prompt for r in batch)
         barrier = threading.Barrier(len(batch))
         results: list[Any] = [None] * len(batch)
 
@@ -238,7 +241,8 @@ class PipelineService:
 
             try:
                 results[index] = self.timed(request.prompt, request.user, request.seed, request.conditioning,
-                                            request.seed_chosen, worker=index, on_first_step=on_first_step)
+                                            request.seed_chosen, worker=index, on_first_step=on_first_step,
+                                            embeds=embeds[index])
             except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                 barrier.abort()
                 results[index] = exc
