@@ -25,7 +25,10 @@ from flexcache.benchmarks.attacks import (
     sybil_count,
     upper_bound,
 )
-from flexcache.benchmarks.attacks.output_attacks import SAME_RUN_FRACTION, relative_distance
+from flexcache.benchmarks.attacks.output_attacks import (
+    SAME_RUN_FRACTION,
+    relative_distance,
+)
 from flexcache.core import SharingConfig
 from flexcache.integrations.diffusers import last_call_report
 
