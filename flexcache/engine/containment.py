@@ -124,7 +124,8 @@ class ContainmentGate:
         """The content words of `source` that `request` does not ask for (empty: contained).
 
         Example:
-            >>> gate = ContainmentGate(lambda words: torch.eye(8)[[hash(w) % 8 for w in words]], 0.8)
+            >>> vocabulary = ["red", "fox", "snow", "neon", "logo"]  # one-hot: unrelated words
+            >>> gate = ContainmentGate(lambda words: torch.eye(5)[[vocabulary.index(w) for w in words]], 0.8)
             >>> gate.unasked("a red fox in snow", "red foxes in the snow")
             []
             >>> gate.unasked("a red fox in snow, neon logo", "a red fox in snow")

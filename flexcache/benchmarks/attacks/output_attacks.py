@@ -116,6 +116,20 @@ def calibrate_threshold(service, identities: list[str], rng: random.Random, seed
 
 def prompt_stealing_output(service, world: World, rng: random.Random, *, victims: int, candidates: int,
                            identities: int | None = None) -> dict[str, Any]:
+    """Victims' prompts read back from clips: one claim per victim, from a list of `candidates` prompts.
+
+    Args:
+        service: an `EngineService` (denoising) or a `PipelineService`.
+        world: the toy world both run in.
+        rng: picks the victims' prompts, the candidates and the calibration prompts.
+        victims: victims, each with one prompt; the trials.
+        candidates: prompts probed per victim, the victim's among them.
+        identities: the attacker's identities (default `sybil_count`).
+
+    Returns:
+        A row: ``successes`` of ``trials``, ``success_rate`` and its ``success_upper_95``, ``claims``
+        (victims with any claim), ``chance_rate`` (what claims at random would recover) and the threshold.
+    """
     users = [f"{STEALER}{i}" for i in range(identities or sybil_count())]
     specs = all_specs()
     secrets_ = [(spec, prompt_for(spec, rng)) for spec in rng.sample(specs, victims)]
@@ -150,18 +164,32 @@ def agreed_prompts(world: World, rng: random.Random, count: int) -> list[str]:
     shadow = Shadow(world, regions=True)
     chosen: list[str] = []
     try:
-        while len(chosen) < count:
+        for _ in range(1000 * count):  # rare-word prompts barely ever hit each other: far more than enough
             text = rare_prompt(rng)
             if text not in chosen and not shadow.hits(text):
                 shadow.expected_steps(text, seed=len(chosen))
                 chosen.append(text)
+            if len(chosen) == count:
+                return chosen
     finally:
         shadow.close()
-    return chosen
+    raise RuntimeError(f"found {len(chosen)} of {count} prompts that miss each other")
 
 
 def covert_channel_output(service, world: World, rng: random.Random, *, bits: int,
                           identities: int | None = None) -> dict[str, Any]:
+    """A message of `bits` random bits from a sender to receivers, read from clips.
+
+    Args:
+        service: an `EngineService` (denoising) or a `PipelineService`.
+        world: the toy world both run in.
+        rng: draws the message, the agreed prompts and the calibration prompts.
+        bits: slots, one bit each; the trials.
+        identities: sender and receivers together (default `sybil_count`; at least one receiver).
+
+    Returns:
+        `scoring.channel_row`: the advantage as ``success_rate``, its bound, bits per query.
+    """
     total = identities or sybil_count()
     receivers = [f"{RECEIVER}{i}" for i in range(max(1, total - 1))]
     message = [rng.randrange(2) for _ in range(bits)]
@@ -273,6 +301,21 @@ def poison_for(world: World, spec, wording: int, template: int, *, sharing: Shar
 
 def text_poisoning(service, world: World, rng: random.Random, *, targets: int, victims_per_target: int,
                    sybils: int | None = None, seed_batch: int = 16, seed_batches: int = 2) -> dict[str, Any]:
+    """Trending prompts poisoned through near-duplicates that ask for another direction.
+
+    Args:
+        service: an `EngineService` (denoising) or a `PipelineService`.
+        world: the toy world both run in (its offline model searches the seeds).
+        rng: picks the trending prompts and their wording.
+        targets: trending prompts attacked.
+        victims_per_target: distinct victims sending each; trials = targets x victims.
+        sybils: identities asking the poisoner's prompt besides it (default `sybil_count`).
+        seed_batch, seed_batches: the offline search: seed_batches x seed_batch seeds per direction.
+
+    Returns:
+        A row: ``successes`` (victims' clips moving the poisoner's way) of ``trials``, the rate and its
+        bound, ``seeds_found`` (targets with a settling seed) and the ``depths`` victims resume at.
+    """
     # Corroboration counts askers other than the writer: the poisoner's sybils ask its prompt.
     sybil_users = [f"{POISONER}{i}" for i in range(1, 1 + (sybil_count() if sybils is None else sybils))]
     sharing = service.cache.config.sharing  # the attacker knows the config it attacks
