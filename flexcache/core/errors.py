@@ -65,6 +65,26 @@ class UncacheableCallError(FlexCacheError):
     its ``bypass_reason``. Raised by adapters; never reaches the caller of a pipeline."""
 
 
+class RulesFileError(ConfigError):
+    """A calibrated rules file (``planner.rules_file``) is missing, truncated, edited after it was written,
+    or of an unknown format: recalibrate (`flexcache calibrate`) or restore the file."""
+
+
+class RulesSignatureError(ConfigError):
+    """A calibrated rules file was made for another model or other generation settings than the
+    pipeline it is offered to; its depths are never served there."""
+
+
+class ScorerError(FlexCacheError):
+    """A quality scorer could not score a video (an unreadable prompt, a non-finite score, a model
+    that fails to load)."""
+
+
+class CalibrationError(FlexCacheError):
+    """Calibration cannot run as asked (too few prompts for the budget, a scorer that failed on a
+    pair); saved progress is kept."""
+
+
 __all__ = [
     "FlexCacheError",
     "ConfigError",
@@ -80,4 +100,8 @@ __all__ = [
     "InvalidDeviceError",
     "DirectoryInUseError",
     "UncacheableCallError",
+    "RulesFileError",
+    "RulesSignatureError",
+    "ScorerError",
+    "CalibrationError",
 ]
