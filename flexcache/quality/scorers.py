@@ -26,8 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from flexcache.codec.devices import check_device
-from flexcache.core.errors import BackendUnavailableError, ConfigError, ScorerError
+from flexcache.errors import BackendUnavailableError, ConfigError, InvalidDeviceError, ScorerError
 
 SCORERS: tuple[str, ...] = ("toyworld", "clip", "reference")
 # PSNR of two identical frames is +inf; it is capped here so that means and JSON reports stay finite.
@@ -42,6 +41,22 @@ _PROMPT_SHOWN = 80
 
 def _shown(prompt: str) -> str:
     return prompt if len(prompt) <= _PROMPT_SHOWN else prompt[:_PROMPT_SHOWN] + "..."
+
+
+def _check_frame_batch_size(frame_batch_size: Any) -> None:
+    if not isinstance(frame_batch_size, int) or frame_batch_size < 1:
+        raise ConfigError(f"frame_batch_size must be a positive int; got {frame_batch_size!r}")
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidDeviceError(f"device {device!r} is not a device name torch knows; pass 'cpu' or 'cuda:0'") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise InvalidDeviceError(f"device {str(parsed)!r} was asked for, but this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s); pass 'cpu' or one it has")
+    return parsed
 
 
 def from_toyworld(clips: torch.Tensor) -> torch.Tensor:
@@ -199,10 +214,15 @@ class ToyWorldScorer(Scorer):
         return torch.tensor([self._adherence(clip, spec) for clip, spec in zip(clips, specs)])
 
 
-def _size_field(size: Any, key: str) -> Any:
-    if size is None:
-        return None
+def _size_field(size: Any, key: str) -> int | None:
+    # transformers 4 keeps sizes in dicts, 5 in SizeDicts; old configs hold a bare int (the shortest edge).
     return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def _resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    return F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=True)
 
 
 class ClipScorer(Scorer):
@@ -231,10 +251,9 @@ class ClipScorer(Scorer):
             from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
         except ImportError as exc:
             raise BackendUnavailableError("the clip scorer needs transformers: pip install flexcache") from exc
-        if not isinstance(frame_batch_size, int) or frame_batch_size < 1:
-            raise ConfigError(f"frame_batch_size must be a positive int; got {frame_batch_size!r}")
+        _check_frame_batch_size(frame_batch_size)
         self.model_path, self.frame_batch_size = Path(model_path), frame_batch_size
-        self.device = check_device(device) or torch.device("cpu")
+        self.device = _check_device(device)
         if not self.model_path.is_dir():
             raise ScorerError(f"no CLIP checkpoint directory at {self.model_path}: pass the local directory "
                               "of a CLIP model saved with save_pretrained (--scorer-model PATH)")
@@ -251,8 +270,11 @@ class ClipScorer(Scorer):
         self._max_tokens = min(int(self._tokenizer.model_max_length),
                                int(model.config.text_config.max_position_embeddings))
         self._image_size = int(model.config.vision_config.image_size)
-        self._resize = processor.size if getattr(processor, "do_resize", True) else None
-        self._crop = processor.crop_size if getattr(processor, "do_center_crop", False) else None
+        size = processor.size if getattr(processor, "do_resize", True) else None
+        self._shortest_edge = size if isinstance(size, int) else _size_field(size, "shortest_edge")
+        self._resize_to = _size_field(size, "height"), _size_field(size, "width")
+        crop = processor.crop_size if getattr(processor, "do_center_crop", False) else None
+        self._crop_to = _size_field(crop, "height"), _size_field(crop, "width")
         normalize = getattr(processor, "do_normalize", True)
         self._mean = torch.tensor(processor.image_mean if normalize else (0.0, 0.0, 0.0)).view(1, 3, 1, 1)
         self._std = torch.tensor(processor.image_std if normalize else (1.0, 1.0, 1.0)).view(1, 3, 1, 1)
@@ -260,25 +282,18 @@ class ClipScorer(Scorer):
     def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames (N, 3, H, W) in [0, 1] as CLIP pixel values, as the checkpoint's processor prepares them."""
         height, width = frames.shape[-2:]
-        shortest = _size_field(self._resize, "shortest_edge")
-        if isinstance(self._resize, int):
-            shortest = self._resize
-        if shortest:  # the shorter side to `shortest`, aspect kept (the processor's rule)
-            scale = shortest / min(height, width)
-            target = (shortest, int(width * scale)) if height <= width else (int(height * scale), shortest)
-        elif _size_field(self._resize, "height"):
-            target = (_size_field(self._resize, "height"), _size_field(self._resize, "width"))
-        else:
-            target = (height, width)
-        if target != (height, width):
-            frames = F.interpolate(frames, size=target, mode="bicubic", align_corners=False, antialias=True)
-        crop = (_size_field(self._crop, "height"), _size_field(self._crop, "width"))
-        if crop[0] and crop[1] and frames.shape[-2] >= crop[0] and frames.shape[-1] >= crop[1]:
-            top, left = (frames.shape[-2] - crop[0]) // 2, (frames.shape[-1] - crop[1]) // 2
-            frames = frames[..., top:top + crop[0], left:left + crop[1]]
-        if tuple(frames.shape[-2:]) != (self._image_size, self._image_size):  # the vision tower takes no other size
-            frames = F.interpolate(frames, size=(self._image_size,) * 2, mode="bicubic", align_corners=False,
-                                   antialias=True)
+        target = (height, width)
+        if self._shortest_edge:  # the shorter side to shortest_edge, aspect kept (the processor's rule)
+            edge, scale = self._shortest_edge, self._shortest_edge / min(height, width)
+            target = (edge, int(width * scale)) if height <= width else (int(height * scale), edge)
+        elif all(self._resize_to):
+            target = self._resize_to
+        frames = _resize(frames, target)
+        crop_height, crop_width = self._crop_to
+        if crop_height and crop_width and target[0] >= crop_height and target[1] >= crop_width:
+            top, left = (target[0] - crop_height) // 2, (target[1] - crop_width) // 2
+            frames = frames[..., top:top + crop_height, left:left + crop_width]
+        frames = _resize(frames, (self._image_size,) * 2)  # the vision tower takes no other size
         frames = frames.clamp(0, 1)  # bicubic overshoots; the processor's uint8 round trip clips too
         return (frames - self._mean.to(frames.device)) / self._std.to(frames.device)
 
@@ -336,10 +351,9 @@ class ReferenceScorer(Scorer):
     needs_reference = True
 
     def __init__(self, *, device: str | torch.device = "cpu", frame_batch_size: int = 16):
-        if not isinstance(frame_batch_size, int) or frame_batch_size < 1:
-            raise ConfigError(f"frame_batch_size must be a positive int; got {frame_batch_size!r}")
+        _check_frame_batch_size(frame_batch_size)
         self._ssim, self._psnr = _torchmetrics()
-        self.device = check_device(device) or torch.device("cpu")
+        self.device = _check_device(device)
         self.frame_batch_size = frame_batch_size
 
     def metrics(self, videos: torch.Tensor, references: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -361,21 +375,18 @@ class ReferenceScorer(Scorer):
         if min(videos.shape[-2:]) < SSIM_MIN_SIDE:
             raise ScorerError(f"frames of {videos.shape[-2]}x{videos.shape[-1]} are smaller than SSIM's "
                               f"{SSIM_MIN_SIDE}-pixel window: score such videos with another scorer")
+        frames, targets = videos.flatten(0, 1), references.flatten(0, 1)  # every frame of every video
         ssim, psnr = [], []
         with torch.inference_mode():
-            for video, reference in zip(videos, references):
-                frame_ssim, frame_psnr = [], []
-                for start in range(0, video.shape[0], self.frame_batch_size):
-                    chunk = slice(start, start + self.frame_batch_size)
-                    preds = video[chunk].to(self.device, torch.float32)
-                    target = reference[chunk].to(self.device, torch.float32)
-                    frame_ssim.append(self._ssim(preds, target, data_range=1.0, gaussian_kernel=True,
-                                                 sigma=SSIM_SIGMA, reduction="none"))
-                    frame_psnr.append(self._psnr(preds, target, data_range=1.0, reduction="none",
-                                                 dim=(1, 2, 3)).clamp(max=PSNR_CAP_DB))
-                ssim.append(torch.cat(frame_ssim).mean())
-                psnr.append(torch.cat(frame_psnr).mean())
-        return {"ssim": torch.stack(ssim).float().cpu(), "psnr": torch.stack(psnr).float().cpu()}
+            for start in range(0, frames.shape[0], self.frame_batch_size):
+                preds = frames[start:start + self.frame_batch_size].to(self.device, torch.float32)
+                target = targets[start:start + self.frame_batch_size].to(self.device, torch.float32)
+                ssim.append(self._ssim(preds, target, data_range=1.0, gaussian_kernel=True, sigma=SSIM_SIGMA,
+                                       reduction="none").cpu())
+                psnr.append(self._psnr(preds, target, data_range=1.0, reduction="none", dim=(1, 2, 3)).cpu())
+        shape = videos.shape[:2]
+        return {"ssim": torch.cat(ssim).float().reshape(shape).mean(1),
+                "psnr": torch.cat(psnr).float().clamp(max=PSNR_CAP_DB).reshape(shape).mean(1)}
 
     def _score(self, videos: torch.Tensor, prompts: list[str], references: torch.Tensor | None) -> torch.Tensor:
         return self.metrics(videos, references)["ssim"]
@@ -454,7 +465,7 @@ def build_scorer(spec: str | Scorer | Callable[[torch.Tensor, str], float], *,
         ...     print(exc)
         unknown scorer 'vbench'; choose one of toyworld, clip, reference, or pass a Scorer or a callable (video, prompt) -> float
     """
-    check_device(device)
+    _check_device(device)
     name = spec.strip().lower() if isinstance(spec, str) else None
     if model_path is not None and name != "clip":
         raise ConfigError(f"model_path (--scorer-model) is read by the clip scorer only, not by {spec!r}: drop it "
@@ -479,15 +490,5 @@ def build_scorer(spec: str | Scorer | Callable[[torch.Tensor, str], float], *,
                       f"(video, prompt) -> float; got {type(spec).__name__}")
 
 
-__all__ = [
-    "PSNR_CAP_DB",
-    "SCORERS",
-    "CallableScorer",
-    "ClipScorer",
-    "ReferenceScorer",
-    "Scorer",
-    "ToyWorldScorer",
-    "build_scorer",
-    "from_toyworld",
-    "to_toyworld",
-]
+__all__ = ["PSNR_CAP_DB", "SCORERS", "CallableScorer", "ClipScorer", "ReferenceScorer", "Scorer", "ToyWorldScorer",
+           "build_scorer", "from_toyworld", "to_toyworld"]

@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from flexcache.core.errors import BackendUnavailableError, ConfigError, InvalidDeviceError, ScorerError
+from flexcache.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    InvalidDeviceError,
+    ScorerError,
+)
 from flexcache.quality.scorers import (
     PSNR_CAP_DB,
     SCORERS,
@@ -24,7 +29,13 @@ from flexcache.quality.scorers import (
     from_toyworld,
     to_toyworld,
 )
-from flexcache.toyworld.world import ClipSpec, parse_prompt, prompt_for, render, render_batch
+from flexcache.toyworld.world import (
+    ClipSpec,
+    parse_prompt,
+    prompt_for,
+    render,
+    render_batch,
+)
 
 RED_CIRCLE = ClipSpec("circle", "red", "left", "white", "plain")
 # Differs from RED_CIRCLE in every attribute.
@@ -239,6 +250,8 @@ def test_build_scorer_refusals(tmp_path):
         build_scorer(42)
     with pytest.raises(InvalidDeviceError):
         build_scorer("toyworld", device="cdua")
+    with pytest.raises(ConfigError, match="frame_batch_size must be a positive int"):
+        ReferenceScorer(frame_batch_size=0)
 
 
 def test_build_scorer_passes_a_scorer_through():
@@ -274,13 +287,12 @@ def tiny_clip_path(tmp_path_factory):
     (path / "vocab.json").write_text(json.dumps(vocab))
     (path / "merges.txt").write_text("#version: 0.2\n")
     CLIPTokenizer.from_pretrained(str(path), model_max_length=MAX_TOKENS).save_pretrained(str(path))
-    specials = dict(bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-                    pad_token_id=vocab["<|endoftext|>"])
+    specials = {"bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
+                "pad_token_id": vocab["<|endoftext|>"]}
+    layers = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=MAX_TOKENS, **specials),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=IMAGE_SIZE, patch_size=8),
+        text_config={**layers, "vocab_size": len(vocab), "max_position_embeddings": MAX_TOKENS, **specials},
+        vision_config={**layers, "image_size": IMAGE_SIZE, "patch_size": 8},
         projection_dim=8)
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(str(path))
@@ -332,6 +344,20 @@ def test_clip_batch_order_and_frame_chunks_do_not_change_scores(tiny_clip, tiny_
     assert torch.allclose(tiny_clip.score(videos[order], [PROMPTS[i] for i in order]), scores[order], atol=1e-5)
     chunked = ClipScorer(tiny_clip_path, frame_batch_size=3)
     assert torch.allclose(chunked.score(videos, PROMPTS), scores, atol=1e-5)
+
+
+def test_clip_prepares_frames_as_the_checkpoints_processor_does(tiny_clip, tiny_clip_path):
+    from transformers import CLIPImageProcessor
+
+    # Non-square frames: the shorter side resized to the model's size, then a center crop.
+    frames = smooth_video(batch=1, frames=4, size=64)[0][..., 8:56, :]  # (4, 3, 48, 64)
+    as_uint8 = [(frame * 255).round().to(torch.uint8) for frame in frames]
+    expected = CLIPImageProcessor.from_pretrained(str(tiny_clip_path))(images=as_uint8, return_tensors="pt")
+    ours = tiny_clip._pixels(frames)
+    # The processor goes through 8-bit PIL images and PIL's bicubic filter; ours stays in float.
+    assert ours.shape == expected["pixel_values"].shape == (4, 3, IMAGE_SIZE, IMAGE_SIZE)
+    difference = (ours - expected["pixel_values"]).abs()
+    assert float(difference.mean()) < 0.02 and float(difference.max()) < 0.1
 
 
 def test_clip_takes_non_square_frames(tiny_clip):
