@@ -374,3 +374,18 @@ def test_clip_truncates_prompts_past_its_context(tiny_clip):
     scores = tiny_clip.score(videos[[0, 0]], long_prompts)
     assert torch.allclose(scores[0], scores[1], atol=1e-6)
     assert not torch.allclose(tiny_clip.score(videos[:1], ["a"]), scores[:1], atol=1e-4)
+
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["clip", "reference"])
+def test_scores_on_cuda_match_cpu(kind, tiny_clip_path):
+    # cuDNN may run the convolutions (CLIP's patch embedding, SSIM's window) in TF32: close, not equal.
+    videos = smooth_video(batch=2, frames=3, size=IMAGE_SIZE)
+    references = noisy(videos, 0.1)
+    model_path = tiny_clip_path if kind == "clip" else None
+    expected = build_scorer(kind, model_path=model_path).score(videos, PROMPTS[:2], references=references)
+    on_cuda = build_scorer(kind, model_path=model_path, device="cuda")
+    scores = on_cuda.score(videos, PROMPTS[:2], references=references)
+    assert scores.device.type == "cpu" and scores.dtype == torch.float32
+    assert torch.allclose(scores, expected, atol=5e-3)
