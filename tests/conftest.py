@@ -39,7 +39,10 @@ def make_cache(embedder):
     from flexcache import CacheConfig, FlexCache
 
     def make(**overrides):
-        data = {"embedder": {"model": "all-MiniLM-L6-v2", "device": "cpu"}, "index": {"device": "cpu"}}
+        # The engine's tests exercise the configured tables on any signature (`planner.uncalibrated`
+        # has tests of its own in tests/engine/test_rules_book.py).
+        data = {"embedder": {"model": "all-MiniLM-L6-v2", "device": "cpu"}, "index": {"device": "cpu"},
+                "planner": {"uncalibrated": "tables"}}
         for key, value in overrides.items():
             if isinstance(value, dict):
                 data.setdefault(key, {}).update(value)

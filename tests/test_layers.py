@@ -20,11 +20,15 @@ LAYERS = (
     ("kernels", ("flexcache.kernels",)),
     ("codec", ("flexcache.codec",)),
     ("store", ("flexcache.store",)),
+    # What the engine reads of quality: the rules file format and the audits' bookkeeping.
+    ("quality-core", ("flexcache.quality.rules", "flexcache.quality.audits")),
     ("engine", ("flexcache.engine",)),
     ("integrations", ("flexcache.integrations",)),
     # The public facade: `import flexcache` and the documented public paths of errors and config.
     ("facade", ("flexcache", "flexcache.errors", "flexcache.config")),
     ("toyworld", ("flexcache.toyworld",)),
+    # Scorers and calibration: they run pipelines (the toy world's among them) through the public API.
+    ("quality", ("flexcache.quality",)),
     ("demo", ("flexcache.demo",)),
     ("benchmarks", ("flexcache.benchmarks",)),
     ("serving", ("flexcache.serving",)),
@@ -35,9 +39,9 @@ LAYERS = (
 PUBLIC_MODULES = frozenset({
     "flexcache", "flexcache.errors", "flexcache.config", "flexcache.core", "flexcache.kernels", "flexcache.codec",
     "flexcache.codec.lossless", "flexcache.store", "flexcache.engine", "flexcache.integrations.diffusers",
-    "flexcache.integrations.tiny",
+    "flexcache.integrations.tiny", "flexcache.quality", "flexcache.quality.rules",
 })
-APP_LAYERS = ("toyworld", "demo", "benchmarks", "serving", "cli")
+APP_LAYERS = ("toyworld", "quality", "demo", "benchmarks", "serving", "cli")
 MAX_MODULE_LINES = 600
 
 

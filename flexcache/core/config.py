@@ -63,6 +63,8 @@ from flexcache.core.tables import (  # noqa: F401  (public here)
 )
 from flexcache.core.units import parse_bytes
 
+UNCALIBRATED_MODES = ("auto", "conservative", "tables")
+
 ENV_PREFIX = "FLEXCACHE_"
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -186,6 +188,17 @@ class PlannerConfig:
             seed" would return nearly the same video. 0 (the default): such a
             request only resumes from entries of its own seed. Requests that
             leave the seed to FlexCache may use any entry.
+        rules_file: calibrated rules files (`flexcache calibrate`), one path or a list: a call whose
+            generation signature (model, weights, scheduler, steps, size, guidance) is a file's is
+            served that file's three tables. A file that is missing, truncated or edited, or whose
+            thresholds are another embedder's cosines, is refused when the cache is built.
+        uncalibrated: the tables a call gets when no rules file has its signature.
+            ``"auto"`` (default): tables you wrote in this section serve every model; the shipped
+            tables (the toy world's calibration) serve only the toy world at the settings they were
+            measured at, and any other model gets the conservative default. ``"conservative"``:
+            always the conservative default: NIRVANA's published full-prompt table (NSDI'24,
+            Table 2, fitted with CLIP on SDXL images) and no part or region hits. ``"tables"``:
+            this section's tables serve every model (what FlexCache did before rules files).
     """
 
     similarity_table: tuple[tuple[float, float], ...] | str = USE_SIMILARITY_TABLE
@@ -201,8 +214,17 @@ class PlannerConfig:
     region_catch_up: float = 0.5
     solver_state: bool = True
     cross_seed_max_fraction: float = 0.0
+    rules_file: tuple[str, ...] | str = ()
+    uncalibrated: str = "auto"
 
     def __post_init__(self) -> None:
+        if isinstance(self.rules_file, (str, os.PathLike)):
+            object.__setattr__(self, "rules_file", (self.rules_file,))
+        _require(isinstance(self.rules_file, (tuple, list)) and all(isinstance(p, (str, os.PathLike)) and str(p)
+                                                                    for p in self.rules_file),
+                 f"planner.rules_file must be a path or a list of paths; got {self.rules_file!r}")
+        object.__setattr__(self, "rules_file", tuple(str(p) for p in self.rules_file))
+        _choice("planner.uncalibrated", self.uncalibrated, UNCALIBRATED_MODES)
         _require(isinstance(self.cross_seed_max_fraction, (int, float)) and 0.0 <= self.cross_seed_max_fraction < 1.0,
                  f"planner.cross_seed_max_fraction must be in [0, 1); got {self.cross_seed_max_fraction!r}")
         # Lists given directly become tuples, so the config stays immutable.
@@ -399,8 +421,9 @@ class CacheConfig:
             object.__setattr__(self, "planner", dataclasses.replace(self.planner, **tables))
         if unmatched:
             warnings.warn(f"embedder.model {self.embedder.model!r} has no calibrated planner tables: the shipped ones "
-                          "were fitted on other embedders' cosines. Set planner.similarity_table, part_table and "
-                          "region_table for it (README, \"Calibration\")", UserWarning, stacklevel=3)
+                          "were fitted on other embedders' cosines. Calibrate with it (`flexcache calibrate`, then "
+                          "planner.rules_file), or set planner.similarity_table, part_table and region_table "
+                          "(README, \"Calibrating for your model\")", UserWarning, stacklevel=3)
 
     # -- conversions ---------------------------------------------------------
 

@@ -84,3 +84,34 @@ def tables_for_embedder(model: str, tables: dict[str, tuple]) -> tuple[dict[str,
         else:
             out[name] = own[name]
     return out, unmatched
+
+
+# What a model nobody calibrated gets (``planner.uncalibrated``): NIRVANA's published full-prompt
+# table (NSDI'24, Table 2: CLIP text cosines on SDXL images), and no part or region rules, whose
+# depths only the toy world measured. Our embedders put unrelated prompts lower than CLIP does
+# (README, "Calibrating for your model"), so on their cosines these rows admit fewer pairs than
+# NIRVANA's own.
+UNCALIBRATED_SIMILARITY_TABLE: tuple[tuple[float, float], ...] = NIRVANA_SIMILARITY_TABLE
+
+# The generation settings the shipped (toy-world) tables were measured at: the packaged toy-world
+# model, its flow-matching Euler scheduler at shift 1, 20 steps, guidance 3 (bench quality,
+# 2026-12-02). `tests/core/test_tables.py` checks these against `toyworld_pipeline()`'s signature.
+TOYWORLD_CALIBRATED_AT: dict[str, object] = {
+    "model_id": "flexcache/toyworld-wan-v2",
+    "scheduler": "FlowMatchEulerDiscreteScheduler:5f8baca29d8e927c",
+    "num_steps": 20,
+    "guidance_scale": "3.0",
+}
+
+
+def is_shipped(tables: dict[str, tuple]) -> bool:
+    """Whether `tables` (similarity, part, region) are all one embedder's shipped toy-world calibration."""
+    return any(all(tables[name] == calibration[name] for name in calibration)
+               for calibration in EMBEDDER_TABLES.values())
+
+
+def measured_at_shipped_settings(signature: dict[str, object]) -> bool:
+    """Whether a signature (`GenerationSignature.to_dict()`) is the one the shipped tables were measured at."""
+    extra = dict(tuple(pair) for pair in signature.get("extra", ()))
+    return (all(signature.get(k) == TOYWORLD_CALIBRATED_AT[k] for k in ("model_id", "scheduler", "num_steps"))
+            and extra.get("guidance_scale") == TOYWORLD_CALIBRATED_AT["guidance_scale"])

@@ -46,7 +46,8 @@ from flexcache.engine.containment import ContainmentGate
 from flexcache.engine.guard import SharingGuard, check_identity, identity_of
 from flexcache.engine.index import MISSING_ID, PartitionedIndex
 from flexcache.engine.latency import LatencyHistograms, timed
-from flexcache.engine.planner import Plan, SimilarityPlanner
+from flexcache.engine.planner import Plan
+from flexcache.engine.rules_book import PlannerBook
 from flexcache.engine.reporting import Reporting
 from flexcache.engine.records import (
     CacheEntry,
@@ -146,7 +147,8 @@ class FlexCache(Fetching, Reporting):
         build_policy(self.config.policy)  # fail early on an unknown name
         self.embedder = embedder or build_embedder(self.config.embedder)
         self.codec = codec or build_codec(self.config.codec)
-        self.planner = SimilarityPlanner(self.config.planner)
+        self.planners = PlannerBook(self.config.planner, self.config.embedder.model)
+        self.planner = self.planners.configured  # the configured tables (what calls without a signature see)
         self.guard = SharingGuard(self.config.sharing)
         self.gate = ContainmentGate(lambda words: self.embedder.embed(words), self.config.sharing.gate_word_similarity)
         self.latency = LatencyHistograms()
@@ -267,6 +269,7 @@ class FlexCache(Fetching, Reporting):
             part_vectors = (vectors[1], vectors[2] if split.background else None)
         key = signature.key()
         num_steps = signature.num_steps
+        planner = self.planners.for_signature(signature)
         seed_ceiling = None  # steps another seed's entry may serve; None: any entry serves
         if seed is not None and not any_seed:
             seed_ceiling = math.floor(self.config.planner.cross_seed_max_fraction * num_steps + 1e-9)
@@ -279,21 +282,21 @@ class FlexCache(Fetching, Reporting):
                 if part_vectors[1] is not None:
                     candidates |= self._part_candidates((namespace, key, "background"), part_vectors[1], k)
             whole: list[tuple] = []
-            use_regions = regions and part_vectors is not None and self.config.planner.regions
+            use_regions = regions and part_vectors is not None and planner.config.regions
             region_options: list[RegionOption] = []
             for record_id in sorted(candidates):
                 record = self._records[record_id]
                 similarity = float(record.embedding.to(embedding.device) @ embedding[0])
                 if part_vectors is None:
-                    allowed, via_parts = self.planner.skip_steps(similarity, num_steps), False
+                    allowed, via_parts = planner.skip_steps(similarity, num_steps), False
                     object_similarity = background_similarity = None
                 else:
                     object_similarity, background_similarity = part_similarities(record, part_vectors)
-                    allowed, via_parts = self.planner.decoupled_skip_steps(
+                    allowed, via_parts = planner.decoupled_skip_steps(
                         similarity, object_similarity, background_similarity, num_steps)
                 step = record.deepest_step_at_most(allowed)
                 options = region_options_for(
-                    self.planner, record, similarity, object_similarity, background_similarity, num_steps,
+                    planner, record, similarity, object_similarity, background_similarity, num_steps,
                     query_has_background=part_vectors[1] is not None) if use_regions else []
                 if record.seed != seed and seed_ceiling == 0:  # another seed's layout: not this request's video
                     continue
@@ -316,10 +319,11 @@ class FlexCache(Fetching, Reporting):
         top_similarity = float(sims[0, 0]) if int(ids[0, 0]) != MISSING_ID else None
         run_seed = secrets.randbits(63) if seed is None else int(seed)
         common = dict(prompt=prompt, tenant=tenant, user=user, signature=signature, seed=run_seed,
-                      checkpoint_steps=self.planner.checkpoint_steps(num_steps), embedding=embedding[0],
-                      parts=None if split is None else (split.object, split.background), part_embeddings=part_vectors)
+                      checkpoint_steps=planner.checkpoint_steps(num_steps), embedding=embedding[0],
+                      parts=None if split is None else (split.object, split.background), part_embeddings=part_vectors,
+                      rules=planner.label)
         if region is not None:
-            plan = region_plan(self.planner, region, common)
+            plan = region_plan(planner, region, common)
             others = [self.guard.served(option.record, requester) for option in region if option is not None]
             plan = dataclasses.replace(plan, cross_user=any(others))
             # Another tenant's prompt (a pool) is not this tenant's to read.
@@ -333,7 +337,7 @@ class FlexCache(Fetching, Reporting):
                     object_similarity=object_similarity,
                     background_similarity=background_similarity, via_parts=via_parts, source_seed=record.seed,
                     cross_user=self.guard.served(record, requester),
-                    **common)
+                    rule=planner.rule_for(similarity, object_similarity, background_similarity, via_parts), **common)
 
     def _part_candidates(self, partition: tuple, vector: torch.Tensor, k: int) -> set[int]:
         _, ids = self.index.search(partition, vector.unsqueeze(0), k)

@@ -8,6 +8,7 @@ is theirs, expressed as fractions of N so it carries over to any step count.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -26,19 +27,106 @@ def checkpoint_steps(num_steps: int, fractions: tuple[float, ...]) -> tuple[int,
     return tuple(sorted(steps))
 
 
-class SimilarityPlanner:
-    """Maps a similarity to the number of steps a hit may skip."""
+def full_rule_id(threshold: float) -> str:
+    return f"full@{threshold:.4g}"
 
-    def __init__(self, config: PlannerConfig | None = None) -> None:
+
+def part_rule_id(min_object: float, min_background: float) -> str:
+    return f"part@{min_object:.4g}/{min_background:.4g}"
+
+
+def region_rule_id(part: str, threshold: float) -> str:
+    return f"region:{part}@{threshold:.4g}"
+
+
+class SimilarityPlanner:
+    """Maps a similarity to the number of steps a hit may skip.
+
+    Each table row is a *rule* with an id (``full@0.8663``, ``part@0.8119/-1``,
+    ``region:background@0.8755``) that plans carry (`Plan.rule`); `step_down` lowers one rule's
+    depth by one checkpoint while the process runs (online audits, `quality.audits`).
+
+    Args:
+        config: the tables and the checkpoint fractions.
+        label: which tables these are, as plans and reports name them (``rules``).
+        rules: the calibrated rules file they came from, if any.
+    """
+
+    def __init__(self, config: PlannerConfig | None = None, *, label: str = "configured",
+                 rules=None) -> None:
         self.config = config or PlannerConfig()
+        self.label = label
+        self.rules = rules
+        self._caps: dict[str, float] = {}
+        self._caps_lock = threading.Lock()
+
+    def _capped(self, rule_id: str, fraction: float) -> float:
+        cap = self._caps.get(rule_id)
+        return fraction if cap is None else min(fraction, cap)
+
+    def caps(self) -> dict[str, float]:
+        """The rules `step_down` lowered, with the fraction of N each serves now."""
+        with self._caps_lock:
+            return dict(self._caps)
+
+    def rule_fractions(self) -> dict[str, float]:
+        """Every rule's id and the fraction of N it serves now (after any `step_down`)."""
+        rows = [(full_rule_id(t), f) for t, f in self.config.similarity_table]
+        rows += [(part_rule_id(o, b), f) for o, b, f in self.config.part_table]
+        if self.config.regions:
+            rows += [(region_rule_id(p, t), f) for p, t, f in self.config.region_table]
+        return {rule: self._capped(rule, fraction) for rule, fraction in rows}
+
+    def step_down(self, rule_id: str) -> float:
+        """Lower rule `rule_id` to the next checkpoint fraction below its depth now (0.0: off).
+
+        Returns:
+            The fraction of N the rule serves from now on.
+
+        Raises:
+            KeyError: no rule of these tables has that id.
+        """
+        current = self.rule_fractions()[rule_id]
+        lower = [f for f in self.config.checkpoint_fractions if f < current - 1e-9]
+        new = max(lower, default=0.0)
+        with self._caps_lock:
+            self._caps[rule_id] = min(new, self._caps.get(rule_id, new))
+            return self._caps[rule_id]
+
+    def full_rule(self, similarity: float) -> tuple[float, str | None]:
+        """(fraction of N, id of the row that gave it) for a full-prompt similarity; (0.0, None): miss."""
+        best: tuple[float, str | None] = (0.0, None)
+        for threshold, row_fraction in self.config.similarity_table:
+            if similarity >= threshold:
+                best = (row_fraction, full_rule_id(threshold))
+        if best[1] is None:
+            return best
+        return self._capped(best[1], best[0]), best[1]
+
+    def part_rule(self, object_similarity: float | None,
+                  background_similarity: float | None) -> tuple[float, str | None]:
+        """(fraction of N, row id) the decoupled rules allow for these part similarities."""
+        best: tuple[float, str | None] = (0.0, None)
+        if object_similarity is None or background_similarity is None:
+            return best
+        for min_object, min_background, row_fraction in self.config.part_table:
+            if object_similarity >= min_object and background_similarity >= min_background:
+                rule = part_rule_id(min_object, min_background)
+                fraction = self._capped(rule, row_fraction)
+                if fraction > best[0]:
+                    best = (fraction, rule)
+        return best
 
     def skip_fraction(self, similarity: float) -> float:
         """Fraction of N to skip; 0.0 means miss."""
-        fraction = 0.0
-        for threshold, row_fraction in self.config.similarity_table:
-            if similarity >= threshold:
-                fraction = row_fraction
-        return fraction
+        return self.full_rule(similarity)[0]
+
+    def rule_for(self, similarity: float | None, object_similarity: float | None,
+                 background_similarity: float | None, via_parts: bool) -> str | None:
+        """The id of the rule that set a whole-latent hit's depth."""
+        if via_parts:
+            return self.part_rule(object_similarity, background_similarity)[1]
+        return None if similarity is None else self.full_rule(similarity)[1]
 
     def skip_steps(self, similarity: float, num_steps: int) -> int:
         """Steps the table allows at this similarity (0 = miss), never all N."""
@@ -49,13 +137,7 @@ class SimilarityPlanner:
 
     def part_fraction(self, object_similarity: float | None, background_similarity: float | None) -> float:
         """Fraction of N the decoupled rules allow for these part similarities (0.0: none applies)."""
-        if object_similarity is None or background_similarity is None:
-            return 0.0
-        fraction = 0.0
-        for min_object, min_background, row_fraction in self.config.part_table:
-            if object_similarity >= min_object and background_similarity >= min_background:
-                fraction = max(fraction, row_fraction)
-        return fraction
+        return self.part_rule(object_similarity, background_similarity)[0]
 
     def decoupled_skip_steps(self, similarity: float, object_similarity: float | None,
                              background_similarity: float | None, num_steps: int) -> tuple[int, bool]:
@@ -76,14 +158,24 @@ class SimilarityPlanner:
         """
         if not self.config.regions or object_similarity is None or background_similarity is None:
             return {}
+        allowed = self.region_rules(object_similarity, background_similarity, both_have_background=both_have_background)
+        return {part: min(num_steps - 1, max(1, round(fraction * num_steps)))
+                for part, (fraction, _) in allowed.items() if fraction > 0}
+
+    def region_rules(self, object_similarity: float, background_similarity: float, *,
+                     both_have_background: bool) -> dict[str, tuple[float, str]]:
+        """Per part kept: (fraction of N, row id) of the deepest region row that applies."""
         similarity = {"object": object_similarity, "background": background_similarity}
-        allowed: dict[str, float] = {}
-        for part, minimum, fraction in self.config.region_table:
+        allowed: dict[str, tuple[float, str]] = {}
+        for part, minimum, row_fraction in self.config.region_table:
             if part == "background" and not both_have_background:
                 continue
             if similarity[part] >= minimum:
-                allowed[part] = max(allowed.get(part, 0.0), fraction)
-        return {part: min(num_steps - 1, max(1, round(fraction * num_steps))) for part, fraction in allowed.items()}
+                rule = region_rule_id(part, minimum)
+                fraction = self._capped(rule, row_fraction)
+                if fraction > allowed.get(part, (0.0, ""))[0]:
+                    allowed[part] = (fraction, rule)
+        return allowed
 
     def catch_up_end(self, num_steps: int, skip: int) -> int:
         """The step after which a restarted region has caught up (the latent is uniform again)."""
@@ -133,6 +225,9 @@ class Plan:
             again (a restarted region catches up there); earlier checkpoints
             of the run are not cached.
         cross_user: the hit resumes from another user's entry (what ``sharing.latency_padding`` pads).
+        rules: which tables planned it (`engine.rules_book`): ``"rules file NAME"``, ``"toyworld"``
+            (the shipped calibration), ``"configured"`` (the operator's) or ``"uncalibrated"``.
+        rule: the id of the table row that set K (`SimilarityPlanner`); None on a miss.
     """
 
     prompt: str
@@ -159,6 +254,8 @@ class Plan:
     uniform_from: int = 0
     user: str | None = None
     cross_user: bool = False
+    rules: str | None = None
+    rule: str | None = None
 
     @property
     def num_steps(self) -> int:
@@ -168,7 +265,7 @@ class Plan:
         return dataclasses.replace(self, hit=False, skip_steps=0, source_record=None, source_prompt=None,
                                    object_similarity=None, background_similarity=None, via_parts=False,
                                    source_seed=None, region=None, object_record=None, region_method=None,
-                                   uniform_from=0, cross_user=False)
+                                   uniform_from=0, cross_user=False, rule=None)
 
     @property
     def run_checkpoints(self) -> tuple[int, ...]:

@@ -142,7 +142,9 @@ def region_plan(planner: SimilarityPlanner, choice: tuple[RegionOption, RegionOp
                 source_prompt=best.record.prompt, object_similarity=best.object_similarity,
                 background_similarity=best.background_similarity, via_parts=True, source_seed=best.record.seed,
                 **common)
-    return dataclasses.replace(plan, region=regenerated, region_method=config.region_method,
+    rule = planner.region_rules(best.object_similarity, best.background_similarity,
+                                both_have_background=True).get(best.kept, (0.0, None))[1]
+    return dataclasses.replace(plan, region=regenerated, region_method=config.region_method, rule=rule,
                                object_record=None if partner is None else partner.record.record_id,
                                uniform_from=uniform_from)
 

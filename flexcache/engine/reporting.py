@@ -58,6 +58,9 @@ class Reporting:
                 "region_hits": c.region_hits,
                 "corrupt_masks": c.corrupt_masks,
                 "lookup": self.config.planner.lookup,
+                # calls planned by each set of tables (a rules file, "toyworld", "configured", "uncalibrated")
+                "rules_served": self.planners.served(),
+                "rule_caps": {p.label: p.caps() for p in self.planners.planners() if p.caps()},
                 "misses": c.requests - c.hits,
                 "hit_rate": c.hits / c.requests if c.requests else 0.0,
                 "steps_total": c.steps_total,

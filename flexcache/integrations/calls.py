@@ -48,6 +48,9 @@ class CallReport:
     # Held so the call took as long as a full run (``sharing.latency_padding``): slept in the call, or left to
     # the caller to hold the answer (``enable_flexcache(..., pad_in_call=False)``).
     padded_seconds: float = 0.0
+    # Which tables planned the call (`engine.rules_book`): "rules file NAME", "toyworld", "configured", "uncalibrated".
+    rules: str | None = None
+    rule: str | None = None  # the table row that set a hit's K (`Plan.rule`)
 
 
 def single_generator(generator: Any) -> torch.Generator | None:

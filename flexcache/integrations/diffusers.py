@@ -210,7 +210,7 @@ class _Binding:
                 generator.set_state(generator_state)  # the uncached run draws what plain diffusers would
             return self._uncached(pipe, pipeline_args, report, started)
         report.num_steps = signature.num_steps
-        report.similarity = plan.similarity
+        report.similarity, report.rules = plan.similarity, plan.rules
         start = None
         if plan.hit:
             try:
@@ -302,6 +302,7 @@ class _Binding:
                              stack: contextlib.ExitStack) -> None:
         """Hand a hit's start to the pipeline: latents, the sliced (or multistep, or region) scheduler, guider."""
         report.hit, report.skip_steps, report.source_prompt = True, plan.skip_steps, plan.source_prompt
+        report.rule = plan.rule
         report.object_similarity, report.background_similarity = plan.object_similarity, plan.background_similarity
         report.via_parts, report.region = plan.via_parts, plan.region
         pipeline_args.update(self.adapter.latent_arguments(pipe, call_args, start.latent, resume=True))
@@ -381,7 +382,7 @@ class _Binding:
     @staticmethod
     def _reset_report(report: CallReport) -> None:
         """A cached run that fell back: the report describes the uncached run that follows."""
-        report.hit, report.skip_steps, report.source_prompt, report.region = False, 0, None, None
+        report.hit, report.skip_steps, report.source_prompt, report.region, report.rule = False, 0, None, None, None
         report.via_parts, report.solver_state, report.seed = False, None, None
         report.object_similarity = report.background_similarity = None
 
@@ -518,6 +519,7 @@ def enable_flexcache(pipe: Any, cache: FlexCache | None = None, *, tenant: str =
     existing: _Binding | None = pipe.__dict__.get("_flexcache_binding")
     original_class = existing.original_class if existing else type(pipe)
     binding = _Binding(cache, adapter, tenant, model_id or _default_model_id(pipe), original_class)
+    cache.planners.check_model(binding.model_id)
     binding.pad_in_call = bool(pad_in_call)
 
     def __call__(self, *args, **kwargs):

@@ -23,7 +23,8 @@ def use():
 def _cache(embedder, **planner):
     return FlexCache(CacheConfig.from_dict({"embedder": {"model": "multilingual", "device": "cpu"},
                                             "index": {"device": "cpu"},
-                                            "planner": {**dict(USE_CALIBRATION), "lookup": "full", **planner}}),
+                                            "planner": {**dict(USE_CALIBRATION), "lookup": "full", "uncalibrated": "tables",
+                                                        **planner}}),
                      embedder=embedder)
 
 
