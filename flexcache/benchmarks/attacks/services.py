@@ -58,7 +58,10 @@ class Request:
 
 
 def config_for(sharing: SharingConfig) -> CacheConfig:
-    return replace(CacheConfig.from_dict({"embedder": {"device": "cpu"}, "index": {"device": "cpu"}}), sharing=sharing)
+    # The engine-API services sign calls as the toy world but not with its scheduler's digest: serve them
+    # the toy world's calibrated tables, as its pipeline calls get them.
+    return replace(CacheConfig.from_dict({"embedder": {"device": "cpu"}, "index": {"device": "cpu"},
+                                          "planner": {"uncalibrated": "tables"}}), sharing=sharing)
 
 
 def toyworld_signature():

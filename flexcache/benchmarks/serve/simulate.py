@@ -127,8 +127,10 @@ class SystemSpec:
 
         return CacheConfig.from_dict({
             "policy": self.policy,
+            # The simulated model is served the toy world's calibrated depths, as if calibrated like it
+            # (`flexcache calibrate`); uncalibrated, it would get NIRVANA's table and no part or region hits.
             "planner": {"lookup": self.lookup, "cache_resumed": self.cache_resumed, "regions": self.regions,
-                        "similarity_table": self.similarity_table},
+                        "similarity_table": self.similarity_table, "uncalibrated": "tables"},
             "codec": {"name": "flexcache" if self.compressed else "lossless"},
             "embedder": {"device": "cpu"}, "index": {"device": "cpu"},
             "sharing": {} if self.sharing is None else dataclasses.asdict(self.sharing), **settings,
