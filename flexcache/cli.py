@@ -117,6 +117,10 @@ def _bench_quality(args: argparse.Namespace) -> int:
     )
     from flexcache.toyworld.model import WEIGHTS
 
+    if args.rules:
+        from flexcache.quality.command import bench_quality_rules
+
+        return bench_quality_rules(args)
     if args.quick:
         args.pairs, args.skips, args.budgets, args.held_out_prompts = 4, "0,10", "exact,0.05", 1
     skips = _parse_list(args.skips, "--skips", int)
@@ -410,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--weights", default=None, help="toy-world weights (default: the shipped ones)")
     quality.add_argument("--seed", type=int, default=0)
     quality.add_argument("--quick", action="store_true", help="4 pairs, K in {0, 10}, budgets exact and 0.05")
+    quality.add_argument("--rules", metavar="RULES.yaml",
+                         help="instead: judge a calibrated rules file on held-out pairs of --prompts, per rule and band")
+    quality.add_argument("--prompts", metavar="FILE", help="with --rules: held-out prompts (one per line)")
+    quality.add_argument("--pairs-per-band", type=int, default=8, help="with --rules: pairs per band (default 8)")
+    quality.add_argument("--scorer-model", help="with --rules: the scorer's local model path (clip)")
     quality.set_defaults(run=_bench_quality)
 
     solvers = bench.add_parser("solvers", help="toy world: a resumed run against the uninterrupted one, per solver, "
@@ -547,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the reference of every config key instead (docs/config.md)")
     config.set_defaults(run=_config_show)
     add_warm_command(commands)
+    from flexcache.quality.command import add_calibrate_command
+
+    add_calibrate_command(commands)
     return parser
 
 
