@@ -1,7 +1,8 @@
 """FlexCache: an approximate latent cache for text-to-video diffusion serving.
 
 Public API: `FlexCache`, `CacheConfig`, `GenerationSignature`, `Plan`,
-`enable_flexcache` / `disable_flexcache` / `get_flexcache`, `last_call_report`, and the errors in `flexcache.errors`.
+`enable_flexcache` / `disable_flexcache` / `get_flexcache`, `last_call_report`, `calibrate` and
+`load_rules` (calibrated rules files), and the errors in `flexcache.errors`.
 Importing this package never initialises CUDA and never imports Triton,
 nvCOMP, FAISS or diffusers; those load when first used.
 """
@@ -24,6 +25,9 @@ _LAZY = {
     "disable_flexcache": ("flexcache.integrations.diffusers", "disable_flexcache"),
     "last_call_report": ("flexcache.integrations.diffusers", "last_call_report"),
     "get_flexcache": ("flexcache.integrations.diffusers", "get_flexcache"),
+    # Calibration (`flexcache calibrate`): fit the planner's depths on your model; read a rules file.
+    "calibrate": ("flexcache.quality.calibrate", "calibrate"),
+    "load_rules": ("flexcache.quality.rules", "load_rules"),
 }
 
 if TYPE_CHECKING:
