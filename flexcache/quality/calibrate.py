@@ -7,7 +7,9 @@ source at each candidate depth K by the rule's method, through the cache's own s
 minus that of the resumed one (for the ``reference`` scorer, 1 - SSIM against the target's own run).
 
 A band's depth is the deepest K up to which every candidate depth keeps the *upper* bootstrap
-bound of the mean drop (at the stated confidence) within the tolerance. Bands with too few pairs
+bound of the mean drop (at the stated confidence) within the tolerance. The bound is taken over the
+band's drops plus one virtual pair that lost what a loss typically cost in this calibration: eight
+pairs that all kept their quality do not show a mean drop of 0, and the bootstrap alone would say so. Bands with too few pairs
 take the depth of the band below; depths never decrease with similarity. Progress is appended to
 a JSONL file as each run finishes, so an interrupted calibration resumes where it stopped.
 """
@@ -128,6 +130,8 @@ class _Runner:
                 self.target.settings = settings
             self.bar.update(1)
             self.videos[key] = video.clamp(0, 1).mul(255).round().to(torch.uint8)
+            if "signature" not in self.progress.done and self.target.signature is not None:
+                self.progress.add("signature", self.target.signature)
             name = f"full|{prompt}|{seed_offset}"
             if name not in self.progress.done:
                 score = 1.0 if self.scorer.needs_reference else self._score(video, prompt, None, "a full run")
@@ -156,7 +160,7 @@ class _Runner:
 def calibrate(pipeline, prompts, *, scorer="toyworld", scorer_model: str | None = None, steps: int = 20,
               shift: float | None = None, guidance: float | None = None, height: int | None = None,
               width: int | None = None, frames: int | None = None, seed: int = 0,
-              fractions: tuple[float, ...] = DEFAULT_FRACTIONS, budget_runs: int = 600, pairs_per_band: int = 8,
+              fractions: tuple[float, ...] = DEFAULT_FRACTIONS, budget_runs: int = 600, pairs_per_band: int = 20,
               min_pairs: int = 4, tolerance: float = 0.02, confidence: float = 0.9, min_diversity: float = 0.0,
               diversity_pairs: int = 4, rules: tuple[str, ...] = tuple(RULES), region_method: str = "restart",
               embedder: str = "multilingual", out: str | Path | None = None, progress_path: str | Path | None = None,
@@ -237,9 +241,10 @@ def calibrate(pipeline, prompts, *, scorer="toyworld", scorer_model: str | None 
     report = {**rules_out.pop("report"), "settings": header, "prompts": len(prompt_list), "runs": runner.target.runs,
               "runs_planned": total, "seconds": round(time.perf_counter() - started, 1),
               "min_pairs": min_pairs, "min_diversity": min_diversity}
+    if target.signature is None and "signature" in progress.done:
+        target.signature = progress.done["signature"]  # every run was saved: a refit of saved progress
     if target.signature is None:
-        raise CalibrationError("no run reached the cache (every run was resumed from saved progress?): "
-                               "remove the progress file and calibrate again")
+        raise CalibrationError("no run reached the cache: remove the progress file and calibrate again")
     result = CalibratedRules(signature=target.signature, scorer=header["scorer"], tolerance=tolerance,
                              confidence=confidence, embedder=embedder,
                              created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -275,10 +280,24 @@ def _measure(runner: _Runner, selection, diversity: list[Pair], fractions) -> di
     return {"resumed": resumed, "full": full_scores, "spread": spread}
 
 
+def typical_loss(measured, needs_reference: bool) -> float | None:
+    """The mean of the drops that were losses (> 0) over every resumed run measured; None: no run lost."""
+    losses = []
+    for (source, target, _, _), value in measured["resumed"].items():
+        if value is not None:
+            drop = (1.0 if needs_reference else measured["full"][target]) - value["score"]
+            if drop > 1e-9:
+                losses.append(drop)
+    return sum(losses) / len(losses) if losses else None
+
+
 def _fit(selection, measured, cosines, *, fractions, min_pairs, tolerance, confidence, min_diversity,
          needs_reference, steps) -> dict[str, Any]:
     tables: dict[str, list] = {"similarity_table": [], "part_table": [], "region_table": []}
-    report: dict[str, Any] = {"rules": {}}
+    # A band whose pairs all kept their quality does not prove a mean drop of 0: each band's drops get one
+    # virtual pair that lost what a loss typically costs here, so n clean pairs bound it near loss / (n + 1).
+    virtual = typical_loss(measured, needs_reference)
+    report: dict[str, Any] = {"rules": {}, "virtual_loss": virtual}
     for rule, (method, kind) in RULES.items():
         edges = BAND_EDGES[kind]
         bands = []
@@ -288,7 +307,7 @@ def _fit(selection, measured, cosines, *, fractions, min_pairs, tolerance, confi
                 continue
             bands.append(_fit_band(rule, band, edges, pairs, method, measured, fractions=fractions,
                                    min_pairs=min_pairs, tolerance=tolerance, confidence=confidence,
-                                   min_diversity=min_diversity, needs_reference=needs_reference))
+                                   min_diversity=min_diversity, needs_reference=needs_reference, virtual=virtual))
         _inherit_and_make_monotone(bands)
         rows = []
         for row in bands:
@@ -323,7 +342,7 @@ def _fit(selection, measured, cosines, *, fractions, min_pairs, tolerance, confi
 
 
 def _fit_band(rule, band, edges, pairs, method, measured, *, fractions, min_pairs, tolerance, confidence,
-              min_diversity, needs_reference) -> dict[str, Any]:
+              min_diversity, needs_reference, virtual: float | None = None) -> dict[str, Any]:
     by_fraction, fitted, stop = {}, 0.0, False
     drops_by_fraction: dict[float, list[float]] = {}
     for fraction in fractions:
@@ -337,7 +356,7 @@ def _fit_band(rule, band, edges, pairs, method, measured, *, fractions, min_pair
             drops.append(baseline - value["score"])
             if (pair.source, pair.target) in measured["spread"]:
                 to_source.append(value["to_source"] / max(measured["spread"][(pair.source, pair.target)], 1e-9))
-        bound = upper_bound(drops, confidence, seed=band) if drops else float("inf")
+        bound = upper_bound(drops + ([virtual] if virtual else []), confidence, seed=band) if drops else float("inf")
         diversity = sum(to_source) / len(to_source) if to_source else None
         by_fraction[f"{fraction:g}"] = {"pairs": len(drops), "unservable": unservable,
                                         "mean_drop": sum(drops) / len(drops) if drops else None,

@@ -53,6 +53,8 @@ def evaluate_rules(rules_path: str | Path, prompts, *, pairs_per_band: int = 8, 
     header = rules.report.get("settings") or {}
     if "pipeline" not in header or "settings" not in header:
         raise CalibrationError(f"{rules_path} records no generation settings (written by another tool?)")
+    if not rule_rows(rules):
+        raise CalibrationError(f"{rules_path} serves no rule (its calibration found no depth safe): nothing to judge")
     prompt_list = read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(dict.fromkeys(prompts))
     cosines = prompt_cosines(prompt_list, build_embedder(EmbedderConfig(model=rules.embedder, device="cpu")))
     rng = random.Random(seed)

@@ -140,12 +140,17 @@ def test_the_upper_bound_covers_the_mean():
 def test_held_out_pairs_are_judged_per_band_and_other_settings_are_refused(calibrated, tmp_path):
     from flexcache.quality.evaluate import evaluate_rules
 
-    out, rules = calibrated
+    _, calibrated_rules = calibrated
+    # rows of its own, whatever the small calibration fitted: evaluation is judged here, not the fit
+    rules = calibrated_rules.replace(similarity_table=((0.7, 0.34), (0.9999, 0.67)),
+                                     region_table=(("background", 0.7, 0.34),), region_method="restart")
+    out = save_rules(rules, tmp_path / "rows.yaml")
     result = evaluate_rules(out, PROMPTS, pairs_per_band=2, show_progress=False)
+    assert set(result["rules_eval"]) == {"full", "region_background"}
+    assert set(result["rules_eval"]["full"]) == {"0.7+", "0.9999+"}
     for bands in result["rules_eval"].values():
         for row in bands.values():
             assert {"fraction", "adherence", "adherence_full_steps"} <= set(row)
-    assert result["rules_eval"], "the calibration fitted no rule to judge"
     settings = {**rules.report["settings"], "settings": {**rules.report["settings"]["settings"], "steps": 7}}
     other = save_rules(rules.replace(report={**rules.report, "settings": settings}), tmp_path / "other.yaml")
     with pytest.raises(RulesSignatureError, match="7 steps"):
