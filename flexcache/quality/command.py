@@ -56,7 +56,7 @@ def add_calibrate_command(commands) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the seed every run uses (default 0)")
     parser.add_argument("--budget-runs", type=int, default=600, help="pipeline runs allowed in all (default 600)")
     parser.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5", help="candidate depths, fractions of N")
-    parser.add_argument("--pairs-per-band", type=int, default=20, help="most pairs measured per band (default 20)")
+    parser.add_argument("--pairs-per-band", type=int, default=30, help="most pairs measured per band (default 30)")
     parser.add_argument("--min-pairs", type=int, default=4, help="fewest pairs a band is fitted on (default 4)")
     parser.add_argument("--tolerance", type=float, default=0.02,
                         help="largest mean quality drop a rule may cost, in the scorer's units (default 0.02)")

@@ -28,7 +28,7 @@ RULES: dict[str, tuple[str, str]] = {
     "region_object": ("region:object", "object"),  # the object kept, the setting regenerated
 }
 SAME_TEXT = 0.9999  # the same prompt up to embedding noise
-# Few, wide bands: a band needs about 20 pairs that all keep their quality before its bound admits a
+# Few, wide bands: a band needs about 30 pairs that all keep their quality before its bound admits a
 # 2-point tolerance (`calibrate`), and the budget pays every pair at every candidate depth.
 BAND_EDGES: dict[str, tuple[float, ...]] = {
     "full": (0.70, 0.85, 0.95, SAME_TEXT),

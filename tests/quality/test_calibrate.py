@@ -71,6 +71,8 @@ def test_a_failing_scorer_names_the_pair_and_a_rerun_resumes(tmp_path):
     assert "Progress so far is saved" in str(caught.value)
     saved = out.with_name("rules.yaml.progress.jsonl").read_text().splitlines()
     assert len(saved) > 2 and "header" in json.loads(saved[0])
+    with out.with_name("rules.yaml.progress.jsonl").open("a") as handle:
+        handle.write('{"key": "resumed|0|1|whole|0.34", "val')  # a line a crash cut short
     calls["n"] = 100  # no more failures
     rules = calibrate("toyworld", PROMPTS, scorer=flaky, out=out, **SMALL)
     assert rules.report["runs"] < rules.report["runs_planned"]  # saved runs were not run again
@@ -93,6 +95,9 @@ def test_a_progress_file_of_another_calibration_is_refused(calibrated):
     out, _ = calibrated
     with pytest.raises(CalibrationError, match="another calibration"):
         calibrate("toyworld", PROMPTS, out=out, **{**SMALL, "steps": 7})
+    # another budget or band size is the same calibration: its saved runs are reused, none is run again
+    again = calibrate("toyworld", PROMPTS, out=out, **{**SMALL, "budget_runs": 20, "pairs_per_band": 2})
+    assert again.report["runs"] <= 4  # at most the diversity runs at another seed, whose videos are not kept
 
 
 def test_the_fit_keeps_depths_up_to_the_first_that_fails():
