@@ -380,9 +380,14 @@ def _fit_band(rule, band, edges, pairs, method, measured, *, fractions, min_pair
         else:
             stop = True  # depths are kept only up to the first that fails
     measured_pairs = max((v["pairs"] for v in by_fraction.values()), default=0)
+    # Too few pairs to admit anything even had they all kept their quality: no evidence either way
+    # (the band takes the depth of the band below), not a measured loss (which caps the bands below).
+    clean = upper_bound([0.0] * measured_pairs + ([virtual] if virtual else []), confidence, seed=band) \
+        if measured_pairs else float("inf")
     return {"band": band_label(edges, band) if not (rule == "full" and edges[band] == SAME_TEXT) else "same text",
             "lower": edges[band], "pairs": len(pairs), "measured_pairs": measured_pairs,
-            "fitted": fitted, "inherited": False, "enough_pairs": measured_pairs >= min_pairs,
+            "fitted": fitted, "inherited": False,
+            "enough_pairs": measured_pairs >= min_pairs and clean <= tolerance,
             "by_fraction": by_fraction, "drops_at_fitted": drops_by_fraction.get(fitted, [])}
 
 
