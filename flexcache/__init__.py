@@ -25,6 +25,7 @@ _LAZY = {
     "disable_flexcache": ("flexcache.integrations.diffusers", "disable_flexcache"),
     "last_call_report": ("flexcache.integrations.diffusers", "last_call_report"),
     "get_flexcache": ("flexcache.integrations.diffusers", "get_flexcache"),
+    "run_pending_audits": ("flexcache.integrations.diffusers", "run_pending_audits"),
     # Calibration (`flexcache calibrate`): fit the planner's depths on your model; read a rules file.
     "calibrate": ("flexcache.quality.calibrate", "calibrate"),
     "load_rules": ("flexcache.quality.rules", "load_rules"),

@@ -47,6 +47,7 @@ from flexcache.core.tiers import (
     RedisTierConfig,
     TierConfig,
 )
+from flexcache.core.quality_config import QualityConfig  # noqa: F401  (public here)
 from flexcache.core.sharing_config import PoolConfig, SharingConfig  # noqa: F401  (public here)
 from flexcache.core.tables import (  # noqa: F401  (public here)
     DEFAULT_CHECKPOINT_FRACTIONS,
@@ -385,6 +386,7 @@ class CacheConfig:
             the lowest K x access frequency first) or ``"flexcache"`` (evict
             the lowest K x recent hit rate / compressed bytes first).
         codec: a `CodecConfig` (how latents are compressed).
+        quality: a `QualityConfig` (online audits of served hits).
         strict: re-raise errors of the cache path (plan, fetch, decode,
             insert, probes) instead of running the generation uncached. Off
             by default: a failing cache never fails a generation; the error
@@ -406,6 +408,7 @@ class CacheConfig:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     sharing: SharingConfig = field(default_factory=SharingConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     strict: bool = False
 
     def __post_init__(self) -> None:
@@ -506,6 +509,7 @@ __all__ = [
     "PlannerConfig",
     "StoreConfig",
     "SharingConfig",
+    "QualityConfig",
     "PoolConfig",
     "TierConfig",
     "MemoryTierConfig",

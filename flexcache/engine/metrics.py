@@ -132,6 +132,27 @@ class CacheCollector:
                 buckets = [(str(bound), count) for bound, count in snapshot["buckets"]]
                 add(Histogram, f"flexcache_{op}_seconds", f"Wall time of FlexCache.{op}.", buckets, labels,
                     sum_value=snapshot["sum"])
+            for tables, count in stats.get("rules_served", {}).items():
+                add(Counter, "flexcache_calls_planned", "Calls planned, by the tables that planned them (a rules "
+                    "file, configured, toyworld, uncalibrated).", count, labels, {"rules": tables})
+            for tables, caps in stats.get("rule_caps", {}).items():
+                for rule, fraction in caps.items():
+                    add(Gauge, "flexcache_rule_stepped_fraction", "A rule's depth (fraction of N) after audits "
+                        "stepped it down.", fraction, labels, {"rules": tables, "rule": rule})
+            audits = stats.get("audits")
+            if audits is not None:
+                for key in ("sampled", "audits", "step_downs", "dropped", "failed"):
+                    add(Counter, f"flexcache_audit_{key}", f"Online audits: {key.replace('_', ' ')}.", audits[key],
+                        labels)
+                add(Counter, "flexcache_audit_seconds", "Seconds of uncached runs the audits took.",
+                    audits["seconds"], labels)
+                for estimate in audits["rules"].values():
+                    where = {"rules": estimate["rules"], "rule": estimate["rule"]}
+                    for name, doc in (("mean_drop", "mean quality drop"), ("drop_lower", "lower bound of the mean "
+                                                                                       "quality drop")):
+                        if estimate[name] is not None:
+                            add(Gauge, f"flexcache_audit_{name}", f"Online audits: a rule's {doc} (its window).",
+                                estimate[name], labels, where)
             codec = stats["codec_stats"]
             add(Gauge, "flexcache_codec_compression_ratio", "Raw over coded bytes of everything coded so far.",
                 codec["raw_bytes"] / codec["coded_bytes"] if codec["coded_bytes"] else 0.0, labels)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from flexcache.codec.latent import describe_blob
 from flexcache.core.blob import Blob
 from flexcache.engine.metrics import CacheCollector, start_metrics_server
 from flexcache.engine.records import CacheEntry
+from flexcache.quality.audits import Auditor
 
 
 class Reporting:
     """Mixed into `FlexCache`; it uses the cache's lock, records, store, codec and counters."""
+
+    @functools.cached_property
+    def auditor(self) -> Auditor:
+        """Online audits of served hits (``quality``; `integrations.audits` runs them)."""
+        return Auditor(self.config.quality)
 
     def _note_coded(self, latents: dict[int, torch.Tensor], blobs: dict[int, Blob]) -> None:
         errors = [info["achieved_relative_l2"] for blob in blobs.values() if isinstance(blob, (bytes, bytearray))
@@ -61,6 +69,7 @@ class Reporting:
                 # calls planned by each set of tables (a rules file, "toyworld", "configured", "uncalibrated")
                 "rules_served": self.planners.served(),
                 "rule_caps": {p.label: p.caps() for p in self.planners.planners() if p.caps()},
+                "audits": self.auditor.stats(),
                 "misses": c.requests - c.hits,
                 "hit_rate": c.hits / c.requests if c.requests else 0.0,
                 "steps_total": c.steps_total,

@@ -110,6 +110,7 @@ from flexcache.integrations.solver_state import (  # noqa: F401  (public here: t
     resumed_multistep_scheduler,
     state_fields,
 )
+from flexcache.integrations.audits import AuditQueue
 from flexcache.kernels.noise import seeded_noise
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class _Binding:
         self.run_lock = threading.RLock()
         self.reports = threading.local()
         self.full_runs: dict[str, tuple[int, float]] = {}  # signature key -> (misses, seconds): latency padding
+        self.audits = None  # an `integrations.audits.AuditQueue` once audit_scorer is given
 
     def __call__(self, pipe: Any, args: tuple, kwargs: dict) -> Any:
         original_call = self.original_class.__call__
@@ -289,6 +291,8 @@ class _Binding:
                 # The video was generated; only caching it failed. Serve it anyway.
                 report.insert_error = f"{type(exc).__name__}: {exc}"
                 self._contained("insert", exc, report)
+        if report.hit and self.audits is not None:  # sampled hits wait for an uncached run (`run_pending_audits`)
+            self.audits.offer(plan, signature, plain_args, call_args, result)
         if self.cache.config.sharing.latency_padding:
             try:
                 self._pad(report, started, signature.key(), plan.cross_user)
@@ -475,7 +479,8 @@ def check_diffusers_version(version: str | None = None) -> bool:
 
 
 def enable_flexcache(pipe: Any, cache: FlexCache | None = None, *, tenant: str = DEFAULT_TENANT,
-                     model_id: str | None = None, pad_in_call: bool = True) -> Any:
+                     model_id: str | None = None, pad_in_call: bool = True, audit_scorer: Any = None,
+                     audit_video: Any = None) -> Any:
     """Serve `pipe`'s calls through `cache`; returns the same pipeline object.
 
     Args:
@@ -493,6 +498,9 @@ def enable_flexcache(pipe: Any, cache: FlexCache | None = None, *, tenant: str =
             sleeps until a full run's time has passed (the pipeline is free for other threads
             meanwhile). False: it returns at once and `CallReport.padded_seconds` says how long the
             caller must hold the answer, as a server whose worker should take its next job does.
+        audit_scorer, audit_video: online audits (``quality.audit_rate`` > 0): a scorer (`quality.scorers`,
+            or any ``(video, prompt) -> float``) and the output -> (B, F, C, H, W) reader; sampled hits
+            are run uncached by `run_pending_audits`.
 
     Returns:
         `pipe`, now caching. `disable_flexcache(pipe)` undoes it.
@@ -521,6 +529,8 @@ def enable_flexcache(pipe: Any, cache: FlexCache | None = None, *, tenant: str =
     binding = _Binding(cache, adapter, tenant, model_id or _default_model_id(pipe), original_class)
     cache.planners.check_model(binding.model_id)
     binding.pad_in_call = bool(pad_in_call)
+    if audit_scorer is not None:
+        binding.audits = AuditQueue(cache, audit_scorer, audit_video)
 
     def __call__(self, *args, **kwargs):
         return self.__dict__["_flexcache_binding"](self, args, kwargs)
@@ -546,6 +556,14 @@ def get_flexcache(pipe: Any) -> FlexCache | None:
     """The `FlexCache` serving `pipe` (None when `enable_flexcache` was not called on it)."""
     binding: _Binding | None = pipe.__dict__.get("_flexcache_binding")
     return binding.cache if binding else None
+
+
+def run_pending_audits(pipe: Any, limit: int | None = None) -> int:
+    """Run up to `limit` queued audits of `pipe` (all when None), each a full uncached run; returns how many."""
+    binding: _Binding | None = pipe.__dict__.get("_flexcache_binding")
+    if binding is None or binding.audits is None:
+        return 0
+    return binding.audits.run(binding, pipe, limit)
 
 
 def last_call_report(pipe: Any) -> CallReport | None:
