@@ -51,6 +51,7 @@ class Auditor:
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._totals: dict[tuple[str, str], dict[str, float]] = {}
         self.counters = {"sampled": 0, "audits": 0, "step_downs": 0, "dropped": 0, "failed": 0, "seconds": 0.0}
+        self.events: deque[dict[str, Any]] = deque(maxlen=50)  # the latest step-downs, with what they measured
 
     def sample(self, plan: Any) -> bool:
         """Whether to audit this served plan (a hit whose rule is known), drawn at ``audit_rate``."""
@@ -92,6 +93,8 @@ class Auditor:
             window.clear()
             totals["step_downs"] += 1
             self.counters["step_downs"] += 1
+            self.events.append({"rules": rules, "rule": rule, "audits": len(drops), "mean_drop": sum(drops) / len(drops),
+                                "drop_lower": bound, "tolerance": tolerance, "fraction": new})
         logger.warning("flexcache audit: rule %s of %s lost %.3f on average over %d audits (lower bound %.3f > "
                        "tolerance %.3f): it now serves %.0f %% of N", rule, rules, sum(drops) / len(drops),
                        len(drops), bound, tolerance, 100 * new)
@@ -112,8 +115,8 @@ class Auditor:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            counters = dict(self.counters)
-        return {**counters, "rate": self.config.audit_rate, "rules": self.estimates()}
+            counters, events = dict(self.counters), list(self.events)
+        return {**counters, "rate": self.config.audit_rate, "rules": self.estimates(), "step_down_events": events}
 
 
 __all__ = ["Auditor", "lower_bound"]
