@@ -508,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--storage-price", type=float, default=0.11,
                        help="USD per GB-month (default 0.11, S3 Express 2026)")
     serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--audit-rate", type=float, default=0.0,
+                       help="simulated: quality.audit_rate of the cached systems (each audit a full run; default 0)")
     serve.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
     serve.add_argument("--quick", action="store_true",
                        help="small preset: 120 requests, 2 workers, the Wan2.1-1.3B profile unless --profile "

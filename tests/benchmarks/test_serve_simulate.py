@@ -171,3 +171,23 @@ def test_a_request_with_an_earlier_ones_setting_is_a_region_hit():
     row = _run(trace, "flexcache-undefended", embedder)
     assert row["region_hits"] == 1 and row["hit_rate"] == pytest.approx(1 / 2)
     assert _run(trace, "flexcache-no-regions", embedder)["region_hits"] == 0
+
+
+def test_audits_charge_a_full_run_per_sampled_hit_without_delaying_its_answer(embedder):
+    trace = [TraceRequest(i * SPACED, "default", UNRELATED[0]) for i in range(4)]  # a miss, then three hits
+
+    def run(rate):
+        result = simulate(trace, PROFILE, SYSTEMS["flexcache"], budget_bytes=10**9, workers=1, embedder=embedder,
+                          entry_sizes=SIZES, audit_rate=rate)
+        return result, summarize(result, workers=1, gpu_price_per_hour=3.0, storage_price_per_gb_month=0.11,
+                                 offered_rph=1.0)
+
+    plain, plain_row = run(0.0)
+    audited, audited_row = run(1.0)
+    assert plain.hits == audited.hits == 3 and plain_row["audit_runs"] == 0
+    assert audited_row["audit_runs"] == 3
+    full = PROFILE.steps * PROFILE.seconds_per_step + PROFILE.text_encoder_s + PROFILE.vae_decode_s
+    assert audited.audit_seconds == pytest.approx(3 * full)
+    assert audited.gpu_seconds == pytest.approx(plain.gpu_seconds + 3 * full)
+    assert audited.latencies == pytest.approx(plain.latencies)  # spaced arrivals: answers are not delayed
+    assert audited_row["throughput_rph"] < plain_row["throughput_rph"]

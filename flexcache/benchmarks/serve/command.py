@@ -53,7 +53,7 @@ def simulated_result(args: argparse.Namespace, systems: tuple[str, ...] | None, 
     return run_serve_bench(trace, profile, systems=systems or tuple(SYSTEMS),
                            budget_bytes=int(args.budget_gb * 1e9), sweep_bytes=tuple(int(b * 1e9) for b in sweep_gb),
                            workers=workers, gpu_price=args.gpu_price, storage_price=args.storage_price,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, audit_rate=getattr(args, "audit_rate", 0.0) or 0.0)
 
 
 def live_result(args: argparse.Namespace, systems: tuple[str, ...] | None,

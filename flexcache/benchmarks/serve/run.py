@@ -38,7 +38,8 @@ UNBOUNDED_BYTES = 10**18  # a budget nothing fills: NIRVANA's peak there is the 
 def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems: tuple[str, ...] = tuple(SYSTEMS),
                     budget_bytes: int = 16 * 10**9, sweep_bytes: tuple[int, ...] = (), workers: int = 8,
                     gpu_price: float = DEFAULT_GPU_PRICE, storage_price: float = DEFAULT_STORAGE_PRICE,
-                    costs: CachePathCosts = CachePathCosts(), progress: bool = True) -> dict[str, Any]:
+                    costs: CachePathCosts = CachePathCosts(), progress: bool = True,
+                    audit_rate: float = 0.0) -> dict[str, Any]:
     """Every system over `trace` at `budget_bytes`, and at each budget of `sweep_bytes` (the plots' points).
 
     Any flexcache system brings `flexcache` and `flexcache-undefended` (with
@@ -68,7 +69,7 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
             spec, method = specs[name]
             result = simulate(trace, profile, spec, budget_bytes=budget, workers=workers, embedder=embedder,
                               entry_sizes=sizes, costs=costs, on_request=lambda: bar.update(1), in_request=method,
-                              name=name)
+                              name=name, audit_rate=audit_rate)
             rows[name, budget] = summarize(result, workers=workers, gpu_price_per_hour=gpu_price,
                                            storage_price_per_gb_month=storage_price, offered_rph=offered)
         working_set = None

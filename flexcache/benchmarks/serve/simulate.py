@@ -204,6 +204,8 @@ class SystemResult:
     steps_total: int = 0
     steps_saved: int = 0
     gpu_seconds: float = 0.0
+    audit_runs: int = 0  # sampled hits run again uncached (`quality.audit_rate`), at low priority
+    audit_seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # as answered: padded where padding is on
     unpadded_latencies: list[float] = field(default_factory=list)  # as computed
     bytes_stored: int = 0
@@ -215,11 +217,13 @@ class SystemResult:
 def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpec, *, budget_bytes: int,
              workers: int, embedder, entry_sizes: dict[int, int], costs: CachePathCosts = CachePathCosts(),
              on_request: Callable[[], None] | None = None, in_request: Any = None,
-             name: str | None = None) -> SystemResult:
+             name: str | None = None, audit_rate: float = 0.0) -> SystemResult:
     """Serve `trace` on `workers` simulated GPUs with `system`'s cache; returns its counters.
 
     `in_request` (`serve.in_request.InRequestMethod`): each step costs the
     fraction of its compute the method keeps, on full and on resumed runs.
+    `audit_rate` (``quality.audit_rate``): each hit the auditor samples costs its worker a full run after
+    the hit is answered (low priority: the answer is not delayed, the worker's next job is).
     """
     from flexcache import FlexCache
 
@@ -238,7 +242,8 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
                                     latent_dtype=profile.latent_dtype)
     if cached:
         sizes = entry_sizes if system.compressed else {step: raw for step in entry_sizes}
-        cache = FlexCache(system.cache_config(), embedder=embedder, codec=SizedCodec(sizes),
+        settings = {"quality": {"audit_rate": audit_rate}} if audit_rate else {}
+        cache = FlexCache(system.cache_config(**settings), embedder=embedder, codec=SizedCodec(sizes),
                           tiers=[AccountedTier(budget_bytes)])
         zeros = torch.zeros(signature.latent_shape, dtype=getattr(torch, profile.latent_dtype))
         # Entries carry an object mask, as a Wan pipeline's do (its cross-attention probe): whether an
@@ -262,6 +267,7 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
             result.bytes_peak = max(result.bytes_peak, cache.store.bytes_used)
         skip = 0
         overhead = 0.0
+        audit = 0.0
         padded = False
         run = None  # the plan of the run that fills the cache when it completes, if any
         if cached:
@@ -283,10 +289,12 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
                 result.cross_user_hits += plan.cross_user
                 result.own_hits += not plan.cross_user
                 padded = plan.cross_user and result.latency_padding
+                if cache.auditor.sample(plan):
+                    audit = steps * profile.seconds_per_step * keep_full + profile.text_encoder_s + profile.vae_decode_s
         step_seconds = profile.seconds_per_step * (keep_resumed if skip else keep_full)
         service = (steps - skip) * step_seconds + profile.text_encoder_s + profile.vae_decode_s + overhead
         end = start + service
-        heapq.heappush(free_at, end)  # the worker is free when its compute is done, padded or not
+        heapq.heappush(free_at, end + audit)  # the worker is free when its compute (and audit) is done
         answered = start + max(service, full_service) if padded else end
         result.padded_requests += answered > end
         if run is not None:
@@ -295,7 +303,9 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
         result.completed += 1
         result.steps_total += steps
         result.steps_saved += skip
-        result.gpu_seconds += service
+        result.gpu_seconds += service + audit
+        result.audit_runs += audit > 0
+        result.audit_seconds += audit
         result.latencies.append(answered - request.t)
         result.unpadded_latencies.append(end - request.t)
         result.makespan = max(result.makespan, end)
@@ -342,6 +352,8 @@ def summarize(result: SystemResult, *, workers: int, gpu_price_per_hour: float,
         "padded_requests": result.padded_requests,
         **{f"unpadded_{key}": value for key, value in latency_percentiles(result.unpadded_latencies).items()},
         "offered_load_rph": offered_rph,
+        "audit_runs": result.audit_runs,
+        "audit_seconds": result.audit_seconds,
         "hit_rate": result.hits / result.completed,
         "decoupled_hits": result.decoupled_hits,
         "region_hits": result.region_hits,
