@@ -62,6 +62,8 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         options = typing.get_args(hint)
         if isinstance(value, str) and str in options:
             return value
+        if value is None and type(None) in options:
+            return None
         return _coerce(next(option for option in options if option is not str), value, name)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
