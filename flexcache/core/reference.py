@@ -18,9 +18,11 @@ from flexcache.core.config import (
     IndexConfig,
     PlannerConfig,
     PoolConfig,
+    QualityConfig,
     SharingConfig,
     StoreConfig,
 )
+from flexcache.core.quality_config import AUDIT_SCORERS
 from flexcache.core.tiers import PINNING, TIER_CONFIGS
 
 # Where a field's value must be one of a list of names (the lists are the ones config validation uses).
@@ -39,10 +41,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "store.tier": ("memory", "host", "hbm"),
     "store.tiers[].kind": names.TIER_KINDS,
     "store.tiers[host].pinned": PINNING,
+    "quality.audit_scorer": AUDIT_SCORERS,
 }
 SECTIONS = (("", CacheConfig), ("embedder.", EmbedderConfig), ("index.", IndexConfig),
             ("planner.", PlannerConfig), ("codec.", CodecConfig), ("store.", StoreConfig),
-            ("sharing.", SharingConfig), ("sharing.pools[].", PoolConfig))
+            ("sharing.", SharingConfig), ("sharing.pools[].", PoolConfig), ("quality.", QualityConfig))
 
 
 def _arg_docs(cls: type) -> dict[str, str]:
@@ -67,7 +70,8 @@ def _arg_docs(cls: type) -> dict[str, str]:
 
 def _type_name(hint: object) -> str:
     text = getattr(hint, "__name__", None) or str(hint)
-    return text.replace("typing.", "").replace("flexcache.core.tiers.", "")
+    # An optional type (``float | None``) must not end its Markdown table cell.
+    return text.replace("typing.", "").replace("flexcache.core.tiers.", "").replace("|", "\\|")
 
 
 def _default(field: dataclasses.Field) -> str:

@@ -141,13 +141,22 @@ class CacheCollector:
                         "stepped it down.", fraction, labels, {"rules": tables, "rule": rule})
             audits = stats.get("audits")
             if audits is not None:
-                for key in ("sampled", "audits", "step_downs", "dropped", "failed"):
-                    add(Counter, f"flexcache_audit_{key}", f"Online audits: {key.replace('_', ' ')}.", audits[key],
-                        labels)
+                for key, doc in (("sampled", "hits sampled"), ("audits", "audits recorded against a rule"),
+                                 ("step_downs", "rules stepped down"), ("dropped", "sampled hits dropped (queue full)"),
+                                 ("failed", "audits that failed (scorer or run errors)"),
+                                 ("stale", "audits of a depth a rule had left when they ran")):
+                    add(Counter, f"flexcache_audit_{key}", f"Online audits: {doc}.", audits.get(key, 0), labels)
+                for reason, count in sorted(audits.get("skipped", {}).items()):
+                    add(Counter, "flexcache_audit_skipped", "Online audits not made, by reason.", count, labels,
+                        {"reason": reason})
                 add(Counter, "flexcache_audit_seconds", "Seconds of uncached runs the audits took.",
                     audits["seconds"], labels)
                 for estimate in audits["rules"].values():
                     where = {"rules": estimate["rules"], "rule": estimate["rule"]}
+                    add(Counter, "flexcache_audit_rule_audits", "Online audits recorded, by rule.", estimate["audits"],
+                        labels, where)
+                    add(Counter, "flexcache_audit_rule_step_downs", "Online audits: step-downs, by rule.",
+                        estimate["step_downs"], labels, where)
                     for name, doc in (("mean_drop", "mean quality drop"), ("drop_lower", "lower bound of the mean "
                                                                                        "quality drop")):
                         if estimate[name] is not None:

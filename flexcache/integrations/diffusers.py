@@ -110,7 +110,7 @@ from flexcache.integrations.solver_state import (  # noqa: F401  (public here: t
     resumed_multistep_scheduler,
     state_fields,
 )
-from flexcache.integrations.audits import AuditQueue
+from flexcache.integrations.audits import audit_queue
 from flexcache.kernels.noise import seeded_noise
 
 logger = logging.getLogger(__name__)
@@ -529,8 +529,7 @@ def enable_flexcache(pipe: Any, cache: FlexCache | None = None, *, tenant: str =
     binding = _Binding(cache, adapter, tenant, model_id or _default_model_id(pipe), original_class)
     cache.planners.check_model(binding.model_id)
     binding.pad_in_call = bool(pad_in_call)
-    if audit_scorer is not None:
-        binding.audits = AuditQueue(cache, audit_scorer, audit_video)
+    binding.audits = audit_queue(cache, audit_scorer, audit_video)  # None without a scorer (warns if asked for)
 
     def __call__(self, *args, **kwargs):
         return self.__dict__["_flexcache_binding"](self, args, kwargs)

@@ -65,3 +65,30 @@ def test_the_metrics_server_serves_them_over_http(make_cache, signature):
     finally:
         server.shutdown()
     assert 'flexcache_requests_total{cache="flexcache",tenant="default"} 1.0' in body
+
+
+def test_audits_step_downs_and_the_tables_that_planned_are_exported(make_cache, signature):
+    cache = make_cache(quality={"audit_rate": 1.0})
+    cache.plan(PROMPT, signature)
+    planner = cache.planners.configured
+    rule = "full@0.89"
+    assert planner.rule_fractions()[rule] == 0.2
+    for _ in range(20):  # every audit lost 0.2: the 20th steps the rule down
+        cache.auditor.record("configured", rule, 0.2, tolerance=0.02, step_down=lambda: planner.step_down(rule))
+    cache.auditor.record("configured", rule, 0.1, tolerance=0.02, step_down=lambda: planner.step_down(rule))
+    cache.auditor.skip("unreadable_output")
+    samples = scrape(cache)
+
+    def value(name, **labels):
+        (found,) = [v for found_labels, v in samples[name] if labels.items() <= found_labels.items()]
+        return found
+
+    where = {"rules": "configured", "rule": rule}
+    assert value("flexcache_calls_planned_total", rules="configured") == 1
+    assert value("flexcache_rule_stepped_fraction", **where) == 0.1  # one checkpoint below 0.2
+    assert value("flexcache_audit_audits_total") == 21 and value("flexcache_audit_step_downs_total") == 1
+    assert value("flexcache_audit_rule_step_downs_total", **where) == 1
+    assert value("flexcache_audit_rule_audits_total", **where) == 21
+    assert value("flexcache_audit_mean_drop", **where) == pytest.approx(0.1)  # the fresh window: one audit
+    assert "flexcache_audit_drop_lower" not in samples  # one audit bounds nothing
+    assert value("flexcache_audit_skipped_total", reason="unreadable_output") == 1
