@@ -104,6 +104,62 @@ def _build_pipeline(config: WorkerConfig):
     return pipe, kwargs_for, to_video
 
 
+def audit_setup(cache, model: str) -> tuple[Any, Any]:
+    """(scorer, output reader) the worker audits with (``quality``), or (None, None) when it does not audit.
+
+    The scorer is ``quality.audit_scorer``, else the one every rules file names, else ``toyworld``
+    for the toy world; another model with neither is not audited (a warning says so).
+
+    Raises:
+        ConfigError: ``quality.audit_scorer`` names a scorer that cannot be built here.
+    """
+    quality = cache.config.quality
+    if quality.audit_rate <= 0:
+        return None, None
+    name = quality.audit_scorer
+    if name is None:
+        named = {p.rules.scorer for p in cache.planners.planners() if p.rules is not None}
+        name = named.pop() if len(named) == 1 else ("toyworld" if model == TOYWORLD and not named else None)
+        if name is None:
+            logger.warning("flexcache serve: quality.audit_rate is %g but no scorer is set (rules files name %s): "
+                           "set quality.audit_scorer; no hit is audited", quality.audit_rate, sorted(named) or "none")
+            return None, None
+    import torch
+
+    from flexcache.quality.scorers import build_scorer, from_toyworld
+
+    try:
+        scorer = build_scorer(name, model_path=quality.audit_scorer_model if name == "clip" else None,
+                              device="cuda" if torch.cuda.is_available() and name != "toyworld" else "cpu")
+    except Exception as exc:
+        if quality.audit_scorer is not None:  # the operator's own choice: the worker does not start without it
+            raise
+        logger.warning("flexcache serve: the rules files' scorer %r cannot be built here (%s: %s); no hit is "
+                       "audited: set quality.audit_scorer", name, type(exc).__name__, exc)
+        return None, None
+    # The toy world's output is its clip (B, 3, F, H, W) in [-1, 1]; a diffusers model's frames are read as they are.
+    to_video = (lambda output: from_toyworld(output.frames.clamp(-1, 1))) if model == TOYWORLD else None
+    return scorer, to_video
+
+
+def next_job(tasks, run_one_audit) -> Any:
+    """The next job from `tasks`; while none waits, queued audits run one at a time (they yield to any job).
+
+    Args:
+        tasks: the worker's queue.
+        run_one_audit: runs at most one queued audit; returns how many ran (0: none was queued).
+    """
+    import queue
+
+    while True:
+        try:
+            return tasks.get_nowait()
+        except queue.Empty:
+            pass
+        if not run_one_audit():
+            return tasks.get()  # audits are queued only by this worker's jobs: nothing to do until one comes
+
+
 class _Heartbeat:
     """The worker's watchdog and reporter: exits the process when the parent is gone; sends the
     cache's stats and health every `interval` seconds once the cache exists."""
@@ -154,12 +210,14 @@ def worker_main(worker: int, slot: int, config: WorkerConfig, tasks, results, pa
     torch.set_num_threads(config.threads)
     try:
         from flexcache import CacheConfig, FlexCache
-        from flexcache.integrations.diffusers import enable_flexcache, last_call_report
+        from flexcache.integrations.diffusers import enable_flexcache, last_call_report, run_pending_audits
 
         cache = FlexCache(CacheConfig.from_dict(worker_store(config.cache, slot)))
         pipe, kwargs_for, to_video = _build_pipeline(config)
+        audit_scorer, audit_video = audit_setup(cache, config.model)
         # Latency padding holds the answer in the manager, not this worker: its GPU takes the next job.
-        enable_flexcache(pipe, cache, model_id=config.model, pad_in_call=False)
+        enable_flexcache(pipe, cache, model_id=config.model, pad_in_call=False, audit_scorer=audit_scorer,
+                         audit_video=audit_video)
     except Exception as exc:  # noqa: BLE001 - the manager reports it and starts no job here
         results.put(("broken", worker, traceback.format_exc(), f"{type(exc).__name__}: {exc}"))
         return
@@ -167,7 +225,7 @@ def worker_main(worker: int, slot: int, config: WorkerConfig, tasks, results, pa
     heartbeat.send("ready", worker, os.getpid())
     own_prompts: set[str] = set()
     while True:
-        job = tasks.get()
+        job = next_job(tasks, lambda: run_pending_audits(pipe, limit=1))  # audits when idle
         if job is None:
             break
         results.put(("started", worker, job["id"]))
