@@ -32,7 +32,9 @@ class QualityConfig:
             rules file that planned the hit, else 0.02 (2 points of the toy world's 0-1 adherence;
             for other scorers, a CLIP cosine or 1 - SSIM).
         audit_queue: sampled hits waiting to be audited at most; beyond it the oldest is dropped
-            (counted).
+            (counted). Each waiting audit holds its call's arguments and its served video (81
+            frames of 720p as float32 frames: 0.9 GB), and one that waits long measures a pipeline
+            too busy to audit anyway: keep it small.
         audit_scorer: the scorer ``flexcache serve`` audits with: ``toyworld``, ``clip`` or
             ``reference``. None: the one the rules files were calibrated with (when they agree), else
             ``toyworld`` for the toy world (other models are then not audited). From Python, pass
@@ -48,7 +50,7 @@ class QualityConfig:
     audit_min_audits: int = 20
     audit_window: int = 200
     audit_tolerance: float | None = None
-    audit_queue: int = 32
+    audit_queue: int = 8
     audit_scorer: str | None = None
     audit_scorer_model: str | None = None
 

@@ -134,3 +134,17 @@ def test_a_rules_file_measured_with_another_scorer_is_not_audited_in_its_units()
     assert mismatched._tolerance(plan) is None and auditor.stats()["skipped"] == {"scorer_mismatch": 1}
     assert queue({}, "clip")[0]._tolerance(plan) == 0.01  # the file's own scorer: its tolerance
     assert queue({"audit_tolerance": 0.05})[0]._tolerance(plan) == 0.05  # the operator states the units
+
+
+def test_a_full_queue_drops_its_oldest_audit(make_cache, toy):
+    seen = []
+
+    def scorer(video, prompt):
+        seen.append(video.clone())
+        return 1.0
+
+    cache, pipe, outputs = serve(make_cache, toy, scorer, {**AUDITS, "audit_queue": 1}, seeds=(5, 6, 7),
+                                 any_seed=True)
+    assert run_pending_audits(pipe) == 1
+    assert cache.stats()["audits"]["dropped"] == 1
+    assert torch.allclose(seen[1], outputs[2])  # the newest hit was audited
