@@ -50,17 +50,30 @@ def run(depth: float, *, audits: int, stop_at: float, seed: int, encode: PromptE
                      audit_video=lambda out: from_toyworld(out.frames.clamp(-1, 1)))
     planner = cache.planners.configured
     rng, specs = random.Random(seed), all_specs()
-    started, calls, audited, cases_hit = time.perf_counter(), 0, 0, {case: 0 for case in CASES}
+    started, calls, cases_hit = time.perf_counter(), 0, {case: 0 for case in ("anchor", *CASES)}
     step_downs: list[dict] = []
 
-    def serve(prompt: str) -> None:
+    def rule_audits() -> int:  # audits of the rule so far, whichever call's hit they came from (anchors too)
+        return cache.auditor.estimates().get(f"configured|{RULE}", {}).get("audits", 0)
+
+    def serve(prompt: str, case: str | None = None) -> None:
         nonlocal calls
         with torch.inference_mode():
             pipe(prompt=prompt, generator=torch.Generator().manual_seed(rng.randrange(2**31)),
                  flexcache_any_seed=True, **pipeline_kwargs(encode([prompt])))
         calls += 1
+        report = last_call_report(pipe)
+        before = cache.auditor.generation("configured", RULE)
+        run_pending_audits(pipe)
+        if report.hit and report.rule == RULE:
+            cases_hit[case or "anchor"] += 1
+        if cache.auditor.generation("configured", RULE) > before:
+            event = cache.auditor.stats()["step_down_events"][-1]
+            step_downs.append({"after_audited_hits": rule_audits(), "window_audits": event["audits"],
+                               "mean_drop": round(event["mean_drop"], 4),
+                               "drop_lower_bound": round(event["drop_lower"], 4), "fraction_now": event["fraction"]})
 
-    while audited < audits and planner.rule_fractions()[RULE] > stop_at + 1e-9:
+    while rule_audits() < audits and planner.rule_fractions()[RULE] > stop_at + 1e-9:
         anchor = request_for(rng.choice(specs), rng)
         related = [(case, related_request(anchor, case, rng)) for case in CASES]
         cosines = cache.embedder.embed([anchor.prompt] + [r.prompt for _, r in related])
@@ -70,22 +83,10 @@ def run(depth: float, *, audits: int, stop_at: float, seed: int, encode: PromptE
             continue
         serve(anchor.prompt)
         for case, request in in_band:
-            serve(request.prompt)
-            report = last_call_report(pipe)
-            before = cache.auditor.generation("configured", RULE)
-            run_pending_audits(pipe)
-            if not (report.hit and report.rule == RULE):
-                continue
-            audited += 1
-            cases_hit[case] += 1
-            if cache.auditor.generation("configured", RULE) > before:
-                event = cache.auditor.stats()["step_down_events"][-1]
-                step_downs.append({"after_audited_hits": audited, "window_audits": event["audits"],
-                                   "mean_drop": round(event["mean_drop"], 4),
-                                   "drop_lower_bound": round(event["drop_lower"], 4),
-                                   "fraction_now": event["fraction"]})
-            if audited >= audits:
+            if rule_audits() >= audits:
                 break
+            serve(request.prompt, case)
+    audited = rule_audits()
     stats = cache.stats()["audits"]
     estimate = stats["rules"].get(f"configured|{RULE}", {})
     result = {"depth": depth, "rule": RULE, "calls": calls, "audited_hits_of_rule": audited, "cases_hit": cases_hit,
