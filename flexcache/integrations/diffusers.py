@@ -110,7 +110,7 @@ from flexcache.integrations.solver_state import (  # noqa: F401  (public here: t
     resumed_multistep_scheduler,
     state_fields,
 )
-from flexcache.integrations.audits import audit_queue
+from flexcache.integrations.audits import audit_queue, default_video  # noqa: F401  (default_video: public here)
 from flexcache.kernels.noise import seeded_noise
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import torch
 from flexcache import CacheConfig, FlexCache
 from flexcache.engine import SimilarityPlanner
 from flexcache.errors import CalibrationError, ConfigError
-from flexcache.integrations.diffusers import enable_flexcache, last_call_report
+from flexcache.integrations.diffusers import default_video, enable_flexcache, last_call_report
 
 TOYWORLD = "toyworld"
 # How a target reuses its source: the whole latent, or a region rule keeping one part.
@@ -141,16 +141,6 @@ class CalibrationPipeline:
 
     def close(self) -> None:
         self.cache.close()
-
-
-def default_video(out) -> torch.Tensor:
-    """A diffusers output's ``frames`` as (B, F, 3, H, W) in [0, 1] (``output_type="pt"`` or numpy)."""
-    frames = out.frames if hasattr(out, "frames") else out
-    if not isinstance(frames, torch.Tensor):
-        import numpy as np
-
-        frames = torch.from_numpy(np.asarray(frames)).permute(0, 1, 4, 2, 3)  # (B, F, H, W, C) -> (B, F, C, H, W)
-    return frames
 
 
 def toyworld_pipeline_for(settings: GenerationSettings, *, embedder_model: str = "multilingual",
