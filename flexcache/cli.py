@@ -522,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="live: release requests at trace time x this (default 0: all at once, saturation)")
     serve.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     serve.set_defaults(run=_bench_serve)
+    from flexcache.benchmarks.index_bench import add_index_bench_command
+    add_index_bench_command(bench)
 
     serve = commands.add_parser("serve", help="the reference HTTP server: N worker processes, each with its own "
                                 "pipeline and local tier, over one shared Redis (needs the serve extra)")

@@ -10,6 +10,7 @@ BUDGET_MODES: tuple[str, ...] = ("auto", "sigma", "relative_l2")
 LOSSLESS_ALGORITHMS: tuple[str, ...] = ("none", "zstd", "deflate", "lz4", "ans", "bitcomp")  # codec.lossless
 KERNEL_BACKENDS: tuple[str, ...] = ("auto", "triton", "torch")  # kernels.ops.Backend
 INDEX_BACKENDS: tuple[str, ...] = ("auto", "faiss", "torch")  # engine.index.build_index
+APPROXIMATE_INDEXES: tuple[str, ...] = ("hnsw", "ivf")  # engine.approximate_index
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 TIER_KINDS: tuple[str, ...] = ("hbm", "host", "memory", "disk", "redis")  # core.tiers + store.factory
 LOOKUPS: tuple[str, ...] = ("full", "decoupled")
@@ -24,6 +25,7 @@ CACHE_ERROR_STAGES: tuple[str, ...] = ("signature", "plan", "fetch", "resume", "
 ALL_NAMES: dict[str, tuple[str, ...]] = {
     "policy": POLICIES, "codec.name": CODECS, "codec.budget_mode": BUDGET_MODES,
     "codec.lossless": LOSSLESS_ALGORITHMS, "codec.backend": KERNEL_BACKENDS, "index.backend": INDEX_BACKENDS,
+    "index.approximate": APPROXIMATE_INDEXES,
     "device": DEVICES, "store.tiers[].kind": TIER_KINDS, "planner.lookup": LOOKUPS,
     "planner.region_method": REGION_METHODS, "planner.region_table[][0]": REGION_PARTS,
 }

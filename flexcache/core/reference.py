@@ -30,6 +30,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "policy": names.POLICIES,
     "embedder.device": names.DEVICES,
     "index.backend": names.INDEX_BACKENDS,
+    "index.approximate": names.APPROXIMATE_INDEXES,
     "index.device": names.DEVICES,
     "planner.lookup": names.LOOKUPS,
     "planner.region_method": names.REGION_METHODS,

@@ -9,8 +9,10 @@ from flexcache.engine.embedder import (
     validate_prompts,
 )
 from flexcache.engine.guard import SharingGuard
+from flexcache.engine.approximate_index import FaissApproximateIndex, build_approximate_index
 from flexcache.engine.index import (
     MISSING_ID,
+    FaissFlatIndex,
     PartitionedIndex,
     TorchFlatIndex,
     build_index,
@@ -39,5 +41,6 @@ __all__ = [
     "CacheEntry", "DEFAULT_TENANT", "HitStart", "decode_mask", "encode_mask", "object_cells", "region_start", "FlexCache", "GenerationSignature", "MISSING_ID", "PartitionedIndex", "Plan",
     "PromptParts", "PromptRecord", "SentenceTransformerEmbedder", "SolverState", "encode_bundle", "encode_state", "split_bundle", "SimilarityPlanner", "TextEmbedder",
     "CacheCollector", "start_metrics_server", "SharingGuard", "disk_entries", "format_inspection", "inspect_entries", "redis_entries",
+    "FaissApproximateIndex", "FaissFlatIndex", "build_approximate_index",
     "TorchFlatIndex", "build_embedder", "build_index", "checkpoint_steps", "normalise", "parts_from", "split_prompt", "validate_prompts", "words",
 ]

@@ -9,12 +9,16 @@ Two interchangeable backends return the same neighbours on the same data:
   the GPU index where faiss-gpu is missing (it is, for CUDA 13). Removal is a
   tombstone; the matrix is compacted once tombstones pass a threshold.
 
+Both are exact. A CPU partition past ``index.approximate_above`` live rows
+becomes an approximate FAISS index (`engine.approximate_index`: HNSW or IVF),
+whose searches may miss true neighbours; `PartitionedIndex` makes the switch.
+
 Vectors must be unit-norm float32 so inner product is cosine similarity.
 """
 
 from __future__ import annotations
 
-import abc
+import warnings
 from collections.abc import Hashable
 
 import numpy as np
@@ -22,82 +26,16 @@ import torch
 
 from flexcache.core.config import IndexConfig
 from flexcache.core.errors import BackendUnavailableError, ConfigError
+from flexcache.engine.approximate_index import build_approximate_index
 from flexcache.engine.embedder import resolve_device
-
-MISSING_ID = -1
-# Cosines this close are ties. Identical rows are not bit-equal ties everywhere: under MKL,
-# ten copies of one unit row times the same query gave 1.0 for eight rows and 0.99999994
-# (1 ulp below) for the last two. The tolerance is far above float32 rounding of a cosine
-# (~1e-7) and far below any similarity difference the planner acts on (0.01 and more).
-TIE_TOLERANCE = 1e-6
-
-
-class VectorIndex(abc.ABC):
-    """A flat inner-product index over int64 ids."""
-
-    dim: int
-
-    @abc.abstractmethod
-    def add(self, ids: torch.Tensor, vectors: torch.Tensor) -> None:
-        """Add rows; ids are int64 and must not be present already."""
-
-    @abc.abstractmethod
-    def remove(self, ids: torch.Tensor) -> int:
-        """Remove ids (unknown ids are ignored); returns how many were removed."""
-
-    @abc.abstractmethod
-    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k by inner product: ``(similarities, ids)`` of shape ``(n, k)``.
-
-        Slots beyond the live row count hold similarity ``-inf`` and id ``-1``.
-        Similarities within `TIE_TOLERANCE` of each other are ties, broken by
-        the lower id, so backends (and BLAS kernels) agree.
-        """
-
-    @abc.abstractmethod
-    def __len__(self) -> int:
-        """Live (not removed) rows."""
-
-
-def _pad(sims: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    missing = k - sims.shape[1]
-    if missing > 0:
-        n = sims.shape[0]
-        sims = torch.cat([sims, sims.new_full((n, missing), float("-inf"))], dim=1)
-        ids = torch.cat([ids, ids.new_full((n, missing), MISSING_ID)], dim=1)
-    return sims, ids
-
-
-def _tied_count(sims: torch.Tensor, kth: torch.Tensor) -> int:
-    """Per query, how many rows score within `TIE_TOLERANCE` of the k-th best or above; the largest."""
-    kth = torch.where(torch.isinf(kth), torch.full_like(kth, float("inf")), kth)
-    return int((sims >= (kth - TIE_TOLERANCE).unsqueeze(1)).sum(dim=1).max())
-
-
-def _sort_ties_by_id(sims: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Order each row by similarity, descending, with ties (within `TIE_TOLERANCE`) by id, ascending.
-
-    A tie group is led by its highest similarity and holds every following
-    value within the tolerance of that leader, so groups never chain.
-    """
-    order = torch.argsort(sims, dim=1, descending=True, stable=True)
-    sims, ids = sims.gather(1, order), ids.gather(1, order)
-    sims_rows, ids_rows = sims.tolist(), ids.tolist()
-    out_sims, out_ids = [], []
-    for row_sims, row_ids in zip(sims_rows, ids_rows):  # rows and k are small: one query, a few candidates
-        pairs: list[tuple[float, int]] = []
-        start = 0
-        while start < len(row_sims):
-            end = start + 1
-            while end < len(row_sims) and row_sims[end] >= row_sims[start] - TIE_TOLERANCE:
-                end += 1
-            group = sorted(zip(row_sims[start:end], row_ids[start:end]), key=lambda pair: pair[1])
-            pairs.extend(group)
-            start = end
-        out_sims.append([value for value, _ in pairs])
-        out_ids.append([item for _, item in pairs])
-    return (torch.tensor(out_sims, dtype=sims.dtype, device=sims.device).reshape(sims.shape),
-            torch.tensor(out_ids, dtype=ids.dtype, device=ids.device).reshape(ids.shape))
+from flexcache.engine.vector_index import (  # noqa: F401  (TIE_TOLERANCE, VectorIndex: public here too)
+    MISSING_ID,
+    TIE_TOLERANCE,
+    VectorIndex,
+    pad_results,
+    sort_ties_by_id,
+    tied_count,
+)
 
 
 class TorchFlatIndex(VectorIndex):
@@ -140,23 +78,32 @@ class TorchFlatIndex(VectorIndex):
         self._live = torch.ones(self._ids.shape[0], dtype=torch.bool, device=self.device)
         self._row_of = {int(i): row for row, i in enumerate(self._ids.tolist())}
 
+    def live_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, vectors = self._ids[self._live].cpu(), self._vectors[self._live].cpu()
+        order = torch.argsort(ids)
+        return ids[order], vectors[order]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(tensor.element_size() * tensor.nelement() for tensor in (self._vectors, self._ids, self._live))
+
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         queries = queries.to(self.device, torch.float32)
         n_rows = self._ids.shape[0]
         if len(self) == 0:
             empty = torch.empty((queries.shape[0], 0), device=self.device)
-            return _pad(empty, empty.to(torch.int64), k)
+            return pad_results(empty, empty.to(torch.int64), k)
         sims = queries @ self._vectors.T
         sims = sims.masked_fill(~self._live, float("-inf"))
         top = min(k, n_rows)
         best, rows = torch.topk(sims, top, dim=1)
-        widened = _tied_count(sims, best[:, -1])
+        widened = tied_count(sims, best[:, -1])
         if widened > top:  # rows tied with the k-th lie beyond the cut; let the id tie-break see them
             best, rows = torch.topk(sims, widened, dim=1)
         ids = self._ids[rows]
         ids = ids.masked_fill(torch.isinf(best), MISSING_ID)
-        best, ids = _sort_ties_by_id(best, ids)
-        return _pad(best[:, :k], ids[:, :k], k)
+        best, ids = sort_ties_by_id(best, ids)
+        return pad_results(best[:, :k], ids[:, :k], k)
 
     def __len__(self) -> int:
         return len(self._row_of)
@@ -238,14 +185,29 @@ class FaissFlatIndex(VectorIndex):
         if live:
             self._index.add_with_ids(np.stack([self._host_vectors[i] for i in live]), np.asarray(live, dtype=np.int64))
 
+    def live_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        live = np.asarray(sorted(self._live), dtype=np.int64)
+        if not len(live):
+            vectors = np.empty((0, self.dim), dtype=np.float32)
+        elif self._tombstoning:  # GPU id maps cannot reconstruct; the host copy can
+            vectors = np.stack([self._host_vectors[i] for i in live])
+        else:
+            vectors = self._index.reconstruct_batch(live)
+        return torch.from_numpy(live), torch.from_numpy(vectors)
+
+    @property
+    def nbytes(self) -> int:
+        return self._index.ntotal * (self.dim * 4 + 8)  # float32 rows and their int64 ids
+
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         array = np.ascontiguousarray(queries.detach().to("cpu", torch.float32).numpy())
         total = self._index.ntotal
-        # On GPU removed rows stay as tombstones: over-fetch and filter them out.
-        fetch = min(total, k + (total - len(self._live)))
+        # On GPU removed rows stay as tombstones: over-fetch and filter them out. One row past the
+        # k-th shows whether a tie continues beyond the cut (fetching exactly k always looked tied).
+        fetch = min(total, k + 1 + (total - len(self._live)))
         if fetch == 0:
             empty = torch.empty((array.shape[0], 0))
-            return _pad(empty, empty.to(torch.int64), k)
+            return pad_results(empty, empty.to(torch.int64), k)
         while True:
             sims_np, ids_np = self._index.search(array, fetch)
             sims, ids = torch.from_numpy(sims_np), torch.from_numpy(ids_np)
@@ -258,12 +220,12 @@ class FaissFlatIndex(VectorIndex):
             live_sorted = sims.sort(dim=1, descending=True).values
             kth = live_sorted[:, min(k, fetch) - 1]
             # Rows tied with the k-th may lie beyond what was fetched: fetch more.
-            if fetch >= total or _tied_count(torch.from_numpy(sims_np)[:, -1:], kth) == 0:
+            if fetch >= total or tied_count(torch.from_numpy(sims_np)[:, -1:], kth) == 0:
                 break
             fetch = min(total, 2 * fetch)
         ids = ids.masked_fill(torch.isinf(sims), MISSING_ID)
-        sims, ids = _sort_ties_by_id(sims, ids)
-        sims, ids = _pad(sims[:, :k], ids[:, :k], k)
+        sims, ids = sort_ties_by_id(sims, ids)
+        sims, ids = pad_results(sims[:, :k], ids[:, :k], k)
         return sims.to(self.device), ids.to(self.device)
 
     def __len__(self) -> int:
@@ -295,19 +257,43 @@ class PartitionedIndex:
     """One `VectorIndex` per partition key (tenant namespace, signature key).
 
     A search only ever sees its own partition, which is how tenants stay
-    apart and how a different resolution or step count can never match.
+    apart and how a different resolution or step count can never match. A CPU
+    partition whose live rows pass ``config.approximate_above`` is rebuilt,
+    once, as the approximate index (`engine.approximate_index`), from its rows.
     """
 
     def __init__(self, dim: int, config: IndexConfig) -> None:
         self.dim = dim
         self.config = config
         self._partitions: dict[Hashable, VectorIndex] = {}
+        self._approximate_unavailable = False
 
     def add(self, partition: Hashable, ids: torch.Tensor, vectors: torch.Tensor) -> None:
         index = self._partitions.get(partition)
         if index is None:
             index = self._partitions[partition] = build_index(self.dim, self.config)
+        if self._goes_approximate(index, ids.numel()):
+            self._partitions[partition] = self._rebuilt_approximate(index, ids, vectors)
+            return
         index.add(ids, vectors)
+
+    def _goes_approximate(self, index: VectorIndex, adding: int) -> bool:
+        threshold = self.config.approximate_above
+        return (bool(threshold) and not index.approximate and not self._approximate_unavailable
+                and len(index) + adding > threshold and getattr(index, "device", torch.device("cpu")).type == "cpu")
+
+    def _rebuilt_approximate(self, flat: VectorIndex, ids: torch.Tensor, vectors: torch.Tensor) -> VectorIndex:
+        try:
+            approximate = build_approximate_index(self.dim, self.config)
+        except BackendUnavailableError as exc:  # no faiss: stay flat (exact, slower) rather than fail inserts
+            warnings.warn(f"{exc}; partitions stay flat", RuntimeWarning, stacklevel=3)
+            self._approximate_unavailable = True
+            flat.add(ids, vectors)
+            return flat
+        old_ids, old_vectors = flat.live_rows()
+        approximate.add(torch.cat([old_ids, ids.to("cpu", torch.int64).reshape(-1)]),
+                        torch.cat([old_vectors, vectors.to("cpu", torch.float32).reshape(-1, self.dim)]))
+        return approximate
 
     def remove(self, partition: Hashable, ids: torch.Tensor) -> int:
         index = self._partitions.get(partition)
@@ -322,11 +308,15 @@ class PartitionedIndex:
         index = self._partitions.get(partition)
         if index is None:
             empty = torch.empty((queries.shape[0], 0))
-            return _pad(empty, empty.to(torch.int64), k)
+            return pad_results(empty, empty.to(torch.int64), k)
         return index.search(queries, k)
 
     def __len__(self) -> int:
         return sum(len(index) for index in self._partitions.values())
+
+    def partition_index(self, partition: Hashable) -> VectorIndex | None:
+        """The index that holds `partition` (flat or approximate), or None if it holds nothing."""
+        return self._partitions.get(partition)
 
     @property
     def partitions(self) -> int:
