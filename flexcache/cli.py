@@ -284,18 +284,8 @@ def _bench_languages(args: argparse.Namespace) -> int:
     return 0
 
 
-# The synthetic workload's shape, one flag each (defaults and sources: `serve.workload`).
-WORKLOAD_FLAGS = {
-    "session_mean": "mean prompts per user session",
-    "session_median": "median prompts per session",
-    "edit_share": "share of in-session prompts that edit the previous one",
-    "repeat_share": "share of exact resubmissions",
-    "zipf_exponent": "topic popularity Zipf exponent",
-    "trough_to_peak": "diurnal arrival trough / peak",
-}
-
-
 def _bench_serve(args: argparse.Namespace) -> int:
+    from flexcache.benchmarks.serve.command import check_workload_flags
     from flexcache.benchmarks.serve.in_request import METHODS
     from flexcache.benchmarks.serve.simulate import SYSTEMS, parse_system
     from flexcache.benchmarks.serve.workload import read_trace
@@ -310,6 +300,7 @@ def _bench_serve(args: argparse.Namespace) -> int:
                              "simulated variants)")
     if (args.workers is not None and args.workers < 1) or args.budget_gb < 0:
         raise FlexCacheError("--workers must be >= 1 and --budget-gb >= 0")
+    check_workload_flags(args)
     trace = read_trace(args.trace) if args.trace else None
     if args.live:
         return _bench_serve_live(args, systems, trace)
@@ -323,7 +314,8 @@ def _bench_serve_simulated(args: argparse.Namespace, systems, trace) -> int:
     from flexcache.benchmarks.serve.run import DEFAULT_SWEEP_GB, format_serve_table
 
     sweep = DEFAULT_SWEEP_GB if args.sweep_gb is None else _parse_list(args.sweep_gb, "--sweep-gb", float)
-    result = simulated_result(args, systems, trace, sweep_gb=sweep, workload_flags=WORKLOAD_FLAGS)
+    result = simulated_result(args, systems, trace, sweep_gb=sweep)
+    print(f"Trace: {result['workload'].get('trace') or 'the ' + result['workload']['name'] + ' workload'}")
     print(format_serve_table(result))
     _write_json(args.json, result, "results")
     prefix = args.plots or (str(Path(args.json).with_suffix("")) if args.json else None)
@@ -360,7 +352,7 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from flexcache.benchmarks.serve.workload import DEFAULT_SOURCES, SyntheticWorkload
+    from flexcache.benchmarks.serve.command import add_serve_bench_arguments
     from flexcache.serving.warm import add_warm_command
     parser = argparse.ArgumentParser(prog="flexcache", description="Approximate latent cache for video diffusion.")
     parser.add_argument("--version", action="version", version=f"flexcache {__version__}")
@@ -482,45 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = bench.add_parser("serve", help="serving benchmark: throughput, latency, cost and hit rate per system "
                              "(simulated GPUs, or --live worker processes)")
-    serve.add_argument("--trace", help="JSONL request trace (default: a synthetic one; docs: bench/e2e/README.md)")
-    serve.add_argument("--profile",
-                       help="model profile (wan2.1-1.3b-480p, wan2.1-14b-720p, hunyuanvideo-720p, cogvideox-5b, "
-                            "ltx-video, or 'measure': time the toy-world pipeline here; default wan2.1-14b-720p)")
-    serve.add_argument("--systems", help="systems to compare (default: every system simulated; "
-                       "nocache,nirvana,flexcache live); simulated ones take +fbc, +magcache or +taylorseer "
-                       "(an in-request cache on every run: nocache+magcache,nirvana+magcache,flexcache+magcache). "
-                       "Any flexcache system brings flexcache and flexcache-undefended (their ratio is the "
-                       "defence cost); the ablations (flexcache-no-*) keep the default defences")
-    serve.add_argument("--budget-gb", type=float, default=16.0, help="storage budget per system, GB (default 16)")
-    serve.add_argument("--sweep-gb", help="also run at these budgets, for the plots (default 1,4,16,64; '' for none)")
-    serve.add_argument("--plots", metavar="PREFIX", help="write PREFIX-throughput.png and PREFIX-hit-rate.png "
-                       "(default: next to --json)")
-    serve.add_argument("--workers", type=int, help="simulated GPUs (default 8) or live worker processes (default 3)")
-    serve.add_argument("--requests", type=int, help="synthetic trace length (default 20000; live: 60)")
-    serve.add_argument("--users", type=int, help="synthetic users (default: requests / 10; --quick: 200)")
-    for name, help_text in WORKLOAD_FLAGS.items():
-        serve.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float,
-                           help=f"synthetic: {help_text} (default {getattr(SyntheticWorkload, name)}; "
-                                f"{DEFAULT_SOURCES[name]})")
-    serve.add_argument("--rph", type=float, help="synthetic offered load, requests/hour (default: 80%% of the "
-                       "workers' uncached capacity)")
-    serve.add_argument("--gpu-price", type=float, default=3.0, help="USD per GPU-hour (default 3, H100 on-demand 2026)")
-    serve.add_argument("--storage-price", type=float, default=0.11,
-                       help="USD per GB-month (default 0.11, S3 Express 2026)")
-    serve.add_argument("--seed", type=int, default=0)
-    serve.add_argument("--audit-rate", type=float, default=0.0,
-                       help="simulated: quality.audit_rate of the cached systems (each audit a full run; default 0)")
-    serve.add_argument("--json", metavar="PATH", help="write the full results as JSON here")
-    serve.add_argument("--quick", action="store_true",
-                       help="small preset: 120 requests, 2 workers, the Wan2.1-1.3B profile unless --profile "
-                            "(live: 24 requests)")
-    serve.add_argument("--live", action="store_true", help="run real toy-world worker processes sharing one Redis")
-    serve.add_argument("--redis-url", help="live: the shared Redis (default: start a local redis-server per system)")
-    serve.add_argument("--stop-redis-after", type=int, metavar="N",
-                       help="live: stop the local Redis after N requests (checks the fall-back to local tiers)")
-    serve.add_argument("--time-scale", type=float, default=0.0,
-                       help="live: release requests at trace time x this (default 0: all at once, saturation)")
-    serve.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_serve_bench_arguments(serve)
     serve.set_defaults(run=_bench_serve)
     from flexcache.benchmarks.index_bench import add_index_bench_command
     add_index_bench_command(bench)
