@@ -9,7 +9,11 @@ the run resumes from x_K four ways:
   solver state does);
 * ``restored``: the captured solver state restored (`planner.solver_state`);
 * ``restarted-coded`` / ``restored-coded``: the same with x_K and the state's
-  tensors through the compressing codec at its defaults, as an entry stores them.
+  tensors through the compressing codec at its defaults, each tensor coded alone
+  (entries before bundle version 2);
+* ``restored-predicted``: the state predictively coded as entries store it now
+  (`engine.state_coding`: each tensor predicted from the decoded x_K, the seed
+  noise and the tensors before it; only the residual coded, at the same budget).
 
 Each row gives the final latent's relative L2 distance to the uninterrupted
 run, the adherence the toy world's reader finds, and the bytes x_K and the
@@ -26,7 +30,7 @@ from typing import Any
 import torch
 
 from flexcache.codec import build_codec
-from flexcache.engine import SolverState, encode_bundle, encode_state
+from flexcache.engine import SolverState, decode_state, encode_bundle, encode_state, split_bundle
 from flexcache.integrations.diffusers import (
     capture_solver_state,
     resumed_multistep_scheduler,
@@ -44,7 +48,7 @@ from flexcache.toyworld.reader import adherence
 from flexcache.toyworld.world import held_out_specs, prompt_for
 
 SOLVERS = ("euler", "unipc", "dpm++")
-VARIANTS = ("restarted", "restored", "restarted-coded", "restored-coded")
+VARIANTS = ("restarted", "restored", "restarted-coded", "restored-coded", "restored-predicted")
 DEFAULT_SKIPS = (4, 8, 12)
 
 
@@ -77,17 +81,19 @@ def _run(pipe, embeds, latents, scheduler, steps, callback=None) -> torch.Tensor
         pipe.__dict__["scheduler"] = original
 
 
-def _coded(codec, state: SolverState, x_k: torch.Tensor, seed: int, sigma: float) -> tuple[Any, Any, int, int]:
-    """x_K and the state as an entry returns them, and the bytes of each."""
+def _coded(codec, state: SolverState, x_k: torch.Tensor, seed: int, sigma: float,
+           predicted: bool = False) -> tuple[Any, Any, int, int]:
+    """x_K and the state as an entry returns them, and the bytes of each (`predicted`: bundle version 2)."""
     latent_blob = codec.encode(x_k, seed=seed, sigma=sigma)
-    x_coded = codec.decode(latent_blob).unsqueeze(0)
+    x_coded = codec.decode(latent_blob)
     if state is None:
-        return x_coded, None, len(latent_blob), 0
-    parts = encode_state(codec, state, seed=seed, sigma=sigma, frame_axis=1)
-    bundle = encode_bundle(latent_blob, state.solver, state.scalars, parts)
-    decoded = SolverState(state.solver, state.scalars, {name: codec.decode(blob) for name, blob in parts.items()},
-                          state.noisy)
-    return x_coded, decoded, len(latent_blob), len(bundle) - len(latent_blob)
+        return x_coded.unsqueeze(0), None, len(latent_blob), 0
+    coded = encode_state(codec, state, seed=seed, sigma=sigma, frame_axis=1,
+                         latent_blob=latent_blob if predicted else None)
+    bundle = encode_bundle(latent_blob, state.solver, state.scalars, coded)
+    _, (_, _, read) = split_bundle(bundle)  # through the stored bytes, as a hit reads them
+    decoded = SolverState(state.solver, state.scalars, decode_state(codec, read, x_coded), state.noisy)
+    return x_coded.unsqueeze(0), decoded, len(latent_blob), len(bundle) - len(latent_blob)
 
 
 def run_solver_bench(*, prompts: int = 16, steps: int = DEFAULT_STEPS, skips: tuple[int, ...] = DEFAULT_SKIPS,
@@ -119,9 +125,13 @@ def run_solver_bench(*, prompts: int = 16, steps: int = DEFAULT_STEPS, skips: tu
             for k in skips:
                 x_k, state, sigma = captured[k]
                 x_coded, state_coded, latent_bytes, state_bytes = _coded(codec, state, x_k[0], seed + index, sigma)
+                _, state_predicted, _, predicted_bytes = _coded(codec, state, x_k[0], seed + index, sigma, True)
                 for variant in VARIANTS:
-                    coded = variant.endswith("coded")
-                    use_state = (state_coded if coded else state) if variant.startswith("restored") else None
+                    if variant == "restored-predicted" and state is None:
+                        continue
+                    coded = variant.endswith(("coded", "predicted"))
+                    use_state = ((state_predicted if variant.endswith("predicted") else state_coded if coded
+                                  else state) if variant.startswith("restored") else None)
                     base = build_scheduler(solver)
                     scheduler = (sliced_scheduler(base, k) if state is None
                                  else resumed_multistep_scheduler(base, k, use_state))
@@ -131,7 +141,8 @@ def run_solver_bench(*, prompts: int = 16, steps: int = DEFAULT_STEPS, skips: tu
                     row["error"].append(float((out - reference).norm() / reference.norm()))
                     row["adherence"].append(adherence(out[0].clamp(-1, 1), spec))
                     row["latent_bytes"].append(latent_bytes)
-                    row["state_bytes"].append(state_bytes if use_state is not None else 0)
+                    row["state_bytes"].append(0 if use_state is None else
+                                              predicted_bytes if variant.endswith("predicted") else state_bytes)
 
     def mean(values: list[float]) -> float:
         return sum(values) / len(values)

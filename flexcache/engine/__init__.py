@@ -28,7 +28,7 @@ from flexcache.engine.records import (
 )
 from flexcache.engine.region_hits import HitStart, region_start
 from flexcache.engine.regions import decode_mask, encode_mask, object_cells
-from flexcache.engine.solver_bundle import encode_bundle, encode_state, split_bundle
+from flexcache.engine.solver_bundle import CodedState, decode_state, encode_bundle, encode_state, split_bundle
 from flexcache.engine.splitter import (
     PromptParts,
     normalise,
@@ -39,7 +39,7 @@ from flexcache.engine.splitter import (
 
 __all__ = [
     "CacheEntry", "DEFAULT_TENANT", "HitStart", "decode_mask", "encode_mask", "object_cells", "region_start", "FlexCache", "GenerationSignature", "MISSING_ID", "PartitionedIndex", "Plan",
-    "PromptParts", "PromptRecord", "SentenceTransformerEmbedder", "SolverState", "encode_bundle", "encode_state", "split_bundle", "SimilarityPlanner", "TextEmbedder",
+    "PromptParts", "PromptRecord", "SentenceTransformerEmbedder", "SolverState", "CodedState", "decode_state", "encode_bundle", "encode_state", "split_bundle", "SimilarityPlanner", "TextEmbedder",
     "CacheCollector", "start_metrics_server", "SharingGuard", "disk_entries", "format_inspection", "inspect_entries", "redis_entries",
     "FaissApproximateIndex", "FaissFlatIndex", "build_approximate_index",
     "TorchFlatIndex", "build_embedder", "build_index", "checkpoint_steps", "normalise", "parts_from", "split_prompt", "validate_prompts", "words",

@@ -407,12 +407,12 @@ class FlexCache(Fetching, Reporting):
         mask_blobs = {step: checked_mask_blob(step, mask) for step, mask in (masks or {}).items() if step in checked}
         states = {step: checked_state(step, state, signature)
                   for step, state in (solver_states or {}).items() if step in checked}
-        blobs = {step: self.codec.encode(latent, seed=seed, sigma=sigmas.get(step),
-                                         frame_axis=signature.frame_axis)
+        blobs = {step: self.codec.encode(latent, seed=seed, sigma=sigmas.get(step), frame_axis=signature.frame_axis)
                  for step, latent in sorted(checked.items())}
         self._note_coded(checked, blobs)
         for step, state in states.items():
-            parts = encode_state(self.codec, state, seed=seed, sigma=sigmas.get(step), frame_axis=signature.frame_axis)
+            parts = encode_state(self.codec, state, seed=seed, sigma=sigmas.get(step),
+                                 frame_axis=signature.frame_axis, latent_blob=blobs[step])
             blobs[step] = encode_bundle(blobs[step], state.solver, state.scalars, parts)
         for step, blob in blobs.items():
             if not self.store.can_hold(len(blob)):

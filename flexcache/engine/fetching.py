@@ -22,7 +22,7 @@ from flexcache.engine.planner import Plan
 from flexcache.engine.records import CacheEntry, SolverState
 from flexcache.engine.region_hits import HitStart, region_start
 from flexcache.engine.regions import decode_mask
-from flexcache.engine.solver_bundle import split_bundle
+from flexcache.engine.solver_bundle import decode_state, split_bundle
 from flexcache.kernels.noise import seeded_noise
 
 logger = logging.getLogger("flexcache.engine.cache")
@@ -168,8 +168,8 @@ class Fetching:
                 raise CorruptBlobError(f"blob decodes to shape {tuple(latent.shape)}, entry expects {shape}")
             state = None
             if coded_state is not None:
-                solver, scalars, parts = coded_state
-                tensors = {name: self.codec.decode(part, device=device) for name, part in parts.items()}
+                solver, scalars, coded = coded_state
+                tensors = decode_state(self.codec, coded, latent, device=device)
                 if any(tuple(t.shape) != shape for t in tensors.values()):
                     raise CorruptBlobError(f"a solver-state part does not decode to the latent's shape {shape}")
                 state = SolverState(solver, scalars, tensors)

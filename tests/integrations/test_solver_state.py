@@ -177,7 +177,7 @@ def test_a_damaged_bundle_is_a_corrupt_blob():
     bundle = encode_bundle(latent, "UniPCMultistepScheduler", {"last_sample": {"tensor": "last_sample"}},
                            {"last_sample": b"x" * 40})
     blob, state = split_bundle(bundle)
-    assert bytes(blob) == latent and state[2] == {"last_sample": b"x" * 40}
+    assert bytes(blob) == latent and state[2].parts == {"last_sample": b"x" * 40} and not state[2].predictions
     assert split_bundle(latent)[1] is None  # entries without state are the latent blob alone
     for damaged in (bundle[:20], bundle[:len(bundle) - len(latent)], bundle[:11] + b"\xff" + bundle[12:]):
         with pytest.raises(CorruptBlobError):
@@ -195,7 +195,7 @@ def test_a_device_latent_stays_a_device_blob_inside_the_bundle():
     bundle = encode_bundle(device_latent, "DPMSolverMultistepScheduler", {"lower_order_nums": 2},
                            {"model_outputs.0": b"y" * 24})
     assert isinstance(bundle, DeviceBlob)
-    blob, (solver, scalars, parts) = split_bundle(bundle)
+    blob, (solver, scalars, coded) = split_bundle(bundle)
     assert isinstance(blob, DeviceBlob) and blob.to_host() == latent  # a suffix of the device blob, no copy
     assert solver == "DPMSolverMultistepScheduler" and scalars == {"lower_order_nums": 2}
-    assert parts == {"model_outputs.0": b"y" * 24}
+    assert coded.parts == {"model_outputs.0": b"y" * 24}
