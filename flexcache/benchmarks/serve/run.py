@@ -13,10 +13,12 @@ from typing import Any
 
 import torch
 
+from flexcache.benchmarks.serve.parallel import beside, default_processes, run_jobs
 from flexcache.benchmarks.serve.profiles import ModelProfile
 from flexcache.benchmarks.serve.simulate import (
     SYSTEMS,
     CachePathCosts,
+    SystemSpec,
     MemoizedEmbedder,
     defence_costs,
     flexcache_ratios,
@@ -27,6 +29,7 @@ from flexcache.benchmarks.serve.simulate import (
 )
 from flexcache.benchmarks.serve.sized import measure_entry_sizes
 from flexcache.benchmarks.serve.workload import TraceRequest, near_duplicate_share
+from flexcache.engine import build_embedder
 
 # On-demand prices as published (shared/SERVING-FACTS.md, 2026-11).
 DEFAULT_GPU_PRICE = 3.0  # USD per H100-hour (Lambda ~3, GCP A3 ~3, AWS ~3.9, RunPod ~2)
@@ -48,35 +51,52 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
     from tqdm.auto import tqdm
 
     from flexcache.core import EmbedderConfig, PlannerConfig
-    from flexcache.engine import build_embedder
 
     started = time.perf_counter()
     systems = with_undefended(systems)
-    embedder = MemoizedEmbedder(build_embedder(EmbedderConfig(device="cpu")))
-    embedder.prefill(r.prompt for r in trace)
+    processes = default_processes()
     defaults = PlannerConfig()
-    sizes = measure_entry_sizes(profile, defaults.checkpoint_fractions, solver_state=defaults.solver_state)
+    # The entry sizes are measured in a process of their own while the prompts are split here (one thread
+    # each); the prompts and their parts are embedded once both are done, on every thread.
+    sizes_future = beside(measure_entry_sizes, profile, defaults.checkpoint_fractions,
+                          solver_state=defaults.solver_state)
+    embedder = MemoizedEmbedder(build_embedder(EmbedderConfig(device="cpu")))
+    prompts = [r.prompt for r in trace]
+    embedder.split(prompts)
+    sizes = sizes_future.result()
+    embedder.prefill(prompts, words=True)
     span_h = max(trace[-1].t - trace[0].t, 1.0) / 3600
     offered = len(trace) / span_h
     budgets = sorted(set(sweep_bytes) | {budget_bytes})
     # nocache does not depend on the budget: one run serves every point.
     specs = {name: parse_system(name) for name in systems}
     runs = [(name, budget) for name in systems for budget in (budgets if specs[name][0].cached else budgets[:1])]
-    rows: dict[tuple[str, int], dict[str, Any]] = {}
-    with tqdm(total=len(trace) * len(runs), desc="requests", unit="req", disable=not progress) as bar:
-        for name, budget in runs:
-            bar.set_postfix_str(f"{name} @ {budget / 1e9:g} GB")
-            spec, method = specs[name]
-            result = simulate(trace, profile, spec, budget_bytes=budget, workers=workers, embedder=embedder,
-                              entry_sizes=sizes, costs=costs, on_request=lambda: bar.update(1), in_request=method,
-                              name=name, audit_rate=audit_rate)
-            rows[name, budget] = summarize(result, workers=workers, gpu_price_per_hour=gpu_price,
-                                           storage_price_per_gb_month=storage_price, offered_rph=offered)
-        working_set = None
-        if "nirvana" in systems:  # what NIRVANA would hold with no budget limit: the trace's working set
-            bar.set_postfix_str("nirvana, unbounded (working set)")
-            working_set = simulate(trace, profile, SYSTEMS["nirvana"], budget_bytes=UNBOUNDED_BYTES, workers=workers,
-                                   embedder=embedder, entry_sizes=sizes, costs=costs).bytes_peak
+
+    def system_job(name: str, budget: int):
+        spec, method = specs[name]
+        return lambda tick: summarize(
+            simulate(trace, profile, spec, budget_bytes=budget, workers=workers, embedder=embedder, entry_sizes=sizes,
+                     costs=costs, on_request=tick, in_request=method, name=name, audit_rate=audit_rate),
+            workers=workers, gpu_price_per_hour=gpu_price, storage_price_per_gb_month=storage_price, offered_rph=offered)
+
+    # Each system at each budget, NIRVANA's working set (its peak with no budget limit) and the near-duplicate
+    # statistics: independent jobs, on every core (`serve.parallel`), the heaviest first.
+    jobs = [system_job(name, budget) for name, budget in runs]
+    weights = [_expected_cost(specs[name][0], len(trace)) for name, _ in runs]
+    if "nirvana" in systems:
+        jobs.append(lambda tick: simulate(trace, profile, SYSTEMS["nirvana"], budget_bytes=UNBOUNDED_BYTES,
+                                          workers=workers, embedder=embedder, entry_sizes=sizes, costs=costs,
+                                          on_request=tick).bytes_peak)
+        weights.append(2 * _expected_cost(SYSTEMS["nirvana"], len(trace)))  # its index grows to every prompt
+    jobs.append(lambda tick: near_duplicate_share(prompts, embedder))
+    unique = len(set(prompts))
+    weights.append(unique * unique * 5e-8)  # one float32 matmul of the unique prompts on one thread
+    with tqdm(total=len(trace) * (len(runs) + ("nirvana" in systems)), desc="requests", unit="req",
+              disable=not progress) as bar:
+        outcomes = run_jobs(jobs, processes=processes, weights=weights, on_progress=bar.update)
+    rows: dict[tuple[str, int], dict[str, Any]] = dict(zip(runs, outcomes))
+    working_set = outcomes[len(runs)] if "nirvana" in systems else None
+    near_duplicates = outcomes[-1]
     for name in systems:
         if not specs[name][0].cached:
             for budget in budgets:
@@ -85,13 +105,12 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
     sweep = {name: [{"budget_bytes": b} | rows[name, b] for b in sorted(set(sweep_bytes))] for name in systems}
     ratios = flexcache_ratios(out)
     defence = defence_costs({b: {name: rows[name, b] for name in systems} for b in budgets})
-    prompts = [r.prompt for r in trace]
     workload = {"requests": len(trace), "unique_prompts": len(set(prompts)),
                 "nirvana_working_set_bytes": working_set,
                 # At each budget, the share of that working set NIRVANA can hold.
                 "nirvana_held_share_by_budget": ({str(b): min(1.0, b / working_set) for b in budgets}
                                                  if working_set else None),
-                "near_duplicate_share": near_duplicate_share(prompts, embedder),
+                "near_duplicate_share": near_duplicates,
                 "near_duplicate_threshold": 0.9,
                 "public_reference": "VidProM ~38 %, DiffusionDB ~59 % of unique prompts have a near-duplicate"}
     return {
@@ -113,6 +132,13 @@ def run_serve_bench(trace: list[TraceRequest], profile: ModelProfile, *, systems
         "machine": {"platform": platform.platform(), "torch": torch.__version__,
                     "cuda": torch.cuda.is_available()},
     }
+
+
+def _expected_cost(spec: SystemSpec, requests: int) -> float:
+    """Seconds a simulated run of `spec` is expected to take on one thread (job order only, never reported)."""
+    if not spec.cached:
+        return 1e-5 * requests
+    return (3e-3 if spec.lookup == "decoupled" else 1e-3) * requests  # three look-ups a plan, and region hits
 
 
 def format_serve_table(result: dict[str, Any]) -> str:

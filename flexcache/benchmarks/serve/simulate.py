@@ -32,9 +32,12 @@ entry also pays its decode at the measured decode throughput.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
-from collections.abc import Callable, Iterable
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,36 +54,78 @@ class MemoizedEmbedder:
     """An embedder that computes each distinct text once (systems and budgets replay the same prompts).
 
     Vectors are kept per text as first computed, so every replay sees the
-    very same vectors whatever it batches together.
+    very same vectors whatever it batches together. `prefill` also keeps each
+    prompt's split (`parts_of`): the engine's splitter (rules and a MiniLM
+    setting classifier) would otherwise split a prompt again on every plan of
+    every decoupled system.
     """
 
     def __init__(self, embedder) -> None:
         self.embedder = embedder
         self._vectors: dict[str, torch.Tensor] = {}
+        self._parts: dict[str, Any] = {}
 
     @property
     def dim(self) -> int:
         return self.embedder.dim
 
-    def prefill(self, prompts, batch_size: int = 256) -> None:
-        """Embed, in batches, every text the engine's `plan` will embed for `prompts` (each, and its parts).
+    def split(self, prompts) -> None:
+        """Split each new prompt as `plan` would (`parts_of` hands the split to `plan`).
 
-        One text a call would embed a 20,000-request trace one MiniLM call
-        per request; in batches it takes a fraction of that.
+        On one torch thread: the setting classifier runs a few phrases at a
+        time, where a second thread only waits (the vectors are bit-equal).
         """
         from flexcache.engine import parts_from, validate_prompts
 
+        with single_threaded():
+            for prompt in dict.fromkeys(prompts):
+                (prompt,) = validate_prompts([prompt])
+                if prompt not in self._parts:
+                    self._parts[prompt] = parts_from(prompt)  # None: the splitter cannot split it
+
+    def prefill(self, prompts, batch_size: int = 256, *, words: bool = False) -> None:
+        """Embed, in batches, every text the engine's `plan` will embed for `prompts` (each, and its parts).
+
+        One text a call would embed a 20,000-request trace one MiniLM call
+        per request; in batches it takes a fraction of that. With `words`, the
+        content words of every prompt too, after them: what the containment
+        gate (`sharing.containment_gate`) embeds when it reads a source
+        against a request, a few words a call, on every hit from another
+        user's entry.
+        """
+        from flexcache.engine import validate_prompts
+
+        prompts = [validate_prompts([prompt])[0] for prompt in dict.fromkeys(prompts)]
+        self.split(prompts)
         texts: dict[str, None] = {}
-        for prompt in dict.fromkeys(prompts):
-            (prompt,) = validate_prompts([prompt])
-            split = parts_from(prompt)  # None: a prompt the splitter cannot split is looked up whole
+        for prompt in prompts:
+            split = self._parts[prompt]
             parts = [] if split is None else [split.object] + ([split.background] if split.background else [])
             texts.update(dict.fromkeys([prompt, *parts]))
+        self._embed_missing(texts, batch_size)
+        if words:
+            self._embed_missing(dict.fromkeys(w for prompt in prompts for w in gate_words(prompt)), batch_size)
+
+    def _embed_missing(self, texts, batch_size: int) -> None:
         missing = [t for t in texts if t not in self._vectors]
         for start in range(0, len(missing), batch_size):
             chunk = missing[start:start + batch_size]
             for text, vector in zip(chunk, self.embedder.embed(chunk)):
                 self._vectors[text] = vector
+
+    def parts_of(self, prompt: str):
+        """`prompt`'s split from `prefill`, as `plan(parts=)` takes it; None: let `plan` split it.
+
+        None for a prompt `prefill` did not see, one the splitter cannot split
+        (`plan` finds that out cheaply) and a split that `plan` would not take
+        unchanged (explicit parts are normalised once more).
+        """
+        from flexcache.engine import normalise
+
+        split = self._parts.get(prompt)
+        if split is None or normalise(split.object) != split.object or normalise(split.background) != split.background:
+            return None
+        return split
 
     def embed(self, texts) -> torch.Tensor:
         texts = list(texts)
@@ -89,6 +134,36 @@ class MemoizedEmbedder:
             for text, vector in zip(missing, self.embedder.embed(missing)):
                 self._vectors[text] = vector
         return torch.stack([self._vectors[t] for t in texts])
+
+
+_WORD = re.compile(r"\w+")
+
+
+def gate_words(text: str) -> list[str]:
+    """Every word the containment gate (`engine.containment.content_words`) may take from `text`, and a few more.
+
+    Its tokens (NFKC, lower case, runs of letters and digits) and, in a token
+    with CJK ideographs, each ideograph and each run between them; function
+    words are kept (embedding a word the gate drops only costs time).
+
+    Example:
+        >>> gate_words("A red fox, 一只猫")
+        ['a', 'red', 'fox', '一只猫', '一', '只', '猫']
+    """
+    words: list[str] = []
+    for token in _WORD.findall(unicodedata.normalize("NFKC", text).lower()):
+        words.append(token)
+        if not token.isascii():
+            run = ""
+            for ch in token:
+                if unicodedata.name(ch, "").startswith("CJK "):
+                    words += [run, ch] if run else [ch]
+                    run = ""
+                else:
+                    run += ch
+            if run and run != token:
+                words.append(run)
+    return list(dict.fromkeys(words))
 
 
 @dataclass(frozen=True)
@@ -258,64 +333,96 @@ def simulate(trace: list[TraceRequest], profile: ModelProfile, system: SystemSpe
     heapq.heapify(free_at)
     completions: list[tuple[float, int, Any]] = []  # (time, order, plan) of misses to insert
     order = 0
-    for request in trace:
-        start = max(request.t, heapq.heappop(free_at))
-        while completions and completions[0][0] <= start:  # finished misses fill the cache first
-            _, _, plan = heapq.heappop(completions)
-            cache.insert(plan, {s: zeros for s in plan.run_checkpoints}, {s: float(s) for s in plan.run_checkpoints},
-                         {s: mask for s in plan.run_checkpoints}, text_conditioned=True)
-            result.bytes_peak = max(result.bytes_peak, cache.store.bytes_used)
-        skip = 0
-        overhead = 0.0
-        audit = 0.0
-        padded = False
-        run = None  # the plan of the run that fills the cache when it completes, if any
-        if cached:
-            overhead = costs.plan_s
-            # A trace's seed is its user's choice: honoured. The simulated pipelines run region hits, as a Wan
-            # pipeline behind enable_flexcache does (`planner.regions` turns them off per system).
-            plan = cache.plan(request.prompt, signature, tenant=request.tenant, user=_user_id(request.user),
-                              seed=request.seed, regions=True)
-            run = plan.as_miss() if plan.hit else plan
-            if plan.hit and cache.fetch(plan) is not None:
-                run = plan if system.cache_resumed and plan.run_checkpoints else None
-                skip = plan.skip_steps
-                overhead += sizes[skip] / (costs.tier_get_gb_per_s * 1e9)
-                if system.compressed:
-                    overhead += raw / (costs.decode_gb_per_s * 1e9)
-                result.hits += 1
-                result.decoupled_hits += plan.via_parts
-                result.region_hits += plan.region is not None
-                result.cross_user_hits += plan.cross_user
-                result.own_hits += not plan.cross_user
-                padded = plan.cross_user and result.latency_padding
-                if cache.auditor.sample(plan):
-                    audit = steps * profile.seconds_per_step * keep_full + profile.text_encoder_s + profile.vae_decode_s
-        step_seconds = profile.seconds_per_step * (keep_resumed if skip else keep_full)
-        service = (steps - skip) * step_seconds + profile.text_encoder_s + profile.vae_decode_s + overhead
-        end = start + service
-        heapq.heappush(free_at, end + audit)  # the worker is free when its compute (and audit) is done
-        answered = start + max(service, full_service) if padded else end
-        result.padded_requests += answered > end
-        if run is not None:
-            order += 1
-            heapq.heappush(completions, (end, order, run))
-        result.completed += 1
-        result.steps_total += steps
-        result.steps_saved += skip
-        result.gpu_seconds += service + audit
-        result.audit_runs += audit > 0
-        result.audit_seconds += audit
-        result.latencies.append(answered - request.t)
-        result.unpadded_latencies.append(end - request.t)
-        result.makespan = max(result.makespan, end)
-        if on_request is not None:
-            on_request()
+    parts_of = getattr(embedder, "parts_of", None) if system.lookup == "decoupled" else None
+    with single_threaded():
+        for request in trace:
+            start = max(request.t, heapq.heappop(free_at))
+            while completions and completions[0][0] <= start:  # finished misses fill the cache first
+                _, _, plan = heapq.heappop(completions)
+                cache.insert(plan, {s: zeros for s in plan.run_checkpoints}, {s: float(s) for s in plan.run_checkpoints},
+                             {s: mask for s in plan.run_checkpoints}, text_conditioned=True)
+                result.bytes_peak = max(result.bytes_peak, cache.store.bytes_used)
+            skip = 0
+            overhead = 0.0
+            audit = 0.0
+            padded = False
+            run = None  # the plan of the run that fills the cache when it completes, if any
+            if cached:
+                overhead = costs.plan_s
+                # A trace's seed is its user's choice: honoured. The simulated pipelines run region hits, as a Wan
+                # pipeline behind enable_flexcache does (`planner.regions` turns them off per system).
+                plan = cache.plan(request.prompt, signature, tenant=request.tenant, user=_user_id(request.user),
+                                  seed=request.seed, regions=True,
+                                  parts=None if parts_of is None else parts_of(request.prompt))
+                run = plan.as_miss() if plan.hit else plan
+                if plan.hit and cache.fetch(plan) is not None:
+                    run = plan if system.cache_resumed and plan.run_checkpoints else None
+                    skip = plan.skip_steps
+                    overhead += sizes[skip] / (costs.tier_get_gb_per_s * 1e9)
+                    if system.compressed:
+                        overhead += raw / (costs.decode_gb_per_s * 1e9)
+                    result.hits += 1
+                    result.decoupled_hits += plan.via_parts
+                    result.region_hits += plan.region is not None
+                    result.cross_user_hits += plan.cross_user
+                    result.own_hits += not plan.cross_user
+                    padded = plan.cross_user and result.latency_padding
+                    if cache.auditor.sample(plan):
+                        audit = steps * profile.seconds_per_step * keep_full + profile.text_encoder_s + profile.vae_decode_s
+            step_seconds = profile.seconds_per_step * (keep_resumed if skip else keep_full)
+            service = (steps - skip) * step_seconds + profile.text_encoder_s + profile.vae_decode_s + overhead
+            end = start + service
+            heapq.heappush(free_at, end + audit)  # the worker is free when its compute (and audit) is done
+            answered = start + max(service, full_service) if padded else end
+            result.padded_requests += answered > end
+            if run is not None:
+                order += 1
+                heapq.heappush(completions, (end, order, run))
+            result.completed += 1
+            result.steps_total += steps
+            result.steps_saved += skip
+            result.gpu_seconds += service + audit
+            result.audit_runs += audit > 0
+            result.audit_seconds += audit
+            result.latencies.append(answered - request.t)
+            result.unpadded_latencies.append(end - request.t)
+            result.makespan = max(result.makespan, end)
+            if on_request is not None:
+                on_request()
     if cache is not None:
         result.bytes_stored = cache.store.bytes_used
         result.sharing = cache.stats()["sharing"]
         cache.close()
     return result
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """torch and FAISS on one thread each for the duration (their thread counts restored after).
+
+    The simulator's calls are small: one query per FAISS search, a few
+    phrases per classifier batch, one-element latents. On 2 threads of this
+    2-core machine under load, FAISS spent 5 ms on a search of a few thousand
+    rows that one thread does in 0.2 ms, and torch 70 ms a phrase that one
+    thread embeds in 5 ms (threads spinning at each hand-off). Results are
+    the same: a flat search is exact, and the classifier's vectors came out
+    bit-equal on 1 and 2 threads. FAISS keeps its own OpenMP runtime.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    search_threads = faiss.omp_get_max_threads() if faiss is not None else None
+    if faiss is not None:
+        faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if faiss is not None:
+            faiss.omp_set_num_threads(search_threads)
 
 
 def _user_id(user: str | None) -> str | None:
