@@ -30,7 +30,10 @@ class SlabAllocator:
     """Free list over slab indices (no memory): best-fit runs, gather when fragmented.
 
     Free runs are kept sorted by first slab, with their lengths and their ends
-    indexed so a freed run merges with both neighbours in O(log n).
+    indexed so a freed run merges with both neighbours in O(log n), and sorted
+    by (length, first slab), so the best fit (the shortest run that is long
+    enough, the lowest of equals) and the longest runs are found by bisection,
+    not by a scan of every run: a tier of many entries fragments into as many runs.
 
     Example:
         >>> a = SlabAllocator(8)
@@ -43,9 +46,12 @@ class SlabAllocator:
     def __init__(self, slab_count: int) -> None:
         self.slab_count = slab_count
         self.free_slabs = slab_count
-        self._starts: list[int] = [0] if slab_count else []
-        self._length_at: dict[int, int] = {0: slab_count} if slab_count else {}
-        self._start_ending_at: dict[int, int] = {slab_count: 0} if slab_count else {}
+        self._starts: list[int] = []
+        self._length_at: dict[int, int] = {}
+        self._start_ending_at: dict[int, int] = {}
+        self._by_length: list[tuple[int, int]] = []  # (length, first slab) of every free run, ascending
+        if slab_count:
+            self._add_run(0, slab_count)
 
     @property
     def free_runs(self) -> list[tuple[int, int]]:
@@ -54,7 +60,7 @@ class SlabAllocator:
 
     @property
     def largest_free_run(self) -> int:
-        return max(self._length_at.values(), default=0)
+        return self._by_length[-1][0] if self._by_length else 0
 
     def allocate(self, count: int) -> list[tuple[int, int]] | None:
         """Extents holding `count` slabs, or None when fewer slabs are free."""
@@ -62,37 +68,40 @@ class SlabAllocator:
             return []
         if count > self.free_slabs:
             return None
-        best = None
-        for start in self._starts:
-            length = self._length_at[start]
-            if length >= count and (best is None or length < self._length_at[best]):
-                best = start
-                if length == count:
-                    break
-        if best is not None:
+        fit = bisect.bisect_left(self._by_length, (count, -1))
+        if fit < len(self._by_length):  # the shortest run that holds it (the lowest of equals)
+            best = self._by_length[fit][1]
             self._take(best, count)
             return [(best, count)]
-        # No run is long enough: take the longest runs first, for the fewest pieces.
+        # No run is long enough: take the longest runs first (the lowest of equals), for the fewest pieces.
         extents, needed = [], count
-        for start in sorted(self._starts, key=lambda s: -self._length_at[s]):
-            taken = min(needed, self._length_at[start])
+        while needed:
+            longest = self._by_length[-1][0]
+            start = self._by_length[bisect.bisect_left(self._by_length, (longest, -1))][1]
+            taken = min(needed, longest)
             self._take(start, taken)
             extents.append((start, taken))
             needed -= taken
-            if needed == 0:
-                break
         return extents
 
-    def _take(self, start: int, count: int) -> None:
+    def _add_run(self, start: int, length: int) -> None:
+        bisect.insort(self._starts, start)
+        self._length_at[start] = length
+        self._start_ending_at[start + length] = start
+        bisect.insort(self._by_length, (length, start))
+
+    def _drop_run(self, start: int) -> int:
+        """Forget the free run at `start`; returns its length."""
         length = self._length_at.pop(start)
         del self._start_ending_at[start + length]
-        index = bisect.bisect_left(self._starts, start)
+        del self._starts[bisect.bisect_left(self._starts, start)]
+        del self._by_length[bisect.bisect_left(self._by_length, (length, start))]
+        return length
+
+    def _take(self, start: int, count: int) -> None:
+        length = self._drop_run(start)
         if count < length:  # the head is used; the tail stays free in place
-            self._starts[index] = start + count
-            self._length_at[start + count] = length - count
-            self._start_ending_at[start + length] = start + count
-        else:
-            del self._starts[index]
+            self._add_run(start + count, length - count)
         self.free_slabs -= count
 
     def free(self, extents: list[tuple[int, int]]) -> None:
@@ -100,19 +109,13 @@ class SlabAllocator:
             if count == 0:
                 continue
             end = start + count
-            left = self._start_ending_at.pop(start, None)
+            left = self._start_ending_at.get(start)
             if left is not None:  # merge with the run that ends where this starts
-                del self._length_at[left]
-                del self._starts[bisect.bisect_left(self._starts, left)]
+                self._drop_run(left)
                 start = left
-            right_length = self._length_at.pop(end, None)
-            if right_length is not None:  # and with the run that starts where this ends
-                del self._start_ending_at[end + right_length]
-                del self._starts[bisect.bisect_left(self._starts, end)]
-                end += right_length
-            bisect.insort(self._starts, start)
-            self._length_at[start] = end - start
-            self._start_ending_at[end] = start
+            if end in self._length_at:  # and with the run that starts where this ends
+                end += self._drop_run(end)
+            self._add_run(start, end - start)
             self.free_slabs += count
 
 

@@ -124,6 +124,40 @@ def test_allocator_random_operations_never_hand_out_a_slab_twice():
         assert sum(n for _, n in runs) == a.free_slabs
 
 
+def _scanning_allocate(runs: list[tuple[int, int]], count: int) -> list[tuple[int, int]] | None:
+    """The allocator's choices made the slow way, by scanning every free run (address order)."""
+    if count == 0:
+        return []
+    if count > sum(n for _, n in runs):
+        return None
+    fits = [(n, s) for s, n in runs if n >= count]
+    if fits:
+        return [(min(fits)[1], count)]  # the shortest run that holds it, the lowest of equals
+    extents, needed = [], count
+    for s, n in sorted(runs, key=lambda run: -run[1]):  # the longest first, the lowest of equals
+        extents.append((s, min(needed, n)))
+        needed -= extents[-1][1]
+        if not needed:
+            return extents
+
+
+def test_allocator_chooses_what_a_scan_of_every_free_run_would():
+    rng = random.Random(11)
+    a = SlabAllocator(300)
+    held: list[list[tuple[int, int]]] = []
+    for _ in range(4000):
+        if held and rng.random() < 0.5:
+            a.free(held.pop(rng.randrange(len(held))))
+            continue
+        count = rng.choice([1, 1, 2, 3, 5, 8, 13, 40])
+        expected = _scanning_allocate(a.free_runs, count)
+        extents = a.allocate(count)
+        assert extents == expected
+        assert a.largest_free_run == max((n for _, n in a.free_runs), default=0)
+        if extents:
+            held.append(extents)
+
+
 # -- the host tier on CPU -----------------------------------------------------------------
 
 
