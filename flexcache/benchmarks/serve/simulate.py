@@ -83,7 +83,7 @@ class MemoizedEmbedder:
                 if prompt not in self._parts:
                     self._parts[prompt] = parts_from(prompt)  # None: the splitter cannot split it
 
-    def prefill(self, prompts, batch_size: int = 256, *, words: bool = False) -> None:
+    def prefill(self, prompts, batch_size: int = 256, *, words: bool = False, processes: int = 1) -> None:
         """Embed, in batches, every text the engine's `plan` will embed for `prompts` (each, and its parts).
 
         One text a call would embed a 20,000-request trace one MiniLM call
@@ -91,7 +91,9 @@ class MemoizedEmbedder:
         content words of every prompt too, after them: what the containment
         gate (`sharing.containment_gate`) embeds when it reads a source
         against a request, a few words a call, on every hit from another
-        user's entry.
+        user's entry. With `processes` > 1 the batches are shared among forked
+        workers on one thread each (`serve.parallel`): each batch holds the
+        texts it would hold here, so every vector is the same.
         """
         from flexcache.engine import validate_prompts
 
@@ -102,16 +104,30 @@ class MemoizedEmbedder:
             split = self._parts[prompt]
             parts = [] if split is None else [split.object] + ([split.background] if split.background else [])
             texts.update(dict.fromkeys([prompt, *parts]))
-        self._embed_missing(texts, batch_size)
+        chunks = _chunks([t for t in texts if t not in self._vectors], batch_size)
         if words:
-            self._embed_missing(dict.fromkeys(w for prompt in prompts for w in gate_words(prompt)), batch_size)
-
-    def _embed_missing(self, texts, batch_size: int) -> None:
-        missing = [t for t in texts if t not in self._vectors]
-        for start in range(0, len(missing), batch_size):
-            chunk = missing[start:start + batch_size]
-            for text, vector in zip(chunk, self.embedder.embed(chunk)):
+            gate = dict.fromkeys(w for prompt in prompts for w in gate_words(prompt))
+            chunks += _chunks([w for w in gate if w not in self._vectors and w not in texts], batch_size)
+        for chunk, vectors in zip(chunks, self._embed_chunks(chunks, processes)):
+            for text, vector in zip(chunk, vectors):
                 self._vectors[text] = vector
+
+    def _embed_chunks(self, chunks: list[list[str]], processes: int) -> list[torch.Tensor]:
+        """Each chunk's vectors, in one `embed` call a chunk: here, or in forked workers."""
+        from flexcache.benchmarks.serve.parallel import run_jobs
+
+        if processes <= 1 or len(chunks) <= 1:
+            return [self.embedder.embed(chunk) for chunk in chunks]
+        groups = min(len(chunks), 8 * processes)  # more jobs than workers: the slower worker takes fewer
+
+        def job(group: int):
+            return lambda tick: [self.embedder.embed(chunk).cpu().numpy() for chunk in chunks[group::groups]]
+
+        done = run_jobs([job(g) for g in range(groups)], processes=processes)
+        vectors: list[torch.Tensor] = [None] * len(chunks)  # type: ignore[list-item]
+        for group, arrays in enumerate(done):
+            vectors[group::groups] = [torch.from_numpy(array) for array in arrays]
+        return vectors
 
     def parts_of(self, prompt: str):
         """`prompt`'s split from `prefill`, as `plan(parts=)` takes it; None: let `plan` split it.
@@ -137,6 +153,10 @@ class MemoizedEmbedder:
 
 
 _WORD = re.compile(r"\w+")
+
+
+def _chunks(texts: list[str], size: int) -> list[list[str]]:
+    return [texts[start:start + size] for start in range(0, len(texts), size)]
 
 
 def gate_words(text: str) -> list[str]:
