@@ -18,10 +18,11 @@ run in this process, in order.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -33,6 +34,7 @@ Job = Callable[[Callable[[], None]], Any]
 _JOBS: list[Job] = []
 _SERVED: Any = None
 _BESIDE: dict[int, Callable[[], Any]] = {}  # `beside`'s calls, by number, for the same reason
+_TARGET: Callable[..., Any] | None = None  # what `forked_calls` workers call
 
 
 def can_fork() -> bool:
@@ -100,6 +102,29 @@ def beside(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         del _BESIDE[number]
     pool.shutdown(wait=False)  # the worker exits when its one call is done
     return future
+
+
+@contextlib.contextmanager
+def forked_calls(target: Callable[..., Any], processes: int) -> Iterator[Callable[..., Future]]:
+    """`processes` workers forked now, on one thread each, that call `target` as the caller asks.
+
+    Yields ``call(*args)``, which sends `args` (pickled) to a free worker and returns the future of
+    ``target(*args)``. `target` itself is inherited by the workers, never pickled.
+    """
+    global _TARGET
+    _TARGET = target
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_one_thread_each)
+    try:
+        pool.submit(int).result()  # every worker is forked at the first call, with `_TARGET` in place
+        yield lambda *args: pool.submit(_call_target, *args)
+    finally:
+        pool.shutdown()
+        _TARGET = None
+
+
+def _call_target(*args: Any) -> Any:
+    return _TARGET(*args)  # type: ignore[misc]
 
 
 def _one_thread_each() -> None:

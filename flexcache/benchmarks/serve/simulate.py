@@ -69,65 +69,67 @@ class MemoizedEmbedder:
     def dim(self) -> int:
         return self.embedder.dim
 
-    def split(self, prompts) -> None:
-        """Split each new prompt as `plan` would (`parts_of` hands the split to `plan`).
-
-        On one torch thread: the setting classifier runs a few phrases at a
-        time, where a second thread only waits (the vectors are bit-equal).
-        """
-        from flexcache.engine import parts_from, validate_prompts
-
-        with single_threaded():
-            for prompt in dict.fromkeys(prompts):
-                (prompt,) = validate_prompts([prompt])
-                if prompt not in self._parts:
-                    self._parts[prompt] = parts_from(prompt)  # None: the splitter cannot split it
-
     def prefill(self, prompts, batch_size: int = 256, *, words: bool = False, processes: int = 1) -> None:
         """Embed, in batches, every text the engine's `plan` will embed for `prompts` (each, and its parts).
 
         One text a call would embed a 20,000-request trace one MiniLM call
-        per request; in batches it takes a fraction of that. With `words`, the
-        content words of every prompt too, after them: what the containment
-        gate (`sharing.containment_gate`) embeds when it reads a source
-        against a request, a few words a call, on every hit from another
-        user's entry. With `processes` > 1 the batches are shared among forked
-        workers on one thread each (`serve.parallel`): each batch holds the
-        texts it would hold here, so every vector is the same.
+        per request; in batches it takes a fraction of that. Each prompt is
+        split as `plan` would split it (kept for `parts_of`), in order, on one
+        torch thread: the setting classifier runs a few phrases at a time,
+        where a second thread only waits. With `words`, the content words of
+        every prompt too, after them: what the containment gate
+        (`sharing.containment_gate`) embeds when it reads a source against a
+        request, a few words a call, on every hit from another user's entry.
+        With `processes` > 1, forked workers (one thread each, `serve.parallel`)
+        embed each batch as soon as the split has filled it; each batch holds
+        the texts it would hold here, so every vector is the same.
         """
-        from flexcache.engine import validate_prompts
+        from flexcache.benchmarks.serve.parallel import can_fork, forked_calls
+        from flexcache.engine import parts_from, validate_prompts
 
-        prompts = [validate_prompts([prompt])[0] for prompt in dict.fromkeys(prompts)]
-        self.split(prompts)
-        texts: dict[str, None] = {}
-        for prompt in prompts:
-            split = self._parts[prompt]
-            parts = [] if split is None else [split.object] + ([split.background] if split.background else [])
-            texts.update(dict.fromkeys([prompt, *parts]))
-        chunks = _chunks([t for t in texts if t not in self._vectors], batch_size)
-        if words:
-            gate = dict.fromkeys(w for prompt in prompts for w in gate_words(prompt))
-            chunks += _chunks([w for w in gate if w not in self._vectors and w not in texts], batch_size)
-        for chunk, vectors in zip(chunks, self._embed_chunks(chunks, processes)):
-            for text, vector in zip(chunk, vectors):
+        embedder = self.embedder
+        workers = (forked_calls(lambda chunk: embedder.embed(chunk).cpu().numpy(), processes)
+                   if processes > 1 and can_fork() else contextlib.nullcontext())
+        chunks: list[list[str]] = []
+        sent: list[Any] = []  # per chunk, its workers' future (None: embedded here, after the split)
+        pending: list[str] = []
+        with workers as call:
+
+            def send() -> None:
+                if pending:
+                    chunks.append(pending.copy())
+                    sent.append(None if call is None else call(chunks[-1]))
+                    pending.clear()
+
+            def add(text: str, seen: dict[str, None]) -> None:
+                if text not in seen:
+                    seen[text] = None
+                    if text not in self._vectors:
+                        pending.append(text)
+                        if len(pending) == batch_size:
+                            send()
+
+            texts: dict[str, None] = {}
+            prompts = [validate_prompts([prompt])[0] for prompt in dict.fromkeys(prompts)]
+            with single_threaded():
+                for prompt in prompts:
+                    if prompt not in self._parts:
+                        self._parts[prompt] = parts_from(prompt)  # None: the splitter cannot split it
+                    split = self._parts[prompt]
+                    parts = [] if split is None else [split.object] + ([split.background] if split.background else [])
+                    for text in [prompt, *parts]:
+                        add(text, texts)
+            send()
+            if words:
+                gate = dict.fromkeys(w for prompt in prompts for w in gate_words(prompt) if w not in texts)
+                for word in gate:
+                    add(word, texts)
+                send()
+            vectors = [torch.from_numpy(future.result()) if future is not None else embedder.embed(chunk)
+                       for chunk, future in zip(chunks, sent)]
+        for chunk, rows in zip(chunks, vectors):
+            for text, vector in zip(chunk, rows):
                 self._vectors[text] = vector
-
-    def _embed_chunks(self, chunks: list[list[str]], processes: int) -> list[torch.Tensor]:
-        """Each chunk's vectors, in one `embed` call a chunk: here, or in forked workers."""
-        from flexcache.benchmarks.serve.parallel import run_jobs
-
-        if processes <= 1 or len(chunks) <= 1:
-            return [self.embedder.embed(chunk) for chunk in chunks]
-        groups = min(len(chunks), 8 * processes)  # more jobs than workers: the slower worker takes fewer
-
-        def job(group: int):
-            return lambda tick: [self.embedder.embed(chunk).cpu().numpy() for chunk in chunks[group::groups]]
-
-        done = run_jobs([job(g) for g in range(groups)], processes=processes)
-        vectors: list[torch.Tensor] = [None] * len(chunks)  # type: ignore[list-item]
-        for group, arrays in enumerate(done):
-            vectors[group::groups] = [torch.from_numpy(array) for array in arrays]
-        return vectors
 
     def parts_of(self, prompt: str):
         """`prompt`'s split from `prefill`, as `plan(parts=)` takes it; None: let `plan` split it.
@@ -153,10 +155,6 @@ class MemoizedEmbedder:
 
 
 _WORD = re.compile(r"\w+")
-
-
-def _chunks(texts: list[str], size: int) -> list[list[str]]:
-    return [texts[start:start + size] for start in range(0, len(texts), size)]
 
 
 def gate_words(text: str) -> list[str]:
